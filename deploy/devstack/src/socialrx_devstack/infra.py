@@ -1,0 +1,126 @@
+"""Where the test harness and `make up` get Kafka and PostgreSQL from, in this order:
+
+1. `KAFKA_BOOTSTRAP_SERVERS` / `*_DATABASE_URL` from the environment, when given;
+2. testcontainers (`apache/kafka`, `postgres`) when a Docker engine answers;
+3. otherwise local processes started here (Kafka jars from Maven Central, Debian's PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+
+from . import procs
+from .kafka import LocalKafka
+from .postgres import SERVICES, LocalPostgres
+from .topics import ensure_topics_sync
+
+
+def docker_answers() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=10).returncode == 0
+    except (subprocess.TimeoutExpired, OSError):
+        return False
+
+
+def _asyncpg_dsn(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://")
+
+
+async def _create_database(admin_url: str, name: str) -> None:
+    conn = await asyncpg.connect(_asyncpg_dsn(admin_url))
+    try:
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+@dataclass
+class PostgresServer:
+    """A PostgreSQL server the harness may create databases on."""
+
+    admin_url: str  # a URL to an existing database on that server
+    stop: Callable[[], None] = lambda: None
+    local: LocalPostgres | None = None
+
+    def url_for(self, database: str) -> str:
+        base, _, _ = self.admin_url.rpartition("/")
+        return f"{base}/{database}"
+
+    def new_database(self, prefix: str) -> str:
+        name = f"{prefix}_{uuid.uuid4().hex[:8]}".replace("-", "_")
+        asyncio.run(_create_database(self.admin_url, name))
+        return self.url_for(name)
+
+
+@dataclass
+class KafkaServer:
+    bootstrap_servers: str
+    stop: Callable[[], None] = lambda: None
+    local: LocalKafka | None = None
+    _tmp: list[Path] = field(default_factory=list)
+
+
+def start_kafka(partitions: int = 3) -> KafkaServer:
+    given = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if given:
+        server = KafkaServer(given)
+    elif docker_answers():
+        from testcontainers.kafka import KafkaContainer
+
+        container = KafkaContainer("apache/kafka:4.1.1").with_kraft()
+        container.start()
+        server = KafkaServer(container.get_bootstrap_server(), stop=container.stop)
+    else:
+        data_dir = Path(tempfile.mkdtemp(prefix="socialrx-kafka-"))
+        local = LocalKafka(data_dir, procs.free_port(), procs.free_port(), partitions=partitions)
+        local.start()
+
+        def stop() -> None:
+            local.stop()
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+        server = KafkaServer(local.bootstrap_servers, stop=stop, local=local)
+    ensure_topics_sync(server.bootstrap_servers, partitions=partitions)
+    return server
+
+
+def given_database_urls() -> dict[str, str]:
+    return {
+        service: os.environ[service.upper().replace("-", "_") + "_DATABASE_URL"]
+        for service in SERVICES
+        if os.environ.get(service.upper().replace("-", "_") + "_DATABASE_URL")
+    }
+
+
+def start_postgres() -> PostgresServer:
+    given = given_database_urls()
+    if given:
+        return PostgresServer(next(iter(given.values())))
+    if docker_answers():
+        from testcontainers.postgres import PostgresContainer
+
+        container = PostgresContainer("postgres:16", driver="asyncpg")
+        container.start()
+        return PostgresServer(container.get_connection_url(), stop=container.stop)
+    data_dir = Path(tempfile.mkdtemp(prefix="socialrx-pg-"))
+    local = LocalPostgres(data_dir, procs.free_port(), durable=False)
+    local.start()
+
+    def stop() -> None:
+        local.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+    return PostgresServer(local.admin_url(), stop=stop, local=local)

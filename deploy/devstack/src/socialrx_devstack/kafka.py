@@ -1,0 +1,130 @@
+"""A single-node Apache Kafka 4.x broker in KRaft mode, run with the machine's Java, no Docker.
+
+The broker's jars come from Maven Central through `deploy/kafka/pom.xml`
+(`mvn dependency:copy-dependencies`) and are cached under ~/.cache/socialrx, so only the first run
+downloads them. The broker's log lives on disk in the directory it is given.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import procs
+
+KAFKA_VERSION = "4.1.1"
+POM = Path(__file__).resolve().parents[3] / "kafka" / "pom.xml"
+CACHE = Path(os.environ.get("SOCIALRX_CACHE", Path.home() / ".cache" / "socialrx"))
+
+LOG4J2 = """\
+status = warn
+appender.file.type = File
+appender.file.name = file
+appender.file.fileName = {log}
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = warn
+rootLogger.appenderRef.file.ref = file
+logger.kafka.name = kafka
+logger.kafka.level = info
+"""
+
+
+def libs_dir() -> Path:
+    return CACHE / f"kafka-{KAFKA_VERSION}" / "libs"
+
+
+def fetch_jars() -> Path:
+    """Resolve the broker jars from Maven Central once; later calls reuse the cache."""
+    target = libs_dir()
+    marker = target / ".complete"
+    if marker.exists():
+        return target
+    if shutil.which("mvn") is None:
+        raise RuntimeError("Maven (mvn) is needed to fetch the Kafka broker jars: apt-get install -y maven")
+    target.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(
+        ["mvn", "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
+         f"-DoutputDirectory={target}", f"-Dkafka.version={KAFKA_VERSION}"],
+        capture_output=True, text=True,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"could not fetch Kafka jars from Maven Central:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    marker.write_text(KAFKA_VERSION)
+    return target
+
+
+@dataclass
+class LocalKafka:
+    data_dir: Path
+    port: int
+    controller_port: int
+    partitions: int = 3
+    heap: str = "512m"
+    proc: subprocess.Popen | None = field(default=None, repr=False)
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _write_config(self) -> Path:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        config = self.data_dir / "server.properties"
+        config.write_text(
+            "\n".join(
+                [
+                    "process.roles=broker,controller",
+                    "node.id=1",
+                    f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
+                    f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                    "controller.listener.names=CONTROLLER",
+                    "inter.broker.listener.name=PLAINTEXT",
+                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                    f"log.dirs={self.data_dir / 'log'}",
+                    f"num.partitions={self.partitions}",
+                    "offsets.topic.replication.factor=1",
+                    "offsets.topic.num.partitions=10",
+                    "transaction.state.log.replication.factor=1",
+                    "transaction.state.log.min.isr=1",
+                    "share.coordinator.state.topic.replication.factor=1",
+                    "share.coordinator.state.topic.min.isr=1",
+                    "group.initial.rebalance.delay.ms=0",
+                    "auto.create.topics.enable=true",
+                    "",
+                ]
+            )
+        )
+        (self.data_dir / "log4j2.properties").write_text(LOG4J2.format(log=self.data_dir / "broker.log"))
+        return config
+
+    def _java(self, libs: Path, *args: str) -> list[str]:
+        return [
+            "java", f"-Xmx{self.heap}", f"-Xms{self.heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.properties'}",
+            "-cp", f"{libs}/*", *args,
+        ]
+
+    def start(self, timeout_s: float = 90.0) -> None:
+        libs = fetch_jars()
+        config = self._write_config()
+        if not (self.data_dir / "log" / "meta.properties").exists():
+            cluster_id = uuid.uuid4().hex[:22]
+            subprocess.run(
+                self._java(libs, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)),
+                check=True, capture_output=True,
+            )
+        self.proc = procs.start(
+            self._java(libs, "kafka.Kafka", str(config)), log_path=self.data_dir / "stdout.log"
+        )
+        procs.wait_for_port(self.port, timeout_s, self.proc, what="Kafka broker")
+
+    def stop(self) -> None:
+        procs.stop(self.proc, timeout_s=30)
+
+    def kill(self) -> None:
+        procs.kill(self.proc)

@@ -1,0 +1,195 @@
+"""The directory's management API: organisations, services, a charity's inbox and its decisions."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime, timezone
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from sqlalchemy import func, insert, select, update
+
+from socialrx_shared.auth import Principal, forbidden, require
+from socialrx_shared.events import DeclineReason, NeedCode, ServiceStatus
+from socialrx_shared.runtime import ServiceRuntime
+
+from . import commands, domain
+from .store import organizations, referral_inbox, services
+
+router = APIRouter()
+
+Text200 = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Postcode = Annotated[str, StringConstraints(strip_whitespace=True, to_upper=True,
+                                            pattern=r"^[A-Z]{1,2}[0-9][A-Z0-9]? ?[0-9][A-Z]{2}$")]
+
+
+def runtime_of(request: Request) -> ServiceRuntime:
+    return request.app.state.runtime
+
+
+class NewOrganization(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: Text200
+    description: Annotated[str, StringConstraints(max_length=5000)] = ""
+    charity_number: Annotated[str, StringConstraints(pattern=r"^[0-9A-Z-]{4,20}$")] | None = None
+    email: Annotated[str, StringConstraints(max_length=320, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")] | None = None
+    website: Annotated[str, StringConstraints(max_length=500, pattern=r"^https?://")] | None = None
+
+
+class ServiceFields(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: Text200 | None = None
+    description: Annotated[str, StringConstraints(max_length=5000)] | None = None
+    needs: list[NeedCode] | None = Field(None, max_length=20)
+    capacity: Annotated[int, Field(ge=0, le=100_000)] | None = None
+    safeguarding_policy_valid_until: date | None = None
+    status: ServiceStatus | None = None
+    postcode: Postcode | None = None
+    email: Annotated[str, StringConstraints(max_length=320, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")] | None = None
+    url: Annotated[str, StringConstraints(max_length=500, pattern=r"^https?://")] | None = None
+
+
+class NewService(ServiceFields):
+    organization_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    name: Text200
+    needs: list[NeedCode] = Field(min_length=1, max_length=20)
+    capacity: Annotated[int, Field(ge=0, le=100_000)]
+    status: ServiceStatus = "active"
+
+
+class Decline(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: DeclineReason
+
+
+def _service_out(row: dict) -> dict:
+    gate = domain.gate(row["status"], row["capacity"], row["safeguarding_policy_valid_until"],
+                       datetime.now(timezone.utc).date())
+    return {
+        "id": row["id"], "organization_id": row["organization_id"], "name": row["name"],
+        "description": row["description"], "needs": row["needs"], "capacity": row["capacity"],
+        "safeguarding_policy_valid_until": row["safeguarding_policy_valid_until"], "status": row["status"],
+        "postcode": row["postcode"], "email": row["email"], "url": row["url"], "version": row["version"],
+        "accepting_referrals": gate.accepting_referrals, "not_accepting_reason": gate.reason,
+        "updated_at": row["updated_at"],
+    }
+
+
+def _normal_postcode(value: str | None) -> str | None:
+    if value is None:
+        return None
+    compact = value.replace(" ", "")
+    return f"{compact[:-3]} {compact[-3:]}"
+
+
+def _may_manage(principal: Principal, organization_id: str) -> None:
+    if principal.role == "charity" and principal.organisation_id != organization_id:
+        raise forbidden("a charity manages only its own organisation's services")
+
+
+@router.post("/organizations", status_code=201, tags=["management"], summary="Add an organisation (admin)")
+async def create_organization(body: NewOrganization, request: Request,
+                              principal: Principal = Depends(require("admin"))) -> dict:
+    now = datetime.now(timezone.utc)
+    row = {"id": str(uuid.uuid4()), **body.model_dump(), "created_at": now, "updated_at": now}
+    async with runtime_of(request).transaction() as session:
+        await session.execute(insert(organizations).values(**row))
+    return row
+
+
+@router.post("/services", status_code=201, tags=["management"],
+             summary="Add a service (admin, or a charity for its own organisation); publishes service.updated")
+async def create_service(body: NewService, request: Request,
+                         principal: Principal = Depends(require("admin", "charity")),
+                         allow_duplicate: bool = Query(False, description="create even if the same organisation has a service of this name at this postcode")) -> dict:
+    _may_manage(principal, body.organization_id)
+    rt = runtime_of(request)
+    now = datetime.now(timezone.utc)
+    postcode = _normal_postcode(body.postcode)
+    async with rt.transaction() as session:
+        if not await session.scalar(select(organizations.c.id).where(organizations.c.id == body.organization_id)):
+            raise HTTPException(422, detail=f"no organisation {body.organization_id!r}: create it first")
+        duplicate = await session.scalar(
+            select(services.c.id).where(services.c.organization_id == body.organization_id,
+                                        func.lower(services.c.name) == body.name.lower(),
+                                        services.c.postcode.is_not_distinct_from(postcode))
+        )
+        if duplicate and not allow_duplicate:
+            raise HTTPException(409, detail={"message": "this organisation already has a service of this name at "
+                                             "this postcode; update it, or pass allow_duplicate=true",
+                                             "existing_service_id": duplicate})
+        service_id = str(uuid.uuid4())
+        await session.execute(insert(services).values(
+            id=service_id, organization_id=body.organization_id, name=body.name, description=body.description or "",
+            needs=body.needs, capacity=body.capacity, safeguarding_policy_valid_until=body.safeguarding_policy_valid_until,
+            status=body.status, postcode=postcode, email=body.email, url=body.url, version=0,
+            published_accepting=False, created_at=now, updated_at=now,
+        ))
+        await commands.stage_service_updated(rt, session, service_id)
+        row = (await session.execute(select(services).where(services.c.id == service_id))).mappings().one()
+    return _service_out(dict(row))
+
+
+@router.patch("/services/{service_id}", tags=["management"],
+              summary="Change a service (admin, or its own charity); publishes service.updated")
+async def update_service(service_id: str, body: ServiceFields, request: Request,
+                         principal: Principal = Depends(require("admin", "charity"))) -> dict:
+    rt = runtime_of(request)
+    changes = body.model_dump(exclude_unset=True)
+    if "postcode" in changes:
+        changes["postcode"] = _normal_postcode(changes["postcode"])
+    for required in ("name", "needs", "capacity", "status"):
+        if required in changes and changes[required] is None:
+            raise HTTPException(422, detail=f"{required} cannot be removed")
+    async with rt.transaction() as session:
+        owner = await session.scalar(select(services.c.organization_id).where(services.c.id == service_id).with_for_update())
+        if owner is None:
+            raise HTTPException(404, detail="no such service")
+        _may_manage(principal, owner)
+        if changes:
+            await session.execute(update(services).where(services.c.id == service_id).values(**changes))
+        await commands.stage_service_updated(rt, session, service_id)
+        row = (await session.execute(select(services).where(services.c.id == service_id))).mappings().one()
+    return _service_out(dict(row))
+
+
+@router.get("/inbox", tags=["referrals"], summary="Referrals sent to your organisation (charity)")
+async def get_inbox(request: Request, principal: Principal = Depends(require("charity")),
+                    status_filter: Annotated[Literal["received", "accepted", "declined", "finished"] | None, Query(alias="status")] = None,
+                    page: Annotated[int, Query(ge=1)] = 1, per_page: Annotated[int, Query(ge=1, le=500)] = 50) -> dict:
+    query = select(referral_inbox).where(referral_inbox.c.organisation_id == principal.organisation_id)
+    if status_filter:
+        query = query.where(referral_inbox.c.status == status_filter)
+    async with runtime_of(request).sessionmaker() as session:
+        total = await session.scalar(select(func.count()).select_from(query.subquery()))
+        rows = (await session.execute(query.order_by(referral_inbox.c.referred_at).offset((page - 1) * per_page).limit(per_page))).mappings().all()
+    return {"items": [dict(r) for r in rows], "page": page, "per_page": per_page, "total": total}
+
+
+async def _decide(request: Request, principal: Principal, referral_id: str, action) -> dict:
+    rt = runtime_of(request)
+    try:
+        async with rt.transaction() as session:
+            owner = await session.scalar(select(referral_inbox.c.organisation_id).where(referral_inbox.c.referral_id == referral_id))
+            if owner is None or owner != principal.organisation_id:
+                raise HTTPException(404, detail="no such referral in your organisation's inbox")
+            event = await action(rt, session)
+    except commands.NotFound:
+        raise HTTPException(404, detail="no such referral in your organisation's inbox") from None
+    except domain.DecisionConflict as exc:
+        raise HTTPException(409, detail=str(exc)) from None
+    return event.model_dump(mode="json")
+
+
+@router.post("/referrals/{referral_id}/accept", tags=["referrals"], summary="Accept a referral (its charity)")
+async def accept_referral(referral_id: str, request: Request, principal: Principal = Depends(require("charity"))) -> dict:
+    return await _decide(request, principal, referral_id,
+                         lambda rt, session: commands.accept(rt, session, referral_id, principal.sub))
+
+
+@router.post("/referrals/{referral_id}/decline", tags=["referrals"], summary="Decline a referral with a reason (its charity)")
+async def decline_referral(referral_id: str, body: Decline, request: Request,
+                           principal: Principal = Depends(require("charity"))) -> dict:
+    return await _decide(request, principal, referral_id,
+                         lambda rt, session: commands.decline(rt, session, referral_id, body.reason, principal.sub))

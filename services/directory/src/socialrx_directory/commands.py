@@ -1,0 +1,91 @@
+"""What the directory does when a person or a clock asks: decide referrals, publish services.
+
+Used by the HTTP API, the event handlers and the auto-decline sweep, so each rule has one home.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from socialrx_shared.events import (
+    REFERRAL_ACCEPTED, REFERRAL_DECLINED, SERVICE_UPDATED, ReferralAccepted, ReferralDeclined, ServiceUpdated,
+)
+from socialrx_shared.runtime import ServiceRuntime
+
+from . import domain
+from .store import referral_inbox, services
+
+
+class NotFound(Exception):
+    pass
+
+
+async def stage_service_updated(rt: ServiceRuntime, session: AsyncSession, service_id: str,
+                                today: date | None = None) -> ServiceUpdated:
+    """Bump the service's version and stage `service.updated` with its gate as of `today`."""
+    today = today or datetime.now(timezone.utc).date()
+    row = (await session.execute(select(services).where(services.c.id == service_id).with_for_update())).mappings().one()
+    gate = domain.gate(row["status"], row["capacity"], row["safeguarding_policy_valid_until"], today)
+    now = datetime.now(timezone.utc)
+    version = row["version"] + 1
+    await session.execute(
+        update(services).where(services.c.id == service_id)
+        .values(version=version, published_accepting=gate.accepting_referrals, updated_at=now)
+    )
+    event = ServiceUpdated(
+        service_id=service_id, organisation_id=row["organization_id"], name=row["name"], status=row["status"],
+        needs=row["needs"], capacity_available=max(row["capacity"], 0),
+        safeguarding_policy_valid_until=row["safeguarding_policy_valid_until"],
+        accepting_referrals=gate.accepting_referrals, not_accepting_reason=gate.reason, version=version,
+        updated_at=now,
+    )
+    await rt.stage(session, SERVICE_UPDATED, event)
+    return event
+
+
+async def _lock_referral(session: AsyncSession, referral_id: str) -> dict:
+    row = (
+        await session.execute(select(referral_inbox).where(referral_inbox.c.referral_id == referral_id).with_for_update())
+    ).mappings().first()
+    if row is None:
+        raise NotFound(referral_id)
+    return dict(row)
+
+
+async def accept(rt: ServiceRuntime, session: AsyncSession, referral_id: str, by: str) -> ReferralAccepted:
+    row = await _lock_referral(session, referral_id)
+    domain.decide(row["status"], "accepted")
+    now = datetime.now(timezone.utc)
+    await session.execute(
+        update(referral_inbox).where(referral_inbox.c.referral_id == referral_id)
+        .values(status="accepted", decided_at=now, decided_by=by)
+    )
+    # A place is taken: capacity falls (never below 0; an organisation may accept beyond it).
+    await session.execute(
+        update(services).where(services.c.id == row["service_id"]).values(capacity=services.c.capacity - 1)
+    )
+    await session.execute(update(services).where(services.c.id == row["service_id"], services.c.capacity < 0).values(capacity=0))
+    event = ReferralAccepted(referral_id=referral_id, organisation_id=row["organisation_id"],
+                             service_id=row["service_id"], pcn_id=row["pcn_id"], accepted_at=now)
+    await rt.stage(session, REFERRAL_ACCEPTED, event)
+    if await session.scalar(select(services.c.id).where(services.c.id == row["service_id"])):
+        await stage_service_updated(rt, session, row["service_id"])
+    return event
+
+
+async def decline(rt: ServiceRuntime, session: AsyncSession, referral_id: str, reason: str, by: str,
+                  at: datetime | None = None) -> ReferralDeclined:
+    row = await _lock_referral(session, referral_id)
+    domain.decide(row["status"], "declined")
+    now = at or datetime.now(timezone.utc)
+    await session.execute(
+        update(referral_inbox).where(referral_inbox.c.referral_id == referral_id)
+        .values(status="declined", decided_at=now, decided_by=by, decline_reason=reason)
+    )
+    event = ReferralDeclined(referral_id=referral_id, organisation_id=row["organisation_id"],
+                             service_id=row["service_id"], pcn_id=row["pcn_id"], reason=reason, declined_at=now)
+    await rt.stage(session, REFERRAL_DECLINED, event)
+    return event

@@ -1,0 +1,49 @@
+"""How the directory reacts to events: referrals land in inboxes; finished referrals free a place."""
+
+from __future__ import annotations
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from socialrx_shared.consumer import EventConsumer
+from socialrx_shared.events import OUTCOME_RECORDED, REFERRAL_CREATED, Envelope, OutcomeRecorded, ReferralCreated
+from socialrx_shared.runtime import ServiceRuntime
+
+from . import domain
+from .commands import stage_service_updated
+from .store import referral_inbox, services
+
+
+def register(rt: ServiceRuntime) -> None:
+    consumer: EventConsumer = rt.consumer
+
+    @consumer.on(REFERRAL_CREATED.topic)
+    async def on_created(session: AsyncSession, envelope: Envelope, event: ReferralCreated) -> None:
+        await session.execute(
+            pg_insert(referral_inbox)
+            .values(referral_id=event.referral_id, organisation_id=event.organisation_id,
+                    service_id=event.service_id, pcn_id=event.pcn_id, needs=event.needs, age_band=event.age_band,
+                    postcode_district=event.postcode_district, accessibility_needs=event.accessibility_needs,
+                    status="received", referred_at=event.created_at)
+            .on_conflict_do_nothing(index_elements=["referral_id"])
+        )
+
+    @consumer.on(OUTCOME_RECORDED.topic)
+    async def on_outcome(session: AsyncSession, envelope: Envelope, event: OutcomeRecorded) -> None:
+        if not domain.frees_a_place(event.status):
+            return
+        released = await session.execute(
+            update(referral_inbox)
+            .where(referral_inbox.c.referral_id == event.referral_id, referral_inbox.c.status == "accepted",
+                   referral_inbox.c.place_released.is_(False))
+            .values(place_released=True, status="finished")
+            .returning(referral_inbox.c.service_id)
+        )
+        service_id = released.scalar()
+        if service_id is None:
+            return  # not ours, not accepted, or its place was already given back
+        exists = await session.scalar(select(services.c.id).where(services.c.id == service_id))
+        if exists:
+            await session.execute(update(services).where(services.c.id == service_id).values(capacity=services.c.capacity + 1))
+            await stage_service_updated(rt, session, service_id)

@@ -1,0 +1,77 @@
+"""The directory's tables: organisations, services (ORUK shaped), taxonomy, and charities' inboxes."""
+
+from __future__ import annotations
+
+from sqlalchemy import Boolean, Column, Date, DateTime, Index, Integer, String, Table, Text
+from sqlalchemy.dialects.postgresql import JSONB
+
+from socialrx_shared.db import new_metadata, reliability_tables
+
+metadata = new_metadata()
+outbox, inbox = reliability_tables(metadata)
+
+organizations = Table(
+    "organizations",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("description", Text, nullable=False, server_default=""),
+    Column("charity_number", String(20)),
+    Column("email", String(320)),
+    Column("website", String(500)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+services = Table(
+    "services",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("organization_id", String(64), nullable=False, index=True),
+    Column("name", Text, nullable=False),
+    Column("description", Text, nullable=False, server_default=""),
+    Column("needs", JSONB, nullable=False),
+    Column("capacity", Integer, nullable=False),
+    Column("safeguarding_policy_valid_until", Date),
+    Column("status", String(20), nullable=False),
+    Column("postcode", String(8)),
+    Column("email", String(320)),
+    Column("url", String(500)),
+    # Bumped on every change; `service.updated` carries it so consumers keep the newest view.
+    Column("version", Integer, nullable=False),
+    # What the last `service.updated` said, so a daily check can publish when a gate flips by itself.
+    Column("published_accepting", Boolean, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+Index("ix_services_identity", services.c.organization_id, services.c.name, services.c.postcode)
+
+taxonomy_terms = Table(
+    "taxonomy_terms",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("code", String(64), nullable=False, unique=True),
+    Column("name", Text, nullable=False),
+    Column("description", Text, nullable=False, server_default=""),
+    Column("vocabulary", String(64), nullable=False),
+)
+
+referral_inbox = Table(
+    "referral_inbox",
+    metadata,
+    Column("referral_id", String(64), primary_key=True),
+    Column("organisation_id", String(64), nullable=False),
+    Column("service_id", String(64), nullable=False),
+    Column("pcn_id", String(12), nullable=False),
+    Column("needs", JSONB, nullable=False),
+    Column("age_band", String(8), nullable=False),
+    Column("postcode_district", String(4), nullable=False),
+    Column("accessibility_needs", JSONB, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("decline_reason", String(40)),
+    Column("referred_at", DateTime(timezone=True), nullable=False),
+    Column("decided_at", DateTime(timezone=True)),
+    Column("decided_by", String(200)),
+    Column("place_released", Boolean, nullable=False, server_default="false"),
+)
+Index("ix_referral_inbox_org_status", referral_inbox.c.organisation_id, referral_inbox.c.status)

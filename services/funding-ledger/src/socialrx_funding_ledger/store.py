@@ -1,0 +1,125 @@
+"""The funding ledger's tables: agreements, a double-entry journal, payments due, settlements."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger, CheckConstraint, Column, Date, DateTime, ForeignKey, Index, Integer, String, Table, Text,
+    UniqueConstraint, func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+from socialrx_shared.db import new_metadata, reliability_tables
+
+metadata = new_metadata()
+outbox, inbox = reliability_tables(metadata)
+
+agreements = Table(
+    "agreements",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("pcn_id", String(12), nullable=False),
+    Column("organisation_id", String(64), nullable=False),
+    Column("per_referral_pence", BigInteger, nullable=False),
+    Column("per_outcome_pence", BigInteger, nullable=False),
+    Column("outcome_statuses", JSONB, nullable=False),
+    Column("block_grant_pence_per_period", BigInteger, nullable=False),
+    Column("cap_pence_per_year", BigInteger),
+    Column("period", String(10), nullable=False),
+    Column("days_after_period_end", Integer, nullable=False),
+    Column("starts_on", Date, nullable=False),
+    Column("ends_on", Date),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("created_by", String(200), nullable=False),
+)
+Index("ix_agreements_parties", agreements.c.pcn_id, agreements.c.organisation_id)
+
+# Immutable once written: a mistake is reversed by a new entry. `cause_key` names the event or
+# request that caused the entry, so the same cause never posts twice.
+journal_entries = Table(
+    "journal_entries",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("cause_key", String(200), nullable=False, unique=True),
+    Column("business_date", Date, nullable=False),
+    Column("memo", Text, nullable=False),
+    Column("posted_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+journal_lines = Table(
+    "journal_lines",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("entry_id", BigInteger, ForeignKey("journal_entries.id"), nullable=False, index=True),
+    Column("account", String(200), nullable=False, index=True),
+    Column("debit_pence", BigInteger, nullable=False),
+    Column("credit_pence", BigInteger, nullable=False),
+    CheckConstraint("debit_pence >= 0 AND credit_pence >= 0 AND (debit_pence = 0) <> (credit_pence = 0)",
+                    name="one_side_positive"),
+)
+
+payments = Table(
+    "payments",
+    metadata,
+    Column("payment_id", String(64), primary_key=True),
+    Column("cause_key", String(200), nullable=False, unique=True),
+    Column("agreement_id", String(64), nullable=False),
+    Column("pcn_id", String(12), nullable=False),
+    Column("organisation_id", String(64), nullable=False),
+    Column("referral_id", String(64)),
+    Column("basis", String(20), nullable=False),
+    Column("amount_pence", BigInteger, nullable=False),
+    Column("open_pence", BigInteger, nullable=False),
+    Column("period", String(16), nullable=False),
+    Column("due_date", Date, nullable=False),
+    Column("business_date", Date, nullable=False),
+    Column("refused_over_cap_pence", BigInteger, nullable=False, server_default="0"),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("open_pence >= 0 AND open_pence <= amount_pence", name="open_within_amount"),
+)
+Index("ix_payments_org_due", payments.c.organisation_id, payments.c.due_date)
+
+# Referrals this ledger knows were accepted: outcomes are paid under the agreement in force when
+# their referral was accepted.
+accepted_referrals = Table(
+    "accepted_referrals",
+    metadata,
+    Column("referral_id", String(64), primary_key=True),
+    Column("pcn_id", String(12), nullable=False),
+    Column("organisation_id", String(64), nullable=False),
+    Column("accepted_on", Date, nullable=False),
+    Column("agreement_id", String(64)),
+)
+
+# An outcome seen before its referral's acceptance waits here; the acceptance releases it.
+pending_outcomes = Table(
+    "pending_outcomes",
+    metadata,
+    Column("outcome_id", String(64), primary_key=True),
+    Column("referral_id", String(64), nullable=False, index=True),
+    Column("event", JSONB, nullable=False),
+)
+
+settlements = Table(
+    "settlements",
+    metadata,
+    Column("settlement_id", String(64), primary_key=True),
+    Column("cause_key", String(200), nullable=False, unique=True),
+    Column("pcn_id", String(12), nullable=False),
+    Column("organisation_id", String(64), nullable=False),
+    Column("amount_pence", BigInteger, nullable=False),
+    Column("unallocated_pence", BigInteger, nullable=False),
+    Column("paid_on", Date, nullable=False),
+    Column("reference", String(140), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("organisation_id", "reference", name="uq_settlements_org_reference"),
+)
+
+allocations = Table(
+    "allocations",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("settlement_id", String(64), ForeignKey("settlements.settlement_id"), nullable=False, index=True),
+    Column("payment_id", String(64), ForeignKey("payments.payment_id"), nullable=False, index=True),
+    Column("amount_pence", BigInteger, nullable=False),
+    CheckConstraint("amount_pence > 0", name="positive"),
+)

@@ -1,0 +1,54 @@
+"""How outcomes builds its view of referrals from events that may come in any order."""
+
+from __future__ import annotations
+
+from sqlalchemy import case
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from socialrx_shared.consumer import EventConsumer
+from socialrx_shared.events import (
+    REFERRAL_ACCEPTED, REFERRAL_CREATED, REFERRAL_DECLINED, Envelope, ReferralAccepted, ReferralCreated,
+    ReferralDeclined,
+)
+from socialrx_shared.runtime import ServiceRuntime
+
+from .store import referral_view
+
+
+def register(rt: ServiceRuntime) -> None:
+    consumer: EventConsumer = rt.consumer
+
+    @consumer.on(REFERRAL_CREATED.topic)
+    async def on_created(session: AsyncSession, envelope: Envelope, event: ReferralCreated) -> None:
+        fields = {
+            "pcn_id": event.pcn_id, "practice_id": event.practice_id, "link_worker_id": event.link_worker_id,
+            "organisation_id": event.organisation_id, "service_id": event.service_id, "needs": event.needs,
+            "age_band": event.age_band, "postcode_district": event.postcode_district,
+            "accessibility_needs": event.accessibility_needs, "created_at": event.created_at,
+        }
+        statement = pg_insert(referral_view).values(referral_id=event.referral_id, status="created", **fields)
+        # A decision seen first already set the status: the creation only fills in the details.
+        await session.execute(statement.on_conflict_do_update(
+            index_elements=["referral_id"], set_={k: statement.excluded[k] for k in fields}))
+
+    async def decided(session: AsyncSession, event: ReferralAccepted | ReferralDeclined, status: str,
+                      **extra: object) -> None:
+        at_column = "accepted_at" if status == "accepted" else "declined_at"
+        at = event.accepted_at if status == "accepted" else event.declined_at  # type: ignore[union-attr]
+        values = {"pcn_id": event.pcn_id, "organisation_id": event.organisation_id,
+                  "service_id": event.service_id, at_column: at, **extra}
+        statement = pg_insert(referral_view).values(referral_id=event.referral_id, status=status, **values)
+        await session.execute(statement.on_conflict_do_update(
+            index_elements=["referral_id"],
+            set_={**{k: statement.excluded[k] for k in values},
+                  "status": case((referral_view.c.status == "created", status), else_=referral_view.c.status)},
+        ))
+
+    @consumer.on(REFERRAL_ACCEPTED.topic)
+    async def on_accepted(session: AsyncSession, envelope: Envelope, event: ReferralAccepted) -> None:
+        await decided(session, event, "accepted")
+
+    @consumer.on(REFERRAL_DECLINED.topic)
+    async def on_declined(session: AsyncSession, envelope: Envelope, event: ReferralDeclined) -> None:
+        await decided(session, event, "declined", decline_reason=event.reason)

@@ -1,0 +1,312 @@
+"""The event contracts every socialrx service speaks.
+
+One topic per event type (`<entity>.<event>.v<major>`), a CloudEvents 1.0 structured JSON envelope,
+and a strict pydantic model of each type's `data`. Events carry no direct identifiers of a person:
+only the pseudonymous `person_ref`, an age band, a postcode district and needs.
+
+`parse_event` is the one door through which a consumed message enters a service: whatever it
+refuses is a poison message (it goes to `<topic>.dlq`), and its error says what was wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
+
+SPECVERSION = "1.0"
+TYPE_PREFIX = "socialrx."
+DLQ_SUFFIX = ".dlq"
+
+Id = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
+OdsCode = Annotated[str, StringConstraints(min_length=3, max_length=12, pattern=r"^[A-Z0-9]+$")]
+NeedCode = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9-]+$")]
+Pence = Annotated[int, Field(ge=0, le=10_000_000_000)]
+AgeBand = Literal["0-17", "18-24", "25-34", "35-44", "45-54", "55-64", "65-74", "75-84", "85+"]
+PostcodeDistrict = Annotated[str, StringConstraints(pattern=r"^[A-Z]{1,2}[0-9][A-Z0-9]?$")]
+FinancialPeriod = Annotated[str, StringConstraints(pattern=r"^\d{4}/\d{2}-(Q[1-4]|M(0[1-9]|1[0-2]))$")]
+
+
+class Strict(BaseModel):
+    """Unknown fields are refused: a typo in a producer must not pass silently."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ReferralCreated(Strict):
+    referral_id: Id
+    pcn_id: OdsCode
+    practice_id: OdsCode
+    link_worker_id: Id
+    organisation_id: Id
+    service_id: Id
+    needs: list[NeedCode] = Field(min_length=1, max_length=20)
+    person_ref: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+    age_band: AgeBand
+    postcode_district: PostcodeDistrict
+    accessibility_needs: list[Annotated[str, StringConstraints(max_length=64)]] = Field(
+        default_factory=list, max_length=20
+    )
+    consent_to_share: Literal[True]
+    created_at: AwareDatetime
+
+
+class ReferralAccepted(Strict):
+    referral_id: Id
+    organisation_id: Id
+    service_id: Id
+    pcn_id: OdsCode
+    accepted_at: AwareDatetime
+
+
+DeclineReason = Literal[
+    "no_capacity", "not_eligible", "unable_to_contact", "person_declined", "no_response", "other"
+]
+
+
+class ReferralDeclined(Strict):
+    referral_id: Id
+    organisation_id: Id
+    service_id: Id
+    pcn_id: OdsCode
+    reason: DeclineReason
+    declined_at: AwareDatetime
+
+
+Instrument = Literal["ONS4", "WEMWBS", "SWEMWBS"]
+Phase = Literal["baseline", "follow_up"]
+OutcomeStatus = Literal["engaged", "completed", "disengaged"]
+
+
+class MeasureScore(Strict):
+    instrument: Instrument
+    phase: Phase
+    # ONS4 has no total: its score is the per-item list; the others carry a single number.
+    score: float | None = None
+    item_scores: list[int] | None = None
+
+
+class OutcomeRecorded(Strict):
+    outcome_id: Id
+    referral_id: Id
+    organisation_id: Id
+    service_id: Id | None = None
+    pcn_id: OdsCode
+    status: OutcomeStatus
+    sessions_attended: Annotated[int, Field(ge=0, le=1000)]
+    measures: list[MeasureScore] = Field(default_factory=list, max_length=10)
+    recorded_at: AwareDatetime
+
+
+PaymentBasis = Literal["referral_accepted", "outcome_recorded", "block_grant"]
+
+
+class PaymentDue(Strict):
+    payment_id: Id
+    agreement_id: Id
+    pcn_id: OdsCode
+    organisation_id: Id
+    referral_id: Id | None
+    basis: PaymentBasis
+    amount_pence: Pence
+    currency: Literal["GBP"] = "GBP"
+    period: FinancialPeriod
+    due_date: date
+
+
+class Allocation(Strict):
+    payment_id: Id
+    amount_pence: Pence
+
+
+class PaymentSettled(Strict):
+    settlement_id: Id
+    pcn_id: OdsCode
+    organisation_id: Id
+    amount_pence: Pence
+    currency: Literal["GBP"] = "GBP"
+    paid_on: date
+    reference: Annotated[str, StringConstraints(min_length=1, max_length=140)]
+    allocations: list[Allocation] = Field(default_factory=list)
+
+
+ServiceStatus = Literal["active", "inactive", "defunct", "temporarily closed"]
+
+
+class ServiceUpdated(Strict):
+    service_id: Id
+    organisation_id: Id
+    name: Annotated[str, StringConstraints(min_length=1, max_length=300)]
+    status: ServiceStatus
+    needs: list[NeedCode] = Field(default_factory=list)
+    capacity_available: Annotated[int, Field(ge=0)]
+    safeguarding_policy_valid_until: date | None
+    accepting_referrals: bool
+    # Why the service is not accepting (None when it is): lets referral-intake refuse clearly.
+    not_accepting_reason: str | None = None
+    # Monotonic per service: a consumer keeps the newest view even if an older update is replayed.
+    version: Annotated[int, Field(ge=1)] = 1
+    updated_at: AwareDatetime
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    """What is fixed about one event type: its topic, its `type`, its model and its key field."""
+
+    name: str  # e.g. "referral.created"
+    major: int
+    model: type[Strict]
+    key_field: str
+    # payment.due is keyed by its referral; a block grant has none, so it falls back to the agreement.
+    fallback_key_field: str | None = None
+
+    def key_of(self, data: Strict) -> str:
+        value = getattr(data, self.key_field)
+        if value is None and self.fallback_key_field:
+            value = getattr(data, self.fallback_key_field)
+        return str(value)
+
+    @property
+    def topic(self) -> str:
+        return f"{self.name}.v{self.major}"
+
+    @property
+    def dlq_topic(self) -> str:
+        return self.topic + DLQ_SUFFIX
+
+    @property
+    def ce_type(self) -> str:
+        return f"{TYPE_PREFIX}{self.name}.v{self.major}"
+
+
+REFERRAL_CREATED = EventSpec("referral.created", 1, ReferralCreated, "referral_id")
+REFERRAL_ACCEPTED = EventSpec("referral.accepted", 1, ReferralAccepted, "referral_id")
+REFERRAL_DECLINED = EventSpec("referral.declined", 1, ReferralDeclined, "referral_id")
+OUTCOME_RECORDED = EventSpec("outcome.recorded", 1, OutcomeRecorded, "referral_id")
+PAYMENT_DUE = EventSpec("payment.due", 1, PaymentDue, "referral_id", "agreement_id")
+PAYMENT_SETTLED = EventSpec("payment.settled", 1, PaymentSettled, "organisation_id")
+SERVICE_UPDATED = EventSpec("service.updated", 1, ServiceUpdated, "service_id")
+
+ALL_EVENTS: tuple[EventSpec, ...] = (
+    REFERRAL_CREATED,
+    REFERRAL_ACCEPTED,
+    REFERRAL_DECLINED,
+    OUTCOME_RECORDED,
+    PAYMENT_DUE,
+    PAYMENT_SETTLED,
+    SERVICE_UPDATED,
+)
+BY_TOPIC = {spec.topic: spec for spec in ALL_EVENTS}
+BY_TYPE = {spec.ce_type: spec for spec in ALL_EVENTS}
+ALL_TOPICS = tuple(spec.topic for spec in ALL_EVENTS)
+ALL_DLQ_TOPICS = tuple(spec.dlq_topic for spec in ALL_EVENTS)
+
+
+class Envelope(Strict):
+    """CloudEvents 1.0 structured-mode JSON envelope."""
+
+    specversion: Literal["1.0"]
+    id: uuid.UUID
+    source: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    type: str
+    time: AwareDatetime
+    subject: Id
+    datacontenttype: Literal["application/json"] = "application/json"
+    data: dict[str, Any]
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        if value not in BY_TYPE:
+            raise ValueError(f"unknown event type {value!r}; known: {sorted(BY_TYPE)}")
+        return value
+
+    @property
+    def spec(self) -> EventSpec:
+        return BY_TYPE[self.type]
+
+    def payload(self) -> Strict:
+        return self.spec.model.model_validate(self.data)
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json().encode()
+
+
+class PoisonMessage(ValueError):
+    """A message no retry can fix: it goes to the DLQ with this error."""
+
+
+def new_event(spec: EventSpec, data: Strict, *, source: str, at: datetime | None = None) -> Envelope:
+    if not isinstance(data, spec.model):
+        raise TypeError(f"{spec.name} needs {spec.model.__name__}, got {type(data).__name__}")
+    dumped = data.model_dump(mode="json")
+    return Envelope(
+        specversion=SPECVERSION,
+        id=uuid.uuid4(),
+        source=source,
+        type=spec.ce_type,
+        time=at or datetime.now(timezone.utc),
+        subject=spec.key_of(data),
+        data=dumped,
+    )
+
+
+def parse_event(topic: str, raw: bytes | None) -> tuple[Envelope, Strict]:
+    """Decode and validate a message consumed from `topic`, or raise PoisonMessage saying why."""
+    spec = BY_TOPIC.get(topic)
+    if spec is None:
+        raise PoisonMessage(f"no contract for topic {topic!r}")
+    if not raw:
+        raise PoisonMessage("empty message value")
+    try:
+        decoded = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PoisonMessage(f"value is not JSON: {exc}") from exc
+    try:
+        envelope = Envelope.model_validate(decoded)
+    except ValidationError as exc:
+        raise PoisonMessage(f"invalid CloudEvents envelope: {_errors(exc)}") from exc
+    if envelope.type != spec.ce_type:
+        raise PoisonMessage(f"type {envelope.type!r} does not belong on topic {topic!r} (expects {spec.ce_type!r})")
+    try:
+        payload = spec.model.model_validate(envelope.data)
+    except ValidationError as exc:
+        raise PoisonMessage(f"invalid {spec.name} data: {_errors(exc)}") from exc
+    key_value = spec.key_of(payload)
+    if envelope.subject != key_value:
+        raise PoisonMessage(f"subject {envelope.subject!r} differs from the event's key {key_value!r}")
+    return envelope, payload
+
+
+def _errors(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()[:10]
+    )
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    """JSON Schema of every event's envelope with its `data` model, keyed by topic."""
+    schemas: dict[str, dict[str, Any]] = {}
+    for spec in ALL_EVENTS:
+        data_schema = spec.model.model_json_schema()
+        defs = data_schema.pop("$defs", {})
+        envelope = Envelope.model_json_schema()
+        envelope["title"] = spec.ce_type
+        envelope["properties"]["type"] = {"const": spec.ce_type, "type": "string"}
+        envelope["properties"]["data"] = data_schema
+        if defs:
+            envelope["$defs"] = {**envelope.get("$defs", {}), **defs}
+        schemas[spec.topic] = envelope
+    return schemas
