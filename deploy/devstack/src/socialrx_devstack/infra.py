@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import tempfile
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,7 +62,9 @@ class PostgresServer:
 
     def new_database(self, prefix: str) -> str:
         name = f"{prefix}_{uuid.uuid4().hex[:8]}".replace("-", "_")
-        asyncio.run(_create_database(self.admin_url, name))
+        # A thread of its own: callable from sync code and from inside a running event loop alike.
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, _create_database(self.admin_url, name)).result()
         return self.url_for(name)
 
 

@@ -18,6 +18,14 @@ from .postgres import SERVICES
 from .procs import free_port
 
 TEST_JWT_SECRET = "socialrx-test-secret-" + uuid.uuid4().hex
+REAL_INFRA_FIXTURES = {"kafka", "postgres", "platform"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses the real broker or database, so `make test-fast` can leave them out."""
+    for item in items:
+        if REAL_INFRA_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,41 @@
+# socialrx: `make up` runs the platform, `make test` tests it. Both work on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+UV_VERSION := 0.13.8
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+
+.PHONY: install up test test-fast bench lock clean
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(VENV)/.installed: uv.lock pyproject.toml $(UV) deploy/bootstrap.sh
+	bash deploy/bootstrap.sh
+	$(UV) sync --frozen --all-packages --python $(PYTHON)
+	touch $@
+
+install: $(VENV)/.installed
+
+up: install
+	$(VENV)/bin/python -m socialrx_devstack.up
+
+test: install
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+# Unit tests only: no broker, no database.
+test-fast: install
+	$(VENV)/bin/python -m pytest -m "not integration" $(PYTEST_ARGS)
+
+bench: install
+	$(VENV)/bin/python -m socialrx_devstack.bench $(if $(N),--n $(N),)
+
+lock: $(UV)
+	$(UV) lock
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .pytest_cache

@@ -1,0 +1,133 @@
+"""`make up`: the whole platform on this machine, no Docker.
+
+Starts (or reuses) Kafka on 127.0.0.1:9092 and PostgreSQL, creates the topics and the databases,
+runs the four services on 8001-8004, waits until each answers /readyz, prints where they are and
+a few tokens to try them with, and stops everything cleanly on Ctrl-C or SIGTERM. State (the
+broker's log, the databases) lives in `.run/` and survives restarts.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from socialrx_shared.auth import mint_token
+from socialrx_shared.settings import DEV_JWT_SECRET
+
+from . import procs
+from .infra import given_database_urls
+from .kafka import LocalKafka
+from .platform import DEFAULT_PORTS, DEV_PERSON_REF_KEY, Platform
+from .postgres import SERVICES, LocalPostgres
+from .topics import ensure_topics_sync
+
+ROOT = Path(__file__).resolve().parents[4]
+STATE = Path(os.environ.get("SOCIALRX_STATE_DIR", ROOT / ".run"))
+PID_FILE = STATE / "up.pid"
+
+
+def _already_running() -> int | None:
+    try:
+        pid = int(PID_FILE.read_text())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid
+    return pid
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+def main() -> int:
+    running = _already_running()
+    if running:
+        _say(f"socialrx is already running (make up, pid {running}); stop it with Ctrl-C in its terminal "
+             f"or `kill {running}`.")
+        return 1
+    busy = [f"{s} port {p}" for s, p in DEFAULT_PORTS.items() if procs.port_open(p)]
+    if busy:
+        _say(f"cannot start: already in use: {', '.join(busy)}. Stop whatever holds them and try again.")
+        return 1
+    STATE.mkdir(parents=True, exist_ok=True)
+    PID_FILE.write_text(str(os.getpid()))
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    kafka = postgres = platform = None
+    try:
+        bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+        if not bootstrap:
+            if procs.port_open(9092):
+                _say("Kafka answers on 127.0.0.1:9092: using it.")
+                bootstrap = "127.0.0.1:9092"
+            else:
+                _say("starting Apache Kafka (KRaft, single node) on 127.0.0.1:9092 ...")
+                kafka = LocalKafka(STATE / "kafka", 9092, 9093)
+                kafka.start()
+                bootstrap = kafka.bootstrap_servers
+        ensure_topics_sync(bootstrap, partitions=int(os.environ.get("SOCIALRX_TOPIC_PARTITIONS", "3")))
+        urls = given_database_urls()
+        if len(urls) < len(SERVICES):
+            port = int(os.environ.get("SOCIALRX_PG_PORT", "5432"))
+            if procs.port_open(port):
+                port = 55432
+            _say(f"starting PostgreSQL on 127.0.0.1:{port} ...")
+            postgres = LocalPostgres(STATE / "postgres", port)
+            postgres.start()
+            urls = {**postgres.create_service_databases(), **urls}
+        jwt_secret = os.environ.get("SOCIALRX_JWT_SECRET", DEV_JWT_SECRET)
+        if jwt_secret == DEV_JWT_SECRET:
+            _say("warning: SOCIALRX_JWT_SECRET is not set; using the local development secret (never in production)")
+        platform = Platform.build(
+            kafka=bootstrap, database_urls=urls, ports=DEFAULT_PORTS, jwt_secret=jwt_secret,
+            person_ref_key=os.environ.get("SOCIALRX_PERSON_REF_KEY", DEV_PERSON_REF_KEY), log_dir=STATE / "logs",
+        )
+        _say("starting the four services ...")
+        platform.start()
+        _print_ready(platform, jwt_secret)
+        stopping.wait()
+        _say("stopping ...")
+        return 0
+    except Exception as exc:  # say what failed, in one line a person can act on
+        _say(f"make up failed: {exc}")
+        return 1
+    finally:
+        if platform:
+            platform.stop()
+        if kafka:
+            kafka.stop()
+        if postgres:
+            postgres.stop()
+        PID_FILE.unlink(missing_ok=True)
+        _say("stopped.")
+
+
+def _print_ready(platform: Platform, jwt_secret: str) -> None:
+    _say("\nsocialrx is running:")
+    for service, process in platform.services.items():
+        _say(f"  {service:16} {process.url}   (API docs: {process.url}/docs)")
+    _say(f"  logs             {STATE / 'logs'}")
+    _say("\nTokens for trying it (8 hours; mint more with `.venv/bin/socialrx token --help`):")
+    examples = {
+        "admin": mint_token(jwt_secret, sub="admin-local", role="admin"),
+        "link_worker (PCN U12345, practice B82005)": mint_token(
+            jwt_secret, sub="link-worker-local", role="link_worker", pcn_id="U12345", practice_id="B82005"),
+        "finance (PCN U12345)": mint_token(jwt_secret, sub="finance-local", role="finance", pcn_id="U12345"),
+    }
+    for name, token in examples.items():
+        _say(f"  {name}:\n    {token}")
+    _say("  charity: `.venv/bin/socialrx token charity --organisation-id <id from POST /organizations>`")
+    _say("\nPress Ctrl-C to stop.")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

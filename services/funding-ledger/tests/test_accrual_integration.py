@@ -1,0 +1,56 @@
+"""The ledger accrues from events on the real broker, in any order, once."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+
+from aiokafka import AIOKafkaProducer
+
+from socialrx_devstack.testing import auth, running_service, wait_for
+from socialrx_funding_ledger.app import Settings, build
+from socialrx_shared import events as ev
+
+
+async def _publish(bootstrap: str, spec: ev.EventSpec, data: ev.Strict, envelope: ev.Envelope | None = None) -> ev.Envelope:
+    envelope = envelope or ev.new_event(spec, data, source="test")
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(spec.topic, envelope.to_bytes(), key=envelope.subject.encode())
+    finally:
+        await producer.stop()
+    return envelope
+
+
+async def test_outcome_before_acceptance_posts_the_same_as_in_order(kafka, postgres, jwt_secret) -> None:
+    url = postgres.new_database("ledger")
+    org = "org-" + uuid.uuid4().hex[:6]
+    finance = auth(jwt_secret, "finance", pcn_id="U12345")
+    async with running_service(build, Settings, database_url=url, kafka=kafka.bootstrap_servers,
+                               jwt_secret=jwt_secret) as (_app, client):
+        created = await client.post("/agreements", headers=finance, json={
+            "organisation_id": org, "per_referral_pence": 5000, "per_outcome_pence": 12000,
+            "period": "quarterly", "days_after_period_end": 30, "starts_on": "2026-04-01"})
+        assert created.status_code == 201, created.text
+        referral = "r-" + uuid.uuid4().hex[:8]
+        at = datetime(2026, 12, 15, 9, tzinfo=timezone.utc)
+        outcome = ev.OutcomeRecorded(outcome_id="o-" + referral, referral_id=referral, organisation_id=org,
+                                     pcn_id="U12345", status="completed", sessions_attended=5, recorded_at=at)
+        await _publish(kafka.bootstrap_servers, ev.OUTCOME_RECORDED, outcome)
+        accepted = ev.ReferralAccepted(referral_id=referral, organisation_id=org, service_id="svc",
+                                       pcn_id="U12345", accepted_at=at)
+        envelope = await _publish(kafka.bootstrap_servers, ev.REFERRAL_ACCEPTED, accepted)
+        await _publish(kafka.bootstrap_servers, ev.REFERRAL_ACCEPTED, accepted, envelope)  # redelivered
+
+        async def two_payments():
+            answer = (await client.get(f"/payments?organisation_id={org}", headers=finance)).json()
+            return answer if answer["total"] == 2 else None
+
+        payments = await wait_for(two_payments, what="both payments")
+        by_basis = {p["basis"]: p for p in payments["items"]}
+        assert by_basis["referral_accepted"]["amount_pence"] == 5000
+        assert by_basis["outcome_recorded"]["amount_pence"] == 12000
+        assert {p["due_date"] for p in payments["items"]} == {"2027-01-30"}
+        balance = (await client.get("/trial-balance", headers=finance)).json()
+        assert balance["debits_pence"] == balance["credits_pence"] == 17000
