@@ -81,7 +81,13 @@ async def read_topic(bootstrap: str, topic: str, *, timeout_s: float = 5.0) -> l
         end = await consumer.end_offsets(partitions)
         records: list[Any] = []
         deadline = time.monotonic() + timeout_s
-        while any((await consumer.position(tp)) < end[tp] for tp in partitions) and time.monotonic() < deadline:
+        async def behind() -> bool:
+            for tp in partitions:
+                if await consumer.position(tp) < end[tp]:
+                    return True
+            return False
+
+        while await behind() and time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=500)
             for items in batch.values():
                 records.extend(items)

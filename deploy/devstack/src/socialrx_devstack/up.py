@@ -47,13 +47,23 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
+def _ports() -> dict[str, int]:
+    """8001-8004 unless SOCIALRX_HTTP_PORTS="a,b,c,d" says otherwise (tests run beside a real `make up`)."""
+    given = os.environ.get("SOCIALRX_HTTP_PORTS")
+    if not given:
+        return dict(DEFAULT_PORTS)
+    return dict(zip(SERVICES, (int(p) for p in given.split(",")), strict=True))
+
+
 def main() -> int:
+    ports = _ports()
+    kafka_port = int(os.environ.get("SOCIALRX_KAFKA_PORT", "9092"))
     running = _already_running()
     if running:
         _say(f"socialrx is already running (make up, pid {running}); stop it with Ctrl-C in its terminal "
              f"or `kill {running}`.")
         return 1
-    busy = [f"{s} port {p}" for s, p in DEFAULT_PORTS.items() if procs.port_open(p)]
+    busy = [f"{s} port {p}" for s, p in ports.items() if procs.port_open(p)]
     if busy:
         _say(f"cannot start: already in use: {', '.join(busy)}. Stop whatever holds them and try again.")
         return 1
@@ -66,12 +76,12 @@ def main() -> int:
     try:
         bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
         if not bootstrap:
-            if procs.port_open(9092):
-                _say("Kafka answers on 127.0.0.1:9092: using it.")
-                bootstrap = "127.0.0.1:9092"
+            if procs.port_open(kafka_port):
+                _say(f"Kafka answers on 127.0.0.1:{kafka_port}: using it.")
+                bootstrap = f"127.0.0.1:{kafka_port}"
             else:
-                _say("starting Apache Kafka (KRaft, single node) on 127.0.0.1:9092 ...")
-                kafka = LocalKafka(STATE / "kafka", 9092, 9093)
+                _say(f"starting Apache Kafka (KRaft, single node) on 127.0.0.1:{kafka_port} ...")
+                kafka = LocalKafka(STATE / "kafka", kafka_port, int(os.environ.get("SOCIALRX_KAFKA_CONTROLLER_PORT", kafka_port + 1)))
                 kafka.start()
                 bootstrap = kafka.bootstrap_servers
         ensure_topics_sync(bootstrap, partitions=int(os.environ.get("SOCIALRX_TOPIC_PARTITIONS", "3")))
@@ -88,7 +98,7 @@ def main() -> int:
         if jwt_secret == DEV_JWT_SECRET:
             _say("warning: SOCIALRX_JWT_SECRET is not set; using the local development secret (never in production)")
         platform = Platform.build(
-            kafka=bootstrap, database_urls=urls, ports=DEFAULT_PORTS, jwt_secret=jwt_secret,
+            kafka=bootstrap, database_urls=urls, ports=ports, jwt_secret=jwt_secret,
             person_ref_key=os.environ.get("SOCIALRX_PERSON_REF_KEY", DEV_PERSON_REF_KEY), log_dir=STATE / "logs",
         )
         _say("starting the four services ...")
