@@ -65,7 +65,7 @@ async def test_service_with_expired_safeguarding_policy_is_refused(platform, kaf
         ({"consent": {"given": False, "recorded_at": "2026-11-01T10:00:00Z"}}, "consent.given must be true"),
         ({"person": dict(PERSON, nhs_number="9434765918")}, "check digit"),
         ({"person": dict(PERSON, nhs_number="94347659")}, "10 digits"),
-        ({"person": dict(PERSON, postcode="NOT A POSTCODE")}, "not a UK postcode"),
+        ({"person": dict(PERSON, postcode="NOPE 1")}, "not a UK postcode"),
         ({"needs": []}, "needs"),
         ({"person": dict(PERSON, date_of_birth="2999-01-01")}, "date of birth"),
         ({"surprise": True}, "Extra inputs are not permitted"),
