@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import pwd
 import shutil
@@ -57,7 +58,21 @@ class LocalPostgres:
             user = pwd.getpwnam("postgres")
             os.chown(path, user.pw_uid, user.pw_gid)
 
+    def _usable_by_postgres(self) -> Path:
+        """As root, the server runs as `postgres`, which must reach the directory: a path under a
+        private folder (/root, pytest's 0700 temp dirs) is swapped for one under postgres's home."""
+        if os.geteuid() != 0:
+            return self.data_dir
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        reachable = subprocess.run(["runuser", "-u", "postgres", "--", "test", "-x", str(self.data_dir)]).returncode == 0
+        if reachable:
+            return self.data_dir
+        digest = hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:12]
+        home = Path(pwd.getpwnam("postgres").pw_dir)
+        return home / "socialrx" / digest
+
     def start(self, timeout_s: float = 60.0) -> None:
+        self.data_dir = self._usable_by_postgres()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._chown(self.data_dir)
         pgdata = self.data_dir / "pgdata"

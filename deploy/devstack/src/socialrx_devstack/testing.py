@@ -98,3 +98,20 @@ async def read_topic(bootstrap: str, topic: str, *, timeout_s: float = 5.0) -> l
 
 def env_flag(name: str) -> bool:
     return os.environ.get(name, "").lower() in ("1", "true", "yes")
+
+
+async def events_on_topic(bootstrap: str, topic: str, **match: Any) -> list[Any]:
+    """Valid envelopes on `topic` whose data matches `match` (poison left by other tests is skipped)."""
+    import json
+
+    from socialrx_shared.events import Envelope
+
+    found = []
+    for record in await read_topic(bootstrap, topic, timeout_s=15):
+        try:
+            envelope = Envelope.model_validate(json.loads(record.value))
+        except Exception:
+            continue
+        if all(envelope.data.get(k) == v for k, v in match.items()):
+            found.append(envelope)
+    return found

@@ -1,0 +1,58 @@
+"""`make up` brings the four services to ready, refuses a second run, and stops without a trace."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+
+from socialrx_devstack import procs
+
+
+def _wait_for_line(proc: subprocess.Popen, text: str, timeout_s: float, seen: list[str]) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            if proc.poll() is not None:
+                break
+            continue
+        seen.append(line)
+        if text in line:
+            return
+    raise AssertionError(f"`make up` never printed {text!r}; it printed:\n{''.join(seen)}")
+
+
+def test_make_up_starts_everything_and_stops_cleanly(kafka, tmp_path) -> None:
+    ports = [procs.free_port() for _ in range(4)]
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.endswith("_DATABASE_URL")},
+        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,  # the session's broker: saves a JVM start
+        "SOCIALRX_STATE_DIR": str(tmp_path / "state"),
+        "SOCIALRX_HTTP_PORTS": ",".join(map(str, ports)),
+        "SOCIALRX_PG_PORT": str(procs.free_port()),
+    }
+    up = subprocess.Popen([sys.executable, "-u", "-m", "socialrx_devstack.up"], env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    seen: list[str] = []
+    try:
+        _wait_for_line(up, "socialrx is running", 180, seen)
+        for port in ports:
+            assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200
+        second = subprocess.run([sys.executable, "-m", "socialrx_devstack.up"], env=env, capture_output=True,
+                                text=True, timeout=60)
+        assert second.returncode == 1
+        assert "already running" in second.stdout
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(timeout=90) == 0
+    finally:
+        if up.poll() is None:
+            os.killpg(up.pid, signal.SIGKILL)
+    for port in ports + [int(env["SOCIALRX_PG_PORT"])]:
+        assert not procs.port_open(port), f"port {port} still open after make up stopped"
+    leftovers = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout.split()
+    assert leftovers == [], f"processes left behind: {leftovers}"
