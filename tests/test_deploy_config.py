@@ -1,0 +1,124 @@
+"""docker-compose.yml, the Dockerfiles and the Kubernetes manifests agree with the services' real settings."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from socialrx_shared.events import ALL_DLQ_TOPICS, ALL_TOPICS
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVICES = {"referral-intake": 8001, "directory": 8002, "outcomes": 8003, "funding-ledger": 8004}
+
+
+def _settings(service: str):
+    return importlib.import_module("socialrx_" + service.replace("-", "_") + ".app").Settings
+
+
+def _aliases(settings_cls) -> tuple[set[str], set[str]]:
+    """(every variable the service reads, those it cannot start without)."""
+    every, required = set(), set()
+    for field in settings_cls.model_fields.values():
+        alias = field.validation_alias
+        if isinstance(alias, str):
+            every.add(alias)
+            if field.is_required():
+                required.add(alias)
+    return every, required
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_compose_sets_what_each_service_reads(compose, service: str) -> None:
+    every, required = _aliases(_settings(service))
+    env = compose["services"][service]["environment"]
+    assert required <= set(env), f"{service} cannot start without {required - set(env)}"
+    assert set(env) <= every, f"{service} is given variables it never reads: {set(env) - every}"
+    assert f"{service.upper().replace('-', '_')}_DATABASE_URL" in env
+    assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:19092"
+
+
+@pytest.mark.parametrize(("service", "port"), SERVICES.items())
+def test_ports_match_the_services_defaults(compose, service: str, port: int) -> None:
+    assert _settings(service).model_fields["http_port"].default == port
+    spec = compose["services"][service]
+    assert spec["environment"]["SOCIALRX_HTTP_PORT"] == str(port)
+    assert spec["ports"] == [f"{port}:{port}"]
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_images_build_from_existing_dockerfiles(compose, service: str) -> None:
+    build = compose["services"][service]["build"]
+    dockerfile = ROOT / build["context"] / build["dockerfile"]
+    assert dockerfile.exists()
+    text = dockerfile.read_text()
+    module = re.search(r'CMD \["python", "-m", "([\w.]+)"\]', text).group(1)
+    assert importlib.util.find_spec(module) is not None
+    assert "USER socialrx" in text and "HEALTHCHECK" in text and "uv sync --frozen" in text
+    assert f"SOCIALRX_HTTP_PORT={SERVICES[service]}" in text
+    for copied in re.findall(r"^COPY (?!--from)(.+) \S+$", text, re.M):
+        for path in copied.split():
+            assert (ROOT / path).exists(), f"{dockerfile} copies missing {path}"
+
+
+def test_services_wait_for_healthy_infrastructure(compose) -> None:
+    assert compose["services"]["kafka"]["image"].startswith("apache/kafka:4.")
+    assert compose["services"]["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    for service in SERVICES:
+        depends = compose["services"][service]["depends_on"]
+        assert depends["kafka"]["condition"] == "service_healthy"
+        assert depends["postgres"]["condition"] == "service_healthy"
+        assert depends["kafka-topics"]["condition"] == "service_completed_successfully"
+        assert "/readyz" in str(compose["services"][service]["healthcheck"]["test"])
+
+
+def test_topic_step_creates_every_topic_and_dead_letter_topic(compose) -> None:
+    script = compose["services"]["kafka-topics"]["command"][0]
+    listed = set(re.search(r"for topic in (.+?); do", script, re.S).group(1).replace("\\", " ").split())
+    assert listed == set(ALL_TOPICS)
+    assert '"$$topic.dlq"' in script
+
+
+def test_every_service_database_is_created() -> None:
+    sql = (ROOT / "deploy/postgres/init-databases.sql").read_text()
+    for service in SERVICES:
+        assert f"CREATE DATABASE socialrx_{service.replace('-', '_')};" in sql
+
+
+def test_kubernetes_manifests_are_what_the_generator_writes() -> None:
+    spec = importlib.util.spec_from_file_location("k8s_generate", ROOT / "deploy/k8s/generate.py")
+    generate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generate)
+    for name, make in generate.FILES.items():
+        assert (ROOT / "deploy/k8s" / name).read_text() == generate.render(make()), f"run deploy/k8s/generate.py ({name})"
+
+
+def test_kubernetes_topics_are_replicated_three_ways_with_two_in_sync() -> None:
+    topics = list(yaml.safe_load_all((ROOT / "deploy/k8s/kafka-topics.yaml").read_text()))
+    assert {t["spec"]["topicName"] for t in topics} == set(ALL_TOPICS) | set(ALL_DLQ_TOPICS)
+    for topic in topics:
+        assert topic["kind"] == "KafkaTopic"
+        assert topic["spec"]["replicas"] == 3 and topic["spec"]["config"]["min.insync.replicas"] == "2"
+
+
+def test_kubernetes_deployments_probe_and_configure_every_service() -> None:
+    docs = list(yaml.safe_load_all((ROOT / "deploy/k8s/socialrx.yaml").read_text()))
+    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    assert set(deployments) == set(SERVICES)
+    for service, deployment in deployments.items():
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        names = {e["name"] for e in container["env"]}
+        _, required = _aliases(_settings(service))
+        assert required <= names | {"KAFKA_BOOTSTRAP_SERVERS", "LOG_LEVEL"}
+        assert ("SOCIALRX_PERSON_REF_KEY" in names) == (service == "referral-intake")
