@@ -112,12 +112,12 @@ async def load_facts(session: AsyncSession, scope: Scope) -> list[Facts]:
         decline_reason=r["decline_reason"], referred_at=r["referred_at"], created_at=r["created_at"],
         accepted_at=r["accepted_at"], age_band=r["age_band"], postcode_district=r["postcode_district"],
         accessibility_needs=list(r["accessibility_needs"] or [])) for r in rows}
-    latest = _in_scope(
+    # Oldest first, so the last status written for a referral is that of its latest outcome.
+    statuses = _in_scope(
         select(outcomes.c.referral_id, outcomes.c.status).join(
             referral_view, referral_view.c.referral_id == outcomes.c.referral_id)
-        .distinct(outcomes.c.referral_id)
-        .order_by(outcomes.c.referral_id, outcomes.c.recorded_at.desc(), outcomes.c.outcome_id.desc()), scope)
-    for referral_id, status in (await session.execute(latest)).all():
+        .order_by(outcomes.c.recorded_at, outcomes.c.outcome_id), scope)
+    for referral_id, status in (await session.execute(statuses)).all():
         facts[referral_id].outcome_status = status
     observed = _in_scope(
         select(measures.c.referral_id, measures.c.instrument, measures.c.phase, measures.c.answers).join(
