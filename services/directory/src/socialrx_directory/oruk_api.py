@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
-from sqlalchemy import Select, and_, distinct, func, or_, select
+from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.dialects.postgresql import array
 
 from . import domain, oruk
@@ -214,7 +214,7 @@ async def get_organization(organization_id: str, request: Request) -> dict:
 
 async def _vocabularies(request: Request) -> list[str]:
     async with request.app.state.runtime.sessionmaker() as session:
-        return list((await session.execute(select(distinct(taxonomy_terms.c.vocabulary))
+        return list((await session.execute(select(taxonomy_terms.c.vocabulary).distinct()
                                            .order_by(taxonomy_terms.c.vocabulary))).scalars())
 
 
