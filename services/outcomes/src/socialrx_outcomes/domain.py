@@ -1,10 +1,15 @@
 """Wellbeing instruments, scored exactly as their authors publish them. Standard library only.
 
-- ONS4 (ONS personal well-being): four items 0-10, reported per item with the ONS bands; no total.
-  For the fourth item (anxiety) lower is better.
-- WEMWBS: 14 items 1-5, total 14-70; a change of 3 or more points is meaningful.
-- SWEMWBS: 7 items 1-5, raw 7-35, converted to a metric score with the published table; a change of
-  3 or more metric points is meaningful.
+- ONS4 (ONS personal well-being, Office for National Statistics): four items 0-10, reported per
+  item with the ONS thresholds; no total. For the fourth item (anxiety) lower is better.
+- WEMWBS (Warwick-Edinburgh Mental Wellbeing Scale, Tennant et al. 2007): 14 items 1-5, total
+  14-70; a change of 3 or more points is meaningful.
+- SWEMWBS (the short form, Stewart-Brown et al. 2009): 7 items 1-5, raw 7-35, converted to a
+  metric score with the published Rasch conversion table; a change of 3 or more metric points is
+  meaningful.
+
+The answers are scored again from what is stored whenever a change is worked out, so the rules
+here are the only place a score comes from. See the service README for the sources.
 """
 
 from __future__ import annotations
