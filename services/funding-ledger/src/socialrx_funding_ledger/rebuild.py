@@ -51,7 +51,7 @@ async def read_topic(bootstrap: str, topic: str) -> list[Any]:
         await consumer.seek_to_beginning(*partitions)
         end = await consumer.end_offsets(partitions)
         records: list[Any] = []
-        while any(await consumer.position(tp) < end[tp] for tp in partitions):
+        while [tp for tp in partitions if await consumer.position(tp) < end[tp]]:
             for tp, batch in (await consumer.getmany(timeout_ms=1000)).items():
                 records.extend(r for r in batch if r.offset < end[tp])
         return records
