@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime, timezone
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from sqlalchemy import func, insert, select, update
 
@@ -14,7 +14,7 @@ from socialrx_shared.auth import Principal, forbidden, require
 from socialrx_shared.events import DeclineReason, NeedCode, ServiceStatus
 from socialrx_shared.runtime import ServiceRuntime
 
-from . import commands, domain
+from . import asyncapi, commands, domain, importer
 from .store import organizations, referral_inbox, services
 
 router = APIRouter()
@@ -48,6 +48,12 @@ class ServiceFields(BaseModel):
     postcode: Postcode | None = None
     email: Annotated[str, StringConstraints(max_length=320, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")] | None = None
     url: Annotated[str, StringConstraints(max_length=500, pattern=r"^https?://")] | None = None
+    # The service's venue (ORUK location); postcode above is its address's postcode.
+    location_name: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)] | None = None
+    address_1: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)] | None = None
+    city: Annotated[str, StringConstraints(strip_whitespace=True, max_length=100)] | None = None
+    latitude: Annotated[float, Field(ge=-90, le=90)] | None = None
+    longitude: Annotated[float, Field(ge=-180, le=180)] | None = None
 
 
 class NewService(ServiceFields):
@@ -71,6 +77,8 @@ def _service_out(row: dict) -> dict:
         "description": row["description"], "needs": row["needs"], "capacity": row["capacity"],
         "safeguarding_policy_valid_until": row["safeguarding_policy_valid_until"], "status": row["status"],
         "postcode": row["postcode"], "email": row["email"], "url": row["url"], "version": row["version"],
+        "location_name": row["location_name"], "address_1": row["address_1"], "city": row["city"],
+        "latitude": row["latitude"], "longitude": row["longitude"],
         "accepting_referrals": gate.accepting_referrals, "not_accepting_reason": gate.reason,
         "updated_at": row["updated_at"],
     }
@@ -124,6 +132,10 @@ async def create_service(body: NewService, request: Request,
             id=service_id, organization_id=body.organization_id, name=body.name, description=body.description or "",
             needs=body.needs, capacity=body.capacity, safeguarding_policy_valid_until=body.safeguarding_policy_valid_until,
             status=body.status, postcode=postcode, email=body.email, url=body.url, version=0,
+            location_name=body.location_name, address_1=body.address_1, city=body.city,
+            latitude=body.latitude, longitude=body.longitude,
+            location_id=domain.derived_id(service_id, "location"),
+            service_at_location_id=domain.derived_id(service_id, "service_at_location"),
             published_accepting=False, created_at=now, updated_at=now,
         ))
         await commands.stage_service_updated(rt, session, service_id)
@@ -193,3 +205,43 @@ async def decline_referral(referral_id: str, body: Decline, request: Request,
                            principal: Principal = Depends(require("charity"))) -> dict:
     return await _decide(request, principal, referral_id,
                          lambda rt, session: commands.decline(rt, session, referral_id, body.reason, principal.sub))
+
+
+@router.post("/imports", tags=["management"],
+             summary="Import an Open Referral UK feed (admin): good records are upserted, bad ones reported")
+async def import_feed(request: Request, feed: Annotated[Any, Body(description="ORUK JSON: a page, a list of services, "
+                                                                         "a service, or an organization with services")],
+                      principal: Principal = Depends(require("admin"))) -> dict:
+    try:
+        report = await importer.import_feed(runtime_of(request), feed)
+    except importer.BadFeed as exc:
+        raise HTTPException(422, detail=str(exc)) from None
+    if report["skipped"] and not report["imported"]:
+        raise HTTPException(422, detail={"message": "no record of the feed could be imported", **report})
+    return report
+
+
+@router.get("/referral-stats", tags=["referrals"],
+            summary="Acceptance rate and typical (median) reply time per service (open)")
+async def referral_stats(request: Request, service_id: Annotated[str | None, Query(max_length=64)] = None) -> dict:
+    reply_s = func.extract("epoch", referral_inbox.c.decided_at - referral_inbox.c.referred_at)
+    query = select(referral_inbox.c.service_id, referral_inbox.c.status, referral_inbox.c.decline_reason,
+                   reply_s.label("reply_s"))
+    if service_id is not None:
+        query = query.where(referral_inbox.c.service_id == service_id)
+    async with runtime_of(request).sessionmaker() as session:
+        rows = (await session.execute(query)).all()
+    by_service: dict[str, tuple[list[domain.Decision], list[int]]] = {}
+    for row in rows:
+        decisions, pending = by_service.setdefault(row.service_id, ([], [0]))
+        if row.status == domain.DECIDABLE:
+            pending[0] += 1
+        else:
+            decisions.append(domain.Decision(row.status, row.decline_reason, float(row.reply_s or 0)))
+    return {"items": [{"service_id": sid, **domain.referral_stats(decisions, pending[0])}
+                      for sid, (decisions, pending) in sorted(by_service.items())]}
+
+
+@router.get("/asyncapi", tags=["events"], summary="AsyncAPI document of the topics the directory publishes")
+async def asyncapi_document(request: Request) -> dict:
+    return asyncapi.document(runtime_of(request).settings.kafka_bootstrap_servers)

@@ -1,18 +1,21 @@
-"""Wiring: settings, database, Kafka, handlers and HTTP routes of directory."""
+"""Wiring: settings, database, Kafka, handlers, background jobs and HTTP routes of directory."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from pydantic import Field
 
 from socialrx_shared.http import create_app, serve
 from socialrx_shared.runtime import ServiceRuntime
 from socialrx_shared.settings import ServiceSettings
 
-from . import api, handlers
+from . import api, handlers, oruk_api, subscriptions_api, sweeps
 from .store import inbox, metadata, outbox
+from .webhooks import DeliveryWorker
 
 SERVICE = "directory"
 
@@ -23,16 +26,73 @@ class Settings(ServiceSettings):
         validation_alias="DIRECTORY_DATABASE_URL",
     )
     http_port: int = Field(8002, validation_alias="SOCIALRX_HTTP_PORT")
+    # Expiry is by the day, so hourly is soon enough; auto-decline is by 14 days, so 10 minutes is.
+    safeguarding_sweep_interval_s: float = Field(3600, gt=0, validation_alias="DIRECTORY_SAFEGUARDING_SWEEP_INTERVAL_S")
+    auto_decline_sweep_interval_s: float = Field(600, gt=0, validation_alias="DIRECTORY_AUTO_DECLINE_SWEEP_INTERVAL_S")
+    webhook_poll_interval_s: float = Field(1.0, gt=0, validation_alias="DIRECTORY_WEBHOOK_POLL_INTERVAL_S")
+    webhook_retry_base_s: float = Field(10.0, gt=0, validation_alias="DIRECTORY_WEBHOOK_RETRY_BASE_S")
+    webhook_retry_cap_s: float = Field(3600.0, gt=0, validation_alias="DIRECTORY_WEBHOOK_RETRY_CAP_S")
+    webhook_max_attempts: int = Field(12, ge=1, validation_alias="DIRECTORY_WEBHOOK_MAX_ATTEMPTS")
+    # Plain-http webhook URLs only for local development and tests.
+    webhook_allow_http: bool = Field(False, validation_alias="DIRECTORY_WEBHOOK_ALLOW_HTTP")
 
 
-def build(settings: Settings | None = None) -> FastAPI:
+def _background_jobs(runtime: ServiceRuntime, settings: Settings, clock: sweeps.Clock) -> list[sweeps.Periodic]:
+    worker = DeliveryWorker(runtime, retry_base_s=settings.webhook_retry_base_s,
+                            retry_cap_s=settings.webhook_retry_cap_s, max_attempts=settings.webhook_max_attempts)
+    return [
+        sweeps.Periodic("safeguarding-sweep", settings.safeguarding_sweep_interval_s,
+                        lambda: sweeps.safeguarding_sweep(runtime, clock())),
+        sweeps.Periodic("auto-decline-sweep", settings.auto_decline_sweep_interval_s,
+                        lambda: sweeps.auto_decline_sweep(runtime, clock())),
+        sweeps.Periodic("webhook-deliveries", settings.webhook_poll_interval_s, worker.run_once),
+    ]
+
+
+def _with_background_jobs(app: FastAPI, jobs: list[sweeps.Periodic]) -> None:
+    """Start the jobs after the runtime (migrated database) is up; stop them before it goes down."""
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with inner(app):
+            for job in jobs:
+                job.start()
+            try:
+                yield
+            finally:
+                for job in jobs:
+                    await job.stop()
+
+    app.router.lifespan_context = lifespan
+
+
+def _open_cors(app: FastAPI) -> None:
+    """Open Referral UK requires `Access-Control-Allow-Origin: *` on its read API (errors included)."""
+
+    @app.middleware("http")
+    async def cors(request: Request, call_next):
+        response = await call_next(request)
+        path = request.url.path
+        if request.method in ("GET", "HEAD") and (path == "/" or path.startswith(oruk_api.OPEN_PREFIXES)):
+            response.headers["Access-Control-Allow-Origin"] = "*"
+        return response
+
+
+def build(settings: Settings | None = None, clock: sweeps.Clock = sweeps.system_clock) -> FastAPI:
     settings = settings or Settings()
     runtime = ServiceRuntime(SERVICE, settings, metadata, outbox, inbox, Path(__file__).parent / "migrations")
     handlers.register(runtime)
-    return create_app(
-        runtime, [api.router], title="socialrx directory",
-        description="Organisations and services (Open Referral UK), capacity and safeguarding gates, charities' referral inboxes.",
+    app = create_app(
+        runtime, [oruk_api.router, api.router, subscriptions_api.router], title="socialrx directory",
+        description="Organisations and services (Open Referral UK), capacity and safeguarding gates, charities' "
+                    "referral inboxes and webhook subscriptions.",
     )
+    app.state.settings = settings
+    app.state.clock = clock
+    _open_cors(app)
+    _with_background_jobs(app, _background_jobs(runtime, settings, clock))
+    return app
 
 
 def main() -> None:

@@ -16,6 +16,7 @@ from socialrx_shared.events import (
 from socialrx_shared.runtime import ServiceRuntime
 
 from . import domain
+from .webhooks import publish
 from .store import referral_inbox, services
 
 
@@ -42,7 +43,7 @@ async def stage_service_updated(rt: ServiceRuntime, session: AsyncSession, servi
         accepting_referrals=gate.accepting_referrals, not_accepting_reason=gate.reason, version=version,
         updated_at=now,
     )
-    await rt.stage(session, SERVICE_UPDATED, event)
+    await publish(rt, session, SERVICE_UPDATED, event, row["organization_id"])
     return event
 
 
@@ -70,7 +71,7 @@ async def accept(rt: ServiceRuntime, session: AsyncSession, referral_id: str, by
     await session.execute(update(services).where(services.c.id == row["service_id"], services.c.capacity < 0).values(capacity=0))
     event = ReferralAccepted(referral_id=referral_id, organisation_id=row["organisation_id"],
                              service_id=row["service_id"], pcn_id=row["pcn_id"], accepted_at=now)
-    await rt.stage(session, REFERRAL_ACCEPTED, event)
+    await publish(rt, session, REFERRAL_ACCEPTED, event, row["organisation_id"])
     if await session.scalar(select(services.c.id).where(services.c.id == row["service_id"])):
         await stage_service_updated(rt, session, row["service_id"])
     return event
@@ -87,5 +88,5 @@ async def decline(rt: ServiceRuntime, session: AsyncSession, referral_id: str, r
     )
     event = ReferralDeclined(referral_id=referral_id, organisation_id=row["organisation_id"],
                              service_id=row["service_id"], pcn_id=row["pcn_id"], reason=reason, declined_at=now)
-    await rt.stage(session, REFERRAL_DECLINED, event)
+    await publish(rt, session, REFERRAL_DECLINED, event, row["organisation_id"])
     return event

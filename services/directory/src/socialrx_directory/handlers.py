@@ -13,6 +13,7 @@ from socialrx_shared.runtime import ServiceRuntime
 from . import domain
 from .commands import stage_service_updated
 from .store import referral_inbox, services
+from .webhooks import enqueue
 
 
 def register(rt: ServiceRuntime) -> None:
@@ -28,6 +29,8 @@ def register(rt: ServiceRuntime) -> None:
                     status="received", referred_at=event.created_at)
             .on_conflict_do_nothing(index_elements=["referral_id"])
         )
+        # The charity's webhook gets the referral exactly as it travelled on Kafka.
+        await enqueue(session, event.organisation_id, envelope)
 
     @consumer.on(OUTCOME_RECORDED.topic)
     async def on_outcome(session: AsyncSession, envelope: Envelope, event: OutcomeRecorded) -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Column, Date, DateTime, Index, Integer, String, Table, Text
+from sqlalchemy import (BigInteger, Boolean, Column, Date, DateTime, Float, Index, Integer, LargeBinary, String, Table,
+                        Text, Uuid)
 from sqlalchemy.dialects.postgresql import JSONB
 
 from socialrx_shared.db import new_metadata, reliability_tables
@@ -37,6 +38,14 @@ services = Table(
     Column("postcode", String(8)),
     Column("email", String(320)),
     Column("url", String(500)),
+    # One location per service (ORUK service_at_location): enough for a community service's venue.
+    Column("location_id", String(64)),
+    Column("service_at_location_id", String(64)),
+    Column("location_name", Text),
+    Column("address_1", Text),
+    Column("city", Text),
+    Column("latitude", Float),
+    Column("longitude", Float),
     # Bumped on every change; `service.updated` carries it so consumers keep the newest view.
     Column("version", Integer, nullable=False),
     # What the last `service.updated` said, so a daily check can publish when a gate flips by itself.
@@ -75,3 +84,38 @@ referral_inbox = Table(
     Column("place_released", Boolean, nullable=False, server_default="false"),
 )
 Index("ix_referral_inbox_org_status", referral_inbox.c.organisation_id, referral_inbox.c.status)
+
+subscriptions = Table(
+    "subscriptions",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("organisation_id", String(64), nullable=False, index=True),
+    Column("url", String(2000), nullable=False),
+    Column("events", JSONB, nullable=False),
+    # Kept to sign deliveries (HMAC needs the key itself); shown to the charity once, never logged.
+    Column("secret", String(128), nullable=False),
+    Column("active", Boolean, nullable=False, server_default="true"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# Written in the same transaction as the event it carries, so a restart loses no delivery.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("subscription_id", String(64), nullable=False, index=True),
+    Column("organisation_id", String(64), nullable=False),
+    Column("event_id", Uuid, nullable=False),
+    Column("event_type", String(100), nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("status", String(20), nullable=False),  # pending | delivered | failed
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    Column("last_status_code", Integer),
+    Column("last_error", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("delivered_at", DateTime(timezone=True)),
+)
+Index("ix_webhook_deliveries_due", webhook_deliveries.c.next_attempt_at,
+      postgresql_where=webhook_deliveries.c.status == "pending")
+Index("uq_webhook_deliveries_event", webhook_deliveries.c.subscription_id, webhook_deliveries.c.event_id, unique=True)

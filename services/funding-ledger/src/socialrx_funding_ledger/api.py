@@ -6,22 +6,37 @@ import uuid
 from datetime import date, datetime, timezone
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from fastapi import APIRouter, Depends, File, Header, HTTPException, Query, Request, Response, UploadFile
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from sqlalchemy import func, insert, select
 
 from socialrx_shared.auth import Principal, forbidden, require
-from socialrx_shared.events import OutcomeStatus
+from socialrx_shared.events import Id, OutcomeStatus
 from socialrx_shared.runtime import ServiceRuntime
 
-from . import domain
-from .store import agreements, journal_lines, payments
+from . import commands, domain, ledger, reports
+from .store import agreements, journal_lines, payments, settlements
 
 router = APIRouter()
 
 # No fee, grant or cap above £10m: a typo in pence (an extra 00) is refused, not paid.
 AbsurdPence = 1_000_000_000
 Pence = Annotated[int, Field(ge=0, le=AbsurdPence)]
+PositivePence = Annotated[int, Field(ge=1, le=AbsurdPence)]
+
+
+def _plausible(on: date) -> date:
+    # A year like 0226 or 2206 is a typo, not a date anyone is paid on.
+    if not 2000 <= on.year <= 2100:
+        raise ValueError(f"{on.isoformat()} is not a plausible date (years 2000 to 2100)")
+    return on
+
+
+LedgerDate = Annotated[date, AfterValidator(_plausible)]
+
+
+def refused(exc: commands.Refused) -> HTTPException:
+    return HTTPException(exc.status_code, detail=exc.detail)
 
 
 def runtime_of(request: Request) -> ServiceRuntime:
@@ -30,7 +45,7 @@ def runtime_of(request: Request) -> ServiceRuntime:
 
 class NewAgreement(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=False)
-    organisation_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    organisation_id: Id
     per_referral_pence: Pence = 0
     per_outcome_pence: Pence = 0
     outcome_statuses: list[OutcomeStatus] = Field(default_factory=lambda: ["completed"], min_length=1)
@@ -38,8 +53,8 @@ class NewAgreement(BaseModel):
     cap_pence_per_year: Pence | None = None
     period: Literal["monthly", "quarterly"] = "quarterly"
     days_after_period_end: Annotated[int, Field(ge=0, le=365)] = 30
-    starts_on: date
-    ends_on: date | None = None
+    starts_on: LedgerDate
+    ends_on: LedgerDate | None = None
 
     @model_validator(mode="after")
     def _dates(self) -> "NewAgreement":
@@ -71,7 +86,10 @@ async def create_agreement(body: NewAgreement, request: Request, principal: Prin
     rt = runtime_of(request)
     far_future = date(9999, 12, 31)
     async with rt.transaction() as session:
-        # Lock the pair's agreements so two overlapping requests cannot both pass the check.
+        # Serialise agreements of one pair (even the first, when there is no row to lock) so two
+        # overlapping requests cannot both pass the check.
+        await session.execute(select(func.pg_advisory_xact_lock(
+            func.hashtext(f"agreement:{principal.pcn_id}:{body.organisation_id}"))))
         existing = (await session.execute(
             select(agreements.c.id, agreements.c.starts_on, agreements.c.ends_on)
             .where(agreements.c.pcn_id == principal.pcn_id, agreements.c.organisation_id == body.organisation_id)
@@ -120,30 +138,131 @@ async def list_payments(request: Request, principal: Principal = Depends(require
     return {"items": items, "page": page, "per_page": per_page, "total": total}
 
 
+@router.get("/agreements/{agreement_id}/cap", tags=["agreements"], summary="Cap use in a financial year")
+async def cap_use(agreement_id: str, request: Request, principal: Principal = Depends(require("finance", "charity", "admin")),
+                  on: LedgerDate | None = None) -> dict:
+    on = on or datetime.now(timezone.utc).date()
+    async with runtime_of(request).sessionmaker() as session:
+        row = (await session.execute(_scope(select(agreements), agreements, principal, None)
+                                     .where(agreements.c.id == agreement_id))).mappings().first()
+        if row is None:
+            raise HTTPException(404, detail=f"no agreement {agreement_id} in your scope")
+        return await reports.cap_use(session, ledger.agreement_from_row(dict(row)), on)
+
+
 @router.get("/arrears", tags=["payments"], summary="What is owed, aged by days past its due date")
 async def arrears(request: Request, principal: Principal = Depends(require("finance", "charity", "admin")),
-                  as_of: date | None = None, organisation_id: str | None = None) -> dict:
+                  as_of: LedgerDate | None = None, organisation_id: str | None = None) -> dict:
     as_of = as_of or datetime.now(timezone.utc).date()
-    query = _scope(
-        select(payments.c.organisation_id, payments.c.open_pence, payments.c.due_date).where(payments.c.open_pence > 0),
-        payments, principal, organisation_id,
-    )
+    scope = _scope_of(principal, organisation_id)
     async with runtime_of(request).sessionmaker() as session:
-        rows = (await session.execute(query)).all()
-    total = dict.fromkeys(domain.BUCKETS, 0)
-    by_org: dict[str, dict[str, int]] = {}
-    for row in rows:
-        bucket = domain.age_bucket(row.due_date, as_of)
-        total[bucket] += row.open_pence
-        org = by_org.setdefault(row.organisation_id, dict.fromkeys(domain.BUCKETS, 0))
-        org[bucket] += row.open_pence
-    summarise = lambda figures: {**figures, "owed_pence": sum(figures.values()),  # noqa: E731
-                                 "overdue_pence": sum(v for k, v in figures.items() if k != "not_due")}
-    return {
-        "as_of": as_of.isoformat(), "currency": "GBP",
-        "total": summarise(total),
-        "by_organisation": [{"organisation_id": org, **summarise(figures)} for org, figures in sorted(by_org.items())],
-    }
+        return await reports.arrears(session, as_of, **scope)
+
+
+def _scope_of(principal: Principal, organisation_id: str | None) -> dict:
+    """pcn_id / organisation_id filters a caller is held to (finance: its PCN; charity: itself)."""
+    if principal.role == "charity":
+        if organisation_id and organisation_id != principal.organisation_id:
+            raise forbidden("a charity sees only its own organisation's figures")
+        return {"pcn_id": None, "organisation_id": principal.organisation_id}
+    return {"pcn_id": _scope_pcn(principal), "organisation_id": organisation_id}
+
+
+class GivenAllocation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    payment_id: Id
+    amount_pence: PositivePence
+
+
+class NewSettlement(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    organisation_id: Id
+    amount_pence: PositivePence
+    paid_on: LedgerDate
+    reference: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=140)]
+    allocations: list[GivenAllocation] | None = Field(None, max_length=1000)
+
+
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=120)]
+
+
+@router.post("/settlements", status_code=201, tags=["settlements"], summary="Record a payment to an organisation (finance)")
+async def create_settlement(body: NewSettlement, request: Request, response: Response,
+                            principal: Principal = Depends(require("finance")),
+                            idempotency_key: IdempotencyKey = None) -> dict:
+    command = commands.SettlementRequest(
+        body.organisation_id, body.amount_pence, body.paid_on, body.reference,
+        None if body.allocations is None else [(a.payment_id, a.amount_pence) for a in body.allocations],
+        idempotency_key)
+    try:
+        view, created = await commands.settle(runtime_of(request), principal.pcn_id, command)
+    except commands.Refused as exc:
+        raise refused(exc) from None
+    if not created:
+        response.status_code = 200  # the same request again: the first answer, nothing posted
+    return view
+
+
+@router.get("/settlements", tags=["settlements"], summary="Payments recorded, with their allocations")
+async def list_settlements(request: Request, principal: Principal = Depends(require("finance", "charity", "admin")),
+                           organisation_id: str | None = None) -> dict:
+    query = _scope(select(settlements.c.settlement_id), settlements, principal, organisation_id)
+    async with runtime_of(request).sessionmaker() as session:
+        ids = (await session.execute(query.order_by(settlements.c.paid_on, settlements.c.settlement_id))).scalars().all()
+        return {"items": [await commands.settlement_view(session, sid) for sid in ids]}
+
+
+class BlockGrantCommand(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    on: LedgerDate
+    agreement_id: Id | None = None
+
+
+@router.post("/block-grants", tags=["agreements"], summary="Accrue the block grants of the period holding `on` (idempotent)")
+async def accrue_block_grants(body: BlockGrantCommand, request: Request,
+                              principal: Principal = Depends(require("finance"))) -> dict:
+    try:
+        items = await commands.accrue_block_grants(runtime_of(request), principal.pcn_id, body.on, body.agreement_id)
+    except commands.Refused as exc:
+        raise refused(exc) from None
+    return {"on": body.on.isoformat(), "items": items}
+
+
+@router.get("/statements/{organisation_id}", tags=["payments"], summary="An organisation's statement (json or csv)")
+async def statement(organisation_id: str, request: Request,
+                    principal: Principal = Depends(require("finance", "charity", "admin")),
+                    from_: Annotated[LedgerDate | None, Query(alias="from")] = None,
+                    to: LedgerDate | None = None, format: Literal["json", "csv"] = "json"):
+    to = to or datetime.now(timezone.utc).date()
+    from_ = from_ or domain.financial_year_start(to)
+    if from_ > to:
+        raise HTTPException(422, detail=f"from ({from_}) is after to ({to})")
+    scope = _scope_of(principal, organisation_id)
+    async with runtime_of(request).sessionmaker() as session:
+        body = await reports.statement(session, organisation_id, scope["pcn_id"], from_, to)
+    if format == "csv":
+        return Response(reports.statement_csv(body), media_type="text/csv; charset=utf-8", headers={
+            "Content-Disposition": f'attachment; filename="statement-{organisation_id}-{from_}-{to}.csv"'})
+    return body
+
+
+MAX_UPLOAD_BYTES = 5 * 1024 * 1024
+
+
+@router.post("/reconciliation", tags=["settlements"], summary="Reconcile a remittance CSV against the ledger")
+async def reconciliation(request: Request, file: UploadFile = File(...), post: bool = False,
+                         principal: Principal = Depends(require("finance"))) -> dict:
+    raw = await file.read(MAX_UPLOAD_BYTES + 1)
+    if len(raw) > MAX_UPLOAD_BYTES:
+        raise HTTPException(413, detail="the file is larger than 5 MB; split the remittance")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise HTTPException(422, detail="the file is not UTF-8 text; save it as CSV UTF-8") from None
+    try:
+        return await commands.reconcile(runtime_of(request), principal.pcn_id, text, post)
+    except commands.Refused as exc:
+        raise refused(exc) from None
 
 
 @router.get("/trial-balance", tags=["ledger"], summary="Total debits and credits (always equal)")

@@ -137,3 +137,176 @@ def allocate_oldest_first(amount_pence: int, open_payments: list[OpenPayment]) -
     result.unallocated_pence = remaining
     assert sum(p for _, p in result.allocations) + remaining == amount_pence
     return result
+
+
+# --- block grants ---------------------------------------------------------------------------
+
+def grant_business_date(agreement: Agreement, on: date) -> date | None:
+    """The date a block grant for the period holding `on` is accrued on, or None if the agreement
+    is not in force at any time in that period. A grant is owed for a whole period the agreement
+    touches (no pro-rating): the first day of the period the agreement covers."""
+    period = period_of(on, agreement.period)
+    if agreement.starts_on > period.ends_on or (agreement.ends_on is not None and agreement.ends_on < period.starts_on):
+        return None
+    return max(period.starts_on, agreement.starts_on)
+
+
+# --- settlements ----------------------------------------------------------------------------
+
+def check_allocations(amount_pence: int, given: list[tuple[str, int]], open_pence_by_id: dict[str, int]) -> str | None:
+    """Why allocations a finance officer gave cannot be applied, or None if they can."""
+    seen: set[str] = set()
+    for payment_id, pence in given:
+        if payment_id in seen:
+            return f"payment {payment_id} is allocated twice"
+        seen.add(payment_id)
+        if pence <= 0:
+            return f"allocation to {payment_id} must be more than 0 pence"
+        if payment_id not in open_pence_by_id:
+            return f"payment {payment_id} is not an open payment of this organisation in your PCN"
+        if pence > open_pence_by_id[payment_id]:
+            return f"allocation of {pence} pence to {payment_id} exceeds its open {open_pence_by_id[payment_id]} pence"
+    allocated = sum(p for _, p in given)
+    if allocated > amount_pence:
+        return f"allocations total {allocated} pence, more than the {amount_pence} pence paid"
+    return None
+
+
+# --- arrears --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class OpenItem:
+    open_pence: int
+    due_date: date
+    business_date: date
+
+
+def age_open_items(items: list[OpenItem], as_of: date) -> dict[str, int]:
+    buckets = dict.fromkeys(BUCKETS, 0)
+    for item in items:
+        buckets[age_bucket(item.due_date, as_of)] += item.open_pence
+    return buckets
+
+
+def days_outstanding(items: list[OpenItem], as_of: date) -> dict[str, int | None]:
+    """The charity's exposure: how long it has carried the cost of work not yet paid for, counted
+    from the work's business date (not the due date): the oldest, and the pence-weighted mean."""
+    live = [i for i in items if i.open_pence > 0]
+    if not live:
+        return {"oldest_days_outstanding": None, "weighted_days_outstanding": None}
+    ages = [(max((as_of - i.business_date).days, 0), i.open_pence) for i in live]
+    total_pence = sum(p for _, p in ages)
+    weighted = sum(days * pence for days, pence in ages)
+    return {"oldest_days_outstanding": max(d for d, _ in ages),
+            "weighted_days_outstanding": (weighted + total_pence // 2) // total_pence}  # rounded half up
+
+
+# --- money formatting -----------------------------------------------------------------------
+
+def pounds(pence: int) -> str:
+    """Pence as pounds with two decimals, exactly (no float): -1234 -> "-12.34"."""
+    sign = "-" if pence < 0 else ""
+    whole, part = divmod(abs(pence), 100)
+    return f"{sign}{whole}.{part:02d}"
+
+
+# --- reconciliation -------------------------------------------------------------------------
+
+REMITTANCE_HEADER = ("paid_on", "organisation_id", "amount_pence", "reference")
+MAX_REFERENCE = 140
+
+
+@dataclass(frozen=True)
+class RemittanceLine:
+    line: int  # 1-based line number in the file, the header being line 1
+    paid_on: date
+    organisation_id: str
+    amount_pence: int
+    reference: str
+
+
+@dataclass(frozen=True)
+class MalformedLine:
+    line: int
+    reference: str | None
+    error: str
+
+
+def parse_remittance_row(line: int, row: list[str]) -> RemittanceLine | MalformedLine:
+    reference = row[3].strip() if len(row) > 3 else None
+    if len(row) != len(REMITTANCE_HEADER):
+        return MalformedLine(line, reference, f"expected {len(REMITTANCE_HEADER)} columns, found {len(row)}")
+    paid_on_text, organisation_id, amount_text, _ = (cell.strip() for cell in row)
+    try:
+        paid_on = date.fromisoformat(paid_on_text)
+    except ValueError:
+        return MalformedLine(line, reference, f"paid_on {paid_on_text!r} is not an ISO date (YYYY-MM-DD)")
+    if not amount_text.isdigit():
+        return MalformedLine(line, reference, f"amount_pence {amount_text!r} is not a whole number of pence")
+    amount_pence = int(amount_text)
+    if amount_pence <= 0 or amount_pence > 1_000_000_000:
+        return MalformedLine(line, reference, f"amount_pence {amount_pence} is out of range (1 to 1000000000)")
+    if not organisation_id or len(organisation_id) > 64:
+        return MalformedLine(line, reference, "organisation_id is empty or longer than 64 characters")
+    if not reference or len(reference) > MAX_REFERENCE:
+        return MalformedLine(line, reference, f"reference is empty or longer than {MAX_REFERENCE} characters")
+    return RemittanceLine(line, paid_on, organisation_id, amount_pence, reference)
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A settlement already in the ledger, as reconciliation compares it."""
+    settlement_id: str
+    amount_pence: int
+
+
+def reconcile(lines: list[RemittanceLine | MalformedLine], recorded: dict[tuple[str, str], Recorded],
+              open_by_org: dict[str, list[OpenPayment]]) -> list[dict]:
+    """Classify each remittance line. A line is compared first with the settlement of the same
+    organisation and reference; failing that, with the organisation's open payments (lines earlier
+    in the file use them up first, as posting them would).
+
+    matched: equals a recorded settlement, or can be allocated in full to open payments.
+    part_matched: a recorded settlement with another amount, or more than is open (the rest
+      would be held as a credit).
+    unmatched: no such settlement and nothing open for that organisation.
+    duplicate: an earlier line of the file has the same organisation and reference.
+    malformed: unreadable; says why.
+    """
+    remaining = {org: {p.payment_id: p for p in payments} for org, payments in open_by_org.items()}
+    seen: dict[tuple[str, str], int] = {}
+    results: list[dict] = []
+    for item in lines:
+        if isinstance(item, MalformedLine):
+            results.append({"line": item.line, "reference": item.reference, "status": "malformed", "error": item.error})
+            continue
+        base = {"line": item.line, "reference": item.reference, "organisation_id": item.organisation_id,
+                "amount_pence": item.amount_pence, "paid_on": item.paid_on.isoformat()}
+        key = (item.organisation_id, item.reference)
+        if key in seen:
+            results.append(base | {"status": "duplicate", "duplicate_of_line": seen[key]})
+            continue
+        seen[key] = item.line
+        results.append(base | _match_one(item, recorded.get(key), remaining.setdefault(item.organisation_id, {})))
+    return results
+
+
+def _match_one(item: RemittanceLine, recorded: Recorded | None, open_payments: dict[str, OpenPayment]) -> dict:
+    if recorded is not None:
+        if recorded.amount_pence == item.amount_pence:
+            return {"status": "matched", "settlement_id": recorded.settlement_id, "recorded": True}
+        return {"status": "part_matched", "settlement_id": recorded.settlement_id, "recorded": True,
+                "recorded_amount_pence": recorded.amount_pence,
+                "difference_pence": item.amount_pence - recorded.amount_pence}
+    allocation = allocate_oldest_first(item.amount_pence, list(open_payments.values()))
+    if not allocation.allocations:
+        return {"status": "unmatched", "recorded": False, "error": "no settlement with this reference and nothing open"}
+    for payment_id, pence in allocation.allocations:  # later lines see what this one would use
+        payment = open_payments[payment_id]
+        open_payments[payment_id] = OpenPayment(payment_id, payment.open_pence - pence, payment.due_date,
+                                                payment.business_date)
+    proposed = [{"payment_id": pid, "amount_pence": pence} for pid, pence in allocation.allocations]
+    status = "matched" if allocation.unallocated_pence == 0 else "part_matched"
+    return {"status": status, "recorded": False, "allocations": proposed,
+            "matched_pence": item.amount_pence - allocation.unallocated_pence,
+            "unmatched_pence": allocation.unallocated_pence}

@@ -4,6 +4,12 @@ Accounts (per PCN and organisation):
 - `expense:<pcn>`              debit when work is owed for (the PCN's social prescribing cost)
 - `payable:<pcn>:<org>`        credit when owed, debit when paid: its credit balance is what is owed
 - `bank:<pcn>`                 credit when the PCN pays
+- `credit:<pcn>:<org>`         debit when the PCN pays more than is open: a credit held for the
+                               organisation (its debit balance), never lost
+
+Every event this ledger publishes carries, in Kafka headers, what a rebuild needs beyond the
+event contract (`ledger-cause-key`, `ledger-business-date`, `ledger-refused-over-cap-pence`), so
+the ledger can be rebuilt from its own topics (see rebuild.py).
 """
 
 from __future__ import annotations
@@ -11,21 +17,44 @@ from __future__ import annotations
 import uuid
 from datetime import date
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from socialrx_shared.events import PAYMENT_DUE, PaymentDue
+from socialrx_shared.events import PAYMENT_DUE, PAYMENT_SETTLED, Allocation, EventSpec, PaymentDue, PaymentSettled, Strict, new_event
 from socialrx_shared.runtime import ServiceRuntime
+from socialrx_shared.tracing import child_traceparent, current_traceparent
 
 from . import domain
-from .store import agreements, journal_entries, journal_lines, payments
+from .store import agreements, allocations, journal_entries, journal_lines, payments, settlements
 
 PAYMENT_NAMESPACE = uuid.UUID("6f1c1a52-7b1e-4c4a-9d38-5e0f0b9d8a11")
 
 
 def payable_account(pcn_id: str, organisation_id: str) -> str:
     return f"payable:{pcn_id}:{organisation_id}"
+
+
+def credit_account(pcn_id: str, organisation_id: str) -> str:
+    return f"credit:{pcn_id}:{organisation_id}"
+
+
+HEADER_CAUSE = "ledger-cause-key"
+HEADER_BUSINESS_DATE = "ledger-business-date"
+HEADER_REFUSED = "ledger-refused-over-cap-pence"
+
+
+async def stage(rt: ServiceRuntime | None, session: AsyncSession, spec: EventSpec, data: Strict,
+                ledger_headers: dict[str, str]) -> None:
+    """Like the shared outbox `stage`, plus the ledger's own headers. `rt` None (a rebuild) publishes nothing."""
+    if rt is None:
+        return
+    envelope = new_event(spec, data, source=rt.name)
+    await session.execute(insert(rt.outbox).values(
+        event_id=envelope.id, topic=spec.topic, key=envelope.subject, value=envelope.to_bytes(),
+        headers={"traceparent": child_traceparent(current_traceparent.get()), "ce_type": spec.ce_type,
+                 **ledger_headers},
+    ))
 
 
 async def post_entry(session: AsyncSession, cause_key: str, business_date: date, memo: str,
@@ -86,27 +115,104 @@ async def accrue(rt: ServiceRuntime, session: AsyncSession, *, cause_key: str, a
     await session.execute(select(agreements.c.id).where(agreements.c.id == agreement.id).with_for_update())
     accrued = await accrued_in_financial_year(session, agreement.id, business_date)
     owed, refused = domain.apply_cap(amount_pence, accrued, agreement.cap_pence_per_year)
-    period = domain.period_of(business_date, agreement.period)
     payment = PaymentDue(
         payment_id=str(uuid.uuid5(PAYMENT_NAMESPACE, cause_key)), agreement_id=agreement.id,
         pcn_id=agreement.pcn_id, organisation_id=agreement.organisation_id, referral_id=referral_id, basis=basis,
-        amount_pence=owed, period=period.label,
+        amount_pence=owed, period=domain.period_of(business_date, agreement.period).label,
         due_date=domain.due_date(business_date, agreement.period, agreement.days_after_period_end),
     )
+    recorded = await record_payment(rt, session, payment, cause_key=cause_key, business_date=business_date,
+                                    refused_over_cap_pence=refused)
+    return payment if recorded else None
+
+
+async def record_payment(rt: ServiceRuntime | None, session: AsyncSession, payment: PaymentDue, *, cause_key: str,
+                         business_date: date, refused_over_cap_pence: int) -> bool:
+    """Post one payment due (live, or replayed by a rebuild); False if its cause was recorded before.
+
+    A payment wholly refused by the cap is still recorded (0 owed) and published, so the refusal
+    is reported and survives a rebuild; it posts no journal entry (an entry of 0 is no entry)."""
     inserted = await session.scalar(
         pg_insert(payments).values(
-            payment_id=payment.payment_id, cause_key=cause_key, agreement_id=agreement.id, pcn_id=agreement.pcn_id,
-            organisation_id=agreement.organisation_id, referral_id=referral_id, basis=basis, amount_pence=owed,
-            open_pence=owed, period=period.label, due_date=payment.due_date, business_date=business_date,
-            refused_over_cap_pence=refused,
+            payment_id=payment.payment_id, cause_key=cause_key, agreement_id=payment.agreement_id,
+            pcn_id=payment.pcn_id, organisation_id=payment.organisation_id, referral_id=payment.referral_id,
+            basis=payment.basis, amount_pence=payment.amount_pence, open_pence=payment.amount_pence,
+            period=payment.period, due_date=payment.due_date, business_date=business_date,
+            refused_over_cap_pence=refused_over_cap_pence,
         ).on_conflict_do_nothing(index_elements=["cause_key"]).returning(payments.c.payment_id)
     )
     if inserted is None:
-        return None  # this cause was accrued before
-    if owed > 0:
-        await post_entry(session, cause_key, business_date, f"{basis} {referral_id or period.label}", [
-            (f"expense:{agreement.pcn_id}", owed, 0),
-            (payable_account(agreement.pcn_id, agreement.organisation_id), 0, owed),
+        return False  # this cause was accrued before
+    if payment.amount_pence > 0:
+        posted = await post_entry(session, cause_key, business_date,
+                                  f"{payment.basis} {payment.referral_id or payment.period}", [
+            (f"expense:{payment.pcn_id}", payment.amount_pence, 0),
+            (payable_account(payment.pcn_id, payment.organisation_id), 0, payment.amount_pence),
         ])
-        await rt.stage(session, PAYMENT_DUE, payment)
-    return payment
+        assert posted is not None, f"journal already holds {cause_key} but payments did not"
+    await stage(rt, session, PAYMENT_DUE, payment, {
+        HEADER_CAUSE: cause_key, HEADER_BUSINESS_DATE: business_date.isoformat(),
+        HEADER_REFUSED: str(refused_over_cap_pence)})
+    return True
+
+
+async def accrue_block_grant(rt: ServiceRuntime, session: AsyncSession, agreement: domain.Agreement,
+                             on: date) -> PaymentDue | None:
+    """The block grant of the period holding `on`, once per agreement and period, whenever asked."""
+    business_date = domain.grant_business_date(agreement, on)
+    if business_date is None:
+        return None
+    period = domain.period_of(on, agreement.period)
+    return await accrue(rt, session, cause_key=f"block_grant:{agreement.id}:{period.label}", agreement=agreement,
+                        basis="block_grant", amount_pence=agreement.block_grant_pence_per_period,
+                        business_date=business_date, referral_id=None)
+
+
+async def record_settlement(rt: ServiceRuntime | None, session: AsyncSession, settled: PaymentSettled, *,
+                            cause_key: str) -> bool:
+    """Record a payment from the PCN, its allocations and its held credit; False if recorded before.
+
+    The caller has checked the allocations against open payments (and locked them)."""
+    allocated_pence = sum(a.amount_pence for a in settled.allocations)
+    unallocated_pence = settled.amount_pence - allocated_pence
+    assert unallocated_pence >= 0, "allocations exceed the amount paid"
+    inserted = await session.scalar(
+        pg_insert(settlements).values(
+            settlement_id=settled.settlement_id, cause_key=cause_key, pcn_id=settled.pcn_id,
+            organisation_id=settled.organisation_id, amount_pence=settled.amount_pence,
+            unallocated_pence=unallocated_pence, paid_on=settled.paid_on, reference=settled.reference,
+        ).on_conflict_do_nothing().returning(settlements.c.settlement_id)
+    )
+    if inserted is None:
+        return False
+    for allocation in settled.allocations:
+        reduced = await session.scalar(
+            update(payments).where(payments.c.payment_id == allocation.payment_id,
+                                   payments.c.organisation_id == settled.organisation_id,
+                                   payments.c.pcn_id == settled.pcn_id,
+                                   payments.c.open_pence >= allocation.amount_pence)
+            .values(open_pence=payments.c.open_pence - allocation.amount_pence).returning(payments.c.payment_id))
+        assert reduced is not None, f"allocation to {allocation.payment_id} does not fit its open amount"
+    if settled.allocations:
+        await session.execute(insert(allocations), [
+            {"settlement_id": settled.settlement_id, "payment_id": a.payment_id, "amount_pence": a.amount_pence}
+            for a in settled.allocations])
+    lines = [(f"bank:{settled.pcn_id}", 0, settled.amount_pence)]
+    if allocated_pence:
+        lines.append((payable_account(settled.pcn_id, settled.organisation_id), allocated_pence, 0))
+    if unallocated_pence:
+        lines.append((credit_account(settled.pcn_id, settled.organisation_id), unallocated_pence, 0))
+    await post_entry(session, f"settlement:{settled.settlement_id}", settled.paid_on,
+                     f"payment {settled.reference}", lines)
+    await stage(rt, session, PAYMENT_SETTLED, settled, {HEADER_CAUSE: cause_key})
+    return True
+
+
+async def reverse_entry(session: AsyncSession, entry_id: int, reason: str) -> int | None:
+    """Correct a posted entry by a new one with every line on the other side (entries are never
+    edited). Keyed by the entry reversed, so an entry is reversed at most once."""
+    original = (await session.execute(select(journal_entries).where(journal_entries.c.id == entry_id))).mappings().one()
+    lines = (await session.execute(select(journal_lines).where(journal_lines.c.entry_id == entry_id))).mappings().all()
+    return await post_entry(session, f"reversal:{entry_id}", original["business_date"],
+                            f"reverses {original['cause_key']}: {reason}",
+                            [(line["account"], line["credit_pence"], line["debit_pence"]) for line in lines])

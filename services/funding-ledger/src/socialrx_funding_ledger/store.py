@@ -30,6 +30,10 @@ agreements = Table(
     Column("ends_on", Date),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("created_by", String(200), nullable=False),
+    CheckConstraint("per_referral_pence >= 0 AND per_outcome_pence >= 0 AND block_grant_pence_per_period >= 0 AND "
+                    "(cap_pence_per_year IS NULL OR cap_pence_per_year >= 0)", name="amounts_not_negative"),
+    CheckConstraint("ends_on IS NULL OR ends_on >= starts_on", name="dates_in_order"),
+    CheckConstraint("period IN ('monthly', 'quarterly')", name="known_period"),
 )
 Index("ix_agreements_parties", agreements.c.pcn_id, agreements.c.organisation_id)
 
@@ -75,6 +79,7 @@ payments = Table(
     Column("refused_over_cap_pence", BigInteger, nullable=False, server_default="0"),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     CheckConstraint("open_pence >= 0 AND open_pence <= amount_pence", name="open_within_amount"),
+    CheckConstraint("amount_pence >= 0 AND refused_over_cap_pence >= 0", name="amounts_not_negative"),
 )
 Index("ix_payments_org_due", payments.c.organisation_id, payments.c.due_date)
 
@@ -112,6 +117,8 @@ settlements = Table(
     Column("reference", String(140), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     UniqueConstraint("organisation_id", "reference", name="uq_settlements_org_reference"),
+    CheckConstraint("amount_pence > 0 AND unallocated_pence >= 0 AND unallocated_pence <= amount_pence",
+                    name="amounts_sane"),
 )
 
 allocations = Table(

@@ -1,22 +1,20 @@
-"""The outcomes API: record an outcome with scored measures; report outcomes before counts."""
+"""The outcomes API, kept thin: validate the shape, call handlers or reports, map refusals to 4xx."""
 
 from __future__ import annotations
 
-import uuid
-from datetime import datetime, timezone
-from typing import Annotated
+from datetime import date
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Request
-from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import insert, select
-from sqlalchemy.exc import IntegrityError
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from socialrx_shared.auth import Principal, require
-from socialrx_shared.events import OUTCOME_RECORDED, Instrument, MeasureScore, OutcomeRecorded, OutcomeStatus, Phase
+from socialrx_shared.events import Instrument, OutcomeStatus, Phase
 from socialrx_shared.runtime import ServiceRuntime
 
-from . import domain
-from .store import measures, outcomes, referral_view
+from . import handlers, reports
+from .handlers import MeasureInput, OutcomeInput, Refused
 
 router = APIRouter(tags=["outcomes"])
 
@@ -29,7 +27,10 @@ class MeasureIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     instrument: Instrument
     phase: Phase
-    answers: list[int] = Field(max_length=20)
+    # Typed loosely on purpose: domain.validate refuses 3.0, "3" or true with a message naming the
+    # item, where pydantic would quietly coerce some of them.
+    answers: list[Any] = Field(max_length=20, json_schema_extra={"items": {"type": "integer"}},
+                               description="ONS4: 4 answers 0-10; WEMWBS: 14 answers 1-5; SWEMWBS: 7 answers 1-5")
 
 
 class NewOutcome(BaseModel):
@@ -38,63 +39,99 @@ class NewOutcome(BaseModel):
     sessions_attended: Annotated[int, Field(ge=0, le=1000)]
     measures: list[MeasureIn] = Field(default_factory=list, max_length=10)
 
+    def as_input(self) -> OutcomeInput:
+        return OutcomeInput(self.status, self.sessions_attended,
+                            [MeasureInput(m.instrument, m.phase, m.answers) for m in self.measures])
 
-def _authorise(principal: Principal, referral: dict) -> None:
-    """The accepting charity, or a link worker of the referring PCN: the same 404 otherwise."""
-    allowed = (
-        (principal.role == "charity" and principal.organisation_id == referral["organisation_id"])
-        or (principal.role == "link_worker" and principal.pcn_id == referral["pcn_id"])
-    )
-    if not allowed:
-        raise HTTPException(404, detail="no such referral")
+
+class Correction(NewOutcome):
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=500)] = Field(
+        description="Why the outcome is corrected (kept with the replaced values); no personal details")
+
+
+def _refused(exc: Refused) -> HTTPException:
+    return HTTPException(exc.status, detail=exc.detail)
 
 
 @router.post("/referrals/{referral_id}/outcomes", status_code=201,
              summary="Record an outcome with wellbeing measures (accepting charity or the PCN's link worker)")
 async def record_outcome(referral_id: str, body: NewOutcome, request: Request,
                          principal: Principal = Depends(require("charity", "link_worker"))) -> dict:
-    scored: list[tuple[MeasureIn, domain.Score]] = []
-    for position, measure in enumerate(body.measures):
-        try:
-            scored.append((measure, domain.score(measure.instrument, measure.answers)))
-        except domain.InvalidAnswers as exc:
-            raise HTTPException(422, detail=f"measures[{position}]: {exc}") from None
-    rt = runtime_of(request)
-    now = datetime.now(timezone.utc)
-    outcome_id = str(uuid.uuid4())
     try:
-        async with rt.transaction() as session:
-            referral = (await session.execute(
-                select(referral_view).where(referral_view.c.referral_id == referral_id).with_for_update()
-            )).mappings().first()
-            if referral is None or referral["organisation_id"] is None:
-                raise HTTPException(404, detail="no such referral (a new referral may take a moment to arrive)")
-            _authorise(principal, dict(referral))
-            if referral["status"] != "accepted":
-                raise HTTPException(409, detail=f"outcomes are recorded only for accepted referrals; this one is {referral['status']}")
-            await session.execute(insert(outcomes).values(
-                outcome_id=outcome_id, referral_id=referral_id, status=body.status,
-                sessions_attended=body.sessions_attended, recorded_at=now, recorded_by=principal.sub))
-            for measure, score in scored:
-                await session.execute(insert(measures).values(
-                    outcome_id=outcome_id, referral_id=referral_id, instrument=measure.instrument,
-                    phase=measure.phase, answers=measure.answers, score=score.score,
-                    item_scores=score.item_scores, recorded_at=now))
-            event = OutcomeRecorded(
-                outcome_id=outcome_id, referral_id=referral_id, organisation_id=referral["organisation_id"],
-                service_id=referral["service_id"], pcn_id=referral["pcn_id"], status=body.status,
-                sessions_attended=body.sessions_attended,
-                measures=[MeasureScore(instrument=m.instrument, phase=m.phase, score=s.score,
-                                       item_scores=s.item_scores) for m, s in scored],
-                recorded_at=now,
-            )
-            await rt.stage(session, OUTCOME_RECORDED, event)
-    except IntegrityError:
-        raise HTTPException(409, detail="a baseline for this instrument is already recorded for this referral; "
-                                        "record a follow_up instead") from None
-    return {
-        "outcome_id": outcome_id, "referral_id": referral_id, "status": body.status,
-        "sessions_attended": body.sessions_attended, "recorded_at": now,
-        "measures": [{"instrument": m.instrument, "phase": m.phase, "score": s.score,
-                      "item_scores": s.item_scores, "bands": s.bands} for m, s in scored],
-    }
+        return await handlers.record_outcome(runtime_of(request), principal, referral_id, body.as_input())
+    except Refused as exc:
+        raise _refused(exc) from None
+
+
+@router.post("/referrals/{referral_id}/outcomes/{outcome_id}/corrections", status_code=201,
+             summary="Correct a recorded outcome: replaces its status, sessions and measures, keeps the old values")
+async def correct_outcome(referral_id: str, outcome_id: str, body: Correction, request: Request,
+                          principal: Principal = Depends(require("charity", "link_worker"))) -> dict:
+    try:
+        return await handlers.correct_outcome(runtime_of(request), principal, referral_id, outcome_id,
+                                              body.as_input(), body.reason)
+    except Refused as exc:
+        raise _refused(exc) from None
+
+
+@router.get("/referrals/{referral_id}/outcomes",
+            summary="A referral's outcomes and the change from baseline to the latest follow-up")
+async def list_outcomes(referral_id: str, request: Request,
+                        principal: Principal = Depends(require("charity", "link_worker", "admin"))) -> dict:
+    try:
+        return await handlers.list_outcomes(runtime_of(request), principal, referral_id)
+    except Refused as exc:
+        raise _refused(exc) from None
+
+
+Format = Literal["json", "csv"]
+
+
+async def _report(request: Request, principal: Principal, kind: str, pcn_id: str | None, organisation_id: str | None,
+                  from_: date | None, to: date | None, group_by: str, fmt: Format) -> Any:
+    try:
+        scope = reports.scope_for(principal, pcn_id=pcn_id, organisation_id=organisation_id, from_=from_, to=to)
+        if kind == "outcomes":
+            report = await reports.outcomes_report(runtime_of(request), scope, reports.parse_group_by(group_by))
+        else:
+            report = await reports.inclusion_report(runtime_of(request), scope)
+    except Refused as exc:
+        raise _refused(exc) from None
+    if fmt == "csv":
+        return Response(reports.to_csv(report), media_type="text/csv; charset=utf-8",
+                        headers={"Content-Disposition": f'attachment; filename="{kind}-report.csv"'})
+    return report
+
+
+REPORT_ROLES = require("finance", "link_worker", "charity", "admin")
+
+
+@router.get("/reports/outcomes", tags=["reports"],
+            summary="Outcomes first, then engagement and referral flow, per PCN, link worker, organisation, "
+                    "service or month")
+async def outcomes_report(
+    request: Request,
+    pcn_id: str | None = Query(None, description="Defaults to the caller's PCN (finance, link_worker)"),
+    organisation_id: str | None = Query(None, description="Admin or charity (its own) only"),
+    from_: date | None = Query(None, alias="from", description="First day of referral, inclusive"),
+    to: date | None = Query(None, description="Last day of referral, inclusive"),
+    group_by: str = Query("pcn", description="Comma-separated: pcn, link_worker, organisation, service, period"),
+    format: Format = Query("json"),
+    principal: Principal = Depends(REPORT_ROLES),
+) -> Any:
+    return await _report(request, principal, "outcomes", pcn_id, organisation_id, from_, to, group_by, format)
+
+
+@router.get("/reports/inclusion", tags=["reports"],
+            summary="The same figures by age band, postcode district and accessibility need; groups under 5 "
+                    "suppressed")
+async def inclusion_report(
+    request: Request,
+    pcn_id: str | None = Query(None, description="Defaults to the caller's PCN (finance, link_worker)"),
+    organisation_id: str | None = Query(None, description="Admin or charity (its own) only"),
+    from_: date | None = Query(None, alias="from", description="First day of referral, inclusive"),
+    to: date | None = Query(None, description="Last day of referral, inclusive"),
+    format: Format = Query("json"),
+    principal: Principal = Depends(REPORT_ROLES),
+) -> Any:
+    return await _report(request, principal, "inclusion", pcn_id, organisation_id, from_, to, "", format)

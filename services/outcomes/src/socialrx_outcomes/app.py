@@ -1,4 +1,4 @@
-"""Wiring: settings, database, Kafka, handlers and HTTP routes of directory."""
+"""Wiring: settings, database, Kafka, handlers and HTTP routes of outcomes."""
 
 from __future__ import annotations
 

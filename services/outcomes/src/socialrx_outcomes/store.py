@@ -41,6 +41,23 @@ outcomes = Table(
     Column("sessions_attended", Integer, nullable=False),
     Column("recorded_at", DateTime(timezone=True), nullable=False),
     Column("recorded_by", String(200), nullable=False),
+    # 1 when first recorded; each explicit correction adds one (history in outcome_corrections).
+    Column("revision", Integer, nullable=False, server_default=text("1")),
+    Column("corrected_at", DateTime(timezone=True)),
+)
+
+# A correction replaces an outcome's status, sessions and measures in place (the outcome keeps its
+# id, so consumers that key by outcome_id do not count it twice); what it replaced is kept here.
+outcome_corrections = Table(
+    "outcome_corrections",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("outcome_id", String(64), nullable=False, index=True),
+    Column("replaced_revision", Integer, nullable=False),
+    Column("previous", JSONB, nullable=False),
+    Column("reason", String(500), nullable=False),
+    Column("corrected_by", String(200), nullable=False),
+    Column("corrected_at", DateTime(timezone=True), nullable=False),
 )
 
 measures = Table(
@@ -56,6 +73,10 @@ measures = Table(
     Column("item_scores", JSONB, nullable=False),
     Column("recorded_at", DateTime(timezone=True), nullable=False),
 )
+Index("ix_measures_referral_id", measures.c.referral_id)
+# Reports select a PCN's referrals; admins and charities scan by organisation.
+Index("ix_referral_view_pcn_id", referral_view.c.pcn_id)
+Index("ix_referral_view_organisation_id", referral_view.c.organisation_id)
 # One baseline per instrument and referral: a second is refused (a correction is explicit).
 Index("uq_measures_one_baseline", measures.c.referral_id, measures.c.instrument, unique=True,
       postgresql_where=text("phase = 'baseline'"))

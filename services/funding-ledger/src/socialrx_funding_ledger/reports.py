@@ -1,0 +1,135 @@
+"""Read models for finance and charities: arrears, statements, cap use. Reads only."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import date
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from . import domain
+from .store import allocations, payments, settlements
+
+
+async def cap_use(session: AsyncSession, agreement: domain.Agreement, on: date) -> dict:
+    fy_start = domain.financial_year_start(on)
+    accrued, refused = (await session.execute(
+        select(func.coalesce(func.sum(payments.c.amount_pence), 0),
+               func.coalesce(func.sum(payments.c.refused_over_cap_pence), 0))
+        .where(payments.c.agreement_id == agreement.id, payments.c.business_date >= fy_start,
+               payments.c.business_date < date(fy_start.year + 1, 4, 1)))).one()
+    cap = agreement.cap_pence_per_year
+    return {"agreement_id": agreement.id, "financial_year": domain.financial_year_label(on),
+            "cap_pence_per_year": cap, "accrued_pence": int(accrued), "refused_over_cap_pence": int(refused),
+            "remaining_pence": None if cap is None else max(cap - int(accrued), 0), "currency": "GBP"}
+
+
+def _scoped(query, table, pcn_id: str | None, organisation_id: str | None):
+    if pcn_id:
+        query = query.where(table.c.pcn_id == pcn_id)
+    if organisation_id:
+        query = query.where(table.c.organisation_id == organisation_id)
+    return query
+
+
+async def arrears(session: AsyncSession, as_of: date, *, pcn_id: str | None, organisation_id: str | None) -> dict:
+    """Open amounts as they stood at the end of `as_of`: work done by then, less payments made by then."""
+    paid_by_then = (
+        select(allocations.c.payment_id, func.sum(allocations.c.amount_pence).label("paid_pence"))
+        .join(settlements, settlements.c.settlement_id == allocations.c.settlement_id)
+        .where(settlements.c.paid_on <= as_of).group_by(allocations.c.payment_id).subquery())
+    query = _scoped(
+        select(payments.c.organisation_id, payments.c.due_date, payments.c.business_date,
+               (payments.c.amount_pence - func.coalesce(paid_by_then.c.paid_pence, 0)).label("open_pence"))
+        .outerjoin(paid_by_then, paid_by_then.c.payment_id == payments.c.payment_id)
+        .where(payments.c.business_date <= as_of), payments, pcn_id, organisation_id)
+    items_by_org: dict[str, list[domain.OpenItem]] = {}
+    for row in (await session.execute(query)).all():
+        if row.open_pence > 0:
+            items_by_org.setdefault(row.organisation_id, []).append(
+                domain.OpenItem(int(row.open_pence), row.due_date, row.business_date))
+    credits = dict((await session.execute(_scoped(
+        select(settlements.c.organisation_id, func.sum(settlements.c.unallocated_pence))
+        .where(settlements.c.paid_on <= as_of).group_by(settlements.c.organisation_id),
+        settlements, pcn_id, organisation_id))).all())
+    organisations = sorted(set(items_by_org) | {org for org, pence in credits.items() if pence})
+    by_org = [{"organisation_id": org, **_summary(items_by_org.get(org, []), as_of, int(credits.get(org) or 0))}
+              for org in organisations]
+    everything = [item for items in items_by_org.values() for item in items]
+    total_credit = sum(int(v or 0) for v in credits.values())
+    return {"as_of": as_of.isoformat(), "currency": "GBP", "total": _summary(everything, as_of, total_credit),
+            "by_organisation": by_org}
+
+
+def _summary(items: list[domain.OpenItem], as_of: date, credit_pence: int) -> dict:
+    buckets = domain.age_open_items(items, as_of)
+    return {**buckets, "owed_pence": sum(buckets.values()),
+            "overdue_pence": sum(v for k, v in buckets.items() if k != "not_due"),
+            "credit_held_pence": credit_pence, **domain.days_outstanding(items, as_of)}
+
+
+async def statement(session: AsyncSession, organisation_id: str, pcn_id: str | None, from_: date, to: date) -> dict:
+    """Work accrued (dated by the work) and payments made (dated paid_on), with a running balance:
+    what the PCN(s) owe the organisation net of any credit held."""
+    accrued = (await session.execute(_scoped(select(payments), payments, pcn_id, organisation_id)
+                                     .where(payments.c.business_date <= to))).mappings().all()
+    paid = (await session.execute(_scoped(select(settlements), settlements, pcn_id, organisation_id)
+                                  .where(settlements.c.paid_on <= to))).mappings().all()
+    opening = (sum(p["amount_pence"] for p in accrued if p["business_date"] < from_)
+               - sum(s["amount_pence"] for s in paid if s["paid_on"] < from_))
+    lines = [_accrual_line(p) for p in accrued if p["business_date"] >= from_]
+    lines += [_payment_line(s) for s in paid if s["paid_on"] >= from_]
+    lines.sort(key=lambda line: (line["date"], line["type"], line["payment_id"] or line["settlement_id"]))
+    balance = opening
+    for line in lines:
+        balance += line["charged_pence"] - line["paid_pence"]
+        line["balance_pence"] = balance
+    return {"organisation_id": organisation_id, "pcn_id": pcn_id, "from": from_.isoformat(), "to": to.isoformat(),
+            "currency": "GBP", "opening_balance_pence": opening, "closing_balance_pence": balance,
+            "charged_pence": sum(line["charged_pence"] for line in lines),
+            "paid_pence": sum(line["paid_pence"] for line in lines), "lines": lines}
+
+
+def _accrual_line(p) -> dict:
+    return {"date": p["business_date"].isoformat(), "type": "accrual", "pcn_id": p["pcn_id"], "basis": p["basis"],
+            "referral_id": p["referral_id"], "period": p["period"], "due_date": p["due_date"].isoformat(),
+            "payment_id": p["payment_id"], "settlement_id": None, "reference": None,
+            "charged_pence": p["amount_pence"], "paid_pence": 0,
+            "refused_over_cap_pence": p["refused_over_cap_pence"], "open_pence": p["open_pence"]}
+
+
+def _payment_line(s) -> dict:
+    return {"date": s["paid_on"].isoformat(), "type": "payment", "pcn_id": s["pcn_id"], "basis": None,
+            "referral_id": None, "period": None, "due_date": None, "payment_id": None,
+            "settlement_id": s["settlement_id"], "reference": s["reference"], "charged_pence": 0,
+            "paid_pence": s["amount_pence"], "refused_over_cap_pence": 0, "open_pence": None}
+
+
+CSV_COLUMNS = ("date", "type", "pcn_id", "basis", "referral_id", "period", "due_date", "payment_id",
+               "settlement_id", "reference", "charged_pence", "charged_gbp", "paid_pence", "paid_gbp",
+               "refused_over_cap_pence", "balance_pence", "balance_gbp")
+
+
+def statement_csv(body: dict) -> str:
+    """Plain columns a spreadsheet opens as is: ISO dates, pence and pounds (two decimals) side by side,
+    an opening and a closing row."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    edge = {column: "" for column in CSV_COLUMNS}
+    writer.writerow(_csv_row(edge | {"date": body["from"], "type": "opening_balance",
+                                     "balance_pence": body["opening_balance_pence"]}))
+    for line in body["lines"]:
+        writer.writerow(_csv_row(line))
+    writer.writerow(_csv_row(edge | {"date": body["to"], "type": "closing_balance",
+                                     "balance_pence": body["closing_balance_pence"]}))
+    return out.getvalue()
+
+
+def _csv_row(line: dict) -> list[str]:
+    money = {f"{name}_gbp": domain.pounds(line[f"{name}_pence"])
+             for name in ("charged", "paid", "balance") if isinstance(line.get(f"{name}_pence"), int)}
+    merged = {**line, **money}
+    return ["" if merged.get(column) is None else str(merged.get(column, "")) for column in CSV_COLUMNS]

@@ -1,0 +1,86 @@
+"""Rebuild from the topics (offset 0) into a fresh database equals the live ledger; the journal
+cannot be edited, only reversed."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date
+
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError
+
+from socialrx_devstack.testing import wait_for
+from socialrx_funding_ledger import ledger as ledger_module
+from socialrx_funding_ledger import rebuild
+from socialrx_funding_ledger.store import journal_entries, journal_lines, outbox
+from socialrx_shared import events as ev
+from socialrx_shared.db import make_engine, make_sessionmaker
+
+
+async def test_rebuild_from_topics_equals_live_ledger(ledger, postgres) -> None:
+    pcn, org_a, org_b = "P" + uuid.uuid4().hex[:8].upper(), "org-a" + uuid.uuid4().hex[:6], "org-b" + uuid.uuid4().hex[:6]
+    finance = ledger.finance(pcn)
+    await ledger.agree(pcn, organisation_id=org_a, per_referral_pence=5000, per_outcome_pence=12000,
+                       cap_pence_per_year=25000, period="quarterly", days_after_period_end=30, starts_on="2026-04-01")
+    await ledger.agree(pcn, organisation_id=org_b, per_referral_pence=700, block_grant_pence_per_period=9000,
+                       period="monthly", days_after_period_end=14, starts_on="2026-04-01")
+    referrals = [await ledger.accept(pcn, org_a, date(2026, 4 + i, 3)) for i in range(4)]
+    await ledger.payments(pcn, org_a, 4)  # the first referral is accrued before the cap can bite
+    await ledger.publish(ev.OUTCOME_RECORDED, ev.OutcomeRecorded(
+        outcome_id="o-" + referrals[0], referral_id=referrals[0], organisation_id=org_a, pcn_id=pcn,
+        status="completed", sessions_attended=6, recorded_at="2026-09-01T10:00:00Z"))
+    for day in (date(2026, 5, 9), date(2026, 6, 30)):
+        await ledger.accept(pcn, org_b, day)
+    await ledger.client.post("/block-grants", headers=finance, json={"on": "2026-05-20"})
+    await ledger.payments(pcn, org_a, 5)
+    await ledger.payments(pcn, org_b, 3)
+    for org, pence, ref in ((org_a, 7000, "A-1"), (org_b, 20000, "B-1")):  # B overpays: a credit is held
+        response = await ledger.client.post("/settlements", headers=finance, json={
+            "organisation_id": org, "amount_pence": pence, "paid_on": "2026-10-01", "reference": ref})
+        assert response.status_code == 201, response.text
+
+    engine = make_engine(ledger.database_url, pool_size=1)
+    try:
+        async def outbox_drained() -> bool:  # a rebuild sees what has been published
+            async with make_sessionmaker(engine)() as session:
+                return await session.scalar(select(func.count()).select_from(outbox).where(outbox.c.sent_at.is_(None))) == 0
+        await wait_for(outbox_drained, what="outbox relayed")
+
+        target = postgres.new_database("ledger_rebuilt")
+        report = await rebuild.rebuild(ledger.bootstrap, target, source_url=ledger.database_url, pcn_id=pcn)
+        assert report["equal"], report["differences"]
+        assert (report["payments"], report["settlements"], report["agreements_copied"]) == (8, 2, 2)
+        assert report["replayed"]["payment_due"] == 8 and report["replayed"]["payment_settled"] == 2
+
+        with pytest.raises(SystemExit, match="already holds a ledger"):  # never into a used database
+            await rebuild.rebuild(ledger.bootstrap, target, pcn_id=pcn)
+
+        # The comparison does catch a difference: the live ledger with one more (reversing) entry.
+        async with make_sessionmaker(engine)() as session, session.begin():
+            entry_id = await session.scalar(select(journal_entries.c.id).where(
+                journal_entries.c.cause_key.like("referral_accepted:%"),
+                journal_entries.c.memo.contains(referrals[0])))
+            assert await ledger_module.reverse_entry(session, entry_id, "accepted in error") is not None
+            assert await ledger_module.reverse_entry(session, entry_id, "twice") is None  # reversed once
+        async with make_sessionmaker(make_engine(target, pool_size=1))() as rebuilt_session, \
+                make_sessionmaker(engine)() as live_session:
+            found = rebuild.differences(await rebuild.snapshot(live_session, pcn), await rebuild.snapshot(rebuilt_session, pcn))
+        assert any(line.startswith(f"balances payable:{pcn}:{org_a}") for line in found)
+    finally:
+        await engine.dispose()
+
+
+async def test_journal_lines_cannot_be_edited_or_deleted(ledger) -> None:
+    engine = make_engine(ledger.database_url, pool_size=1)
+    try:
+        for statement in ("UPDATE journal_lines SET debit_pence = debit_pence + 1",
+                          "DELETE FROM journal_entries", "UPDATE journal_entries SET memo = 'x'"):
+            async with make_sessionmaker(engine)() as session:
+                count = await session.scalar(select(func.count()).select_from(journal_lines))
+                assert count > 0  # there is something to protect
+                with pytest.raises(DBAPIError, match="immutable"):
+                    await session.execute(text(statement))
+                await session.rollback()
+    finally:
+        await engine.dispose()
