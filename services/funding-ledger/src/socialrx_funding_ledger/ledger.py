@@ -21,7 +21,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from socialrx_shared.events import PAYMENT_DUE, PAYMENT_SETTLED, Allocation, EventSpec, PaymentDue, PaymentSettled, Strict, new_event
+from socialrx_shared.events import PAYMENT_DUE, PAYMENT_SETTLED, EventSpec, PaymentDue, PaymentSettled, Strict, new_event
 from socialrx_shared.runtime import ServiceRuntime
 from socialrx_shared.tracing import child_traceparent, current_traceparent
 
