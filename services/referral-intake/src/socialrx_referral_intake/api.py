@@ -13,7 +13,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstrai
 from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from socialrx_shared.auth import Principal, authenticate, forbidden, require
+from socialrx_shared.auth import Principal, forbidden, require
 from socialrx_shared.events import REFERRAL_CREATED, NeedCode, OdsCode, ReferralCreated
 from socialrx_shared.runtime import ServiceRuntime
 
@@ -21,6 +21,10 @@ from . import domain
 from .store import contact_access_audit, person_details, referrals, services_view, timeline
 
 router = APIRouter(tags=["referrals"])
+
+# Who may follow referrals: the link workers of the PCN, the charity they were sent to, admins.
+# Finance works from the ledger and has no need of referral details.
+READERS = ("link_worker", "charity", "admin")
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 
@@ -135,7 +139,7 @@ async def _load(rt: ServiceRuntime, referral_id: str) -> ReferralOut | None:
 def _may_read(principal: Principal, row: ReferralOut) -> bool:
     if principal.role == "admin":
         return True
-    if principal.role in ("link_worker", "finance"):
+    if principal.role == "link_worker":
         return principal.pcn_id == row.pcn_id
     return principal.role == "charity" and principal.organisation_id == row.organisation_id
 
@@ -238,7 +242,8 @@ async def _create(rt: ServiceRuntime, principal: Principal, body: NewReferral, r
 
 
 @router.get("/referrals/{referral_id}", response_model=ReferralOut, summary="A referral, its status and timeline")
-async def get_referral(referral_id: str, request: Request, principal: Principal = Depends(authenticate)) -> ReferralOut:
+async def get_referral(referral_id: str, request: Request,
+                       principal: Principal = Depends(require(*READERS))) -> ReferralOut:
     found = await _load(runtime_of(request), referral_id)
     if found is None or not _may_read(principal, found):
         # The same answer for "not there" and "not yours": a referral's existence is not disclosed.
@@ -249,14 +254,14 @@ async def get_referral(referral_id: str, request: Request, principal: Principal 
 @router.get("/referrals", summary="Referrals in your scope, newest first")
 async def list_referrals(
     request: Request,
-    principal: Principal = Depends(authenticate),
+    principal: Principal = Depends(require(*READERS)),
     status_filter: Annotated[Literal["created", "accepted", "declined", "outcome_recorded"] | None, Query(alias="status")] = None,
     page: Annotated[int, Query(ge=1)] = 1,
     per_page: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> dict:
     rt = runtime_of(request)
     query = select(referrals)
-    if principal.role in ("link_worker", "finance"):
+    if principal.role == "link_worker":
         query = query.where(referrals.c.pcn_id == principal.pcn_id)
     elif principal.role == "charity":
         query = query.where(referrals.c.organisation_id == principal.organisation_id)
