@@ -87,3 +87,7 @@ async def test_dead_letter_error_says_what_was_wrong(platform, kafka, jwt_secret
 
     record = await wait_for(letter, what="the dead letter")
     assert "value is not JSON" in dict(record.headers)["dlq.error"].decode()
+    metrics = httpx.get(platform.url("referral-intake") + "/metrics", timeout=10).text
+    counted = [line for line in metrics.splitlines()
+               if line.startswith("socialrx_messages_dead_lettered_total") and 'topic="service.updated.v1"' in line]
+    assert counted and float(counted[0].split()[-1]) >= 1

@@ -16,7 +16,7 @@ from starlette.middleware.base import BaseHTTPMiddleware
 from .auth import Authenticator
 from .events import json_schemas
 from .logging import configure_logging
-from .metrics import HTTP_LATENCY_S, HTTP_REQUESTS
+from .metrics import HTTP_LATENCY_S, HTTP_REQUESTS, observe_consumer_lag
 from .runtime import ServiceRuntime
 from .settings import ServiceSettings
 
@@ -83,6 +83,7 @@ def create_app(runtime: ServiceRuntime, routers: Iterable[APIRouter], *, title: 
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", include_in_schema=False)
     async def metrics() -> Response:
+        await observe_consumer_lag(runtime.name, runtime.consumers())
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/events/schemas", tags=["events"], summary="JSON Schema of every event, by topic")

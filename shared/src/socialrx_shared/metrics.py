@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from prometheus_client import Counter, Gauge, Histogram
 
 HTTP_REQUESTS = Counter(
@@ -18,3 +20,19 @@ PUBLISHED = Counter("socialrx_messages_published_total", "Events published by th
 HANDLER_LATENCY_S = Histogram("socialrx_handler_duration_seconds", "Event handling latency", ["service", "topic"])
 OUTBOX_BACKLOG = Gauge("socialrx_outbox_backlog", "Unsent outbox rows seen at the last relay pass (capped at batch size)", ["service"])
 OUTBOX_OLDEST_AGE_S = Gauge("socialrx_outbox_oldest_unsent_age_seconds", "Age of the oldest unsent outbox row", ["service"])
+CONSUMER_LAG = Gauge("socialrx_consumer_lag", "Messages behind the end of each assigned partition", ["service", "topic", "partition"])
+
+
+async def observe_consumer_lag(service: str, consumers: list) -> None:
+    """Lag = the partition's high watermark (known from the last fetch) minus the consumer's position."""
+    for consumer in consumers:
+        if consumer is None:
+            continue
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            try:
+                position = await asyncio.wait_for(consumer.position(tp), timeout=1)
+            except Exception:  # unassigned meanwhile, or the broker away: no figure rather than a wrong one
+                continue
+            if highwater is not None:
+                CONSUMER_LAG.labels(service, tp.topic, str(tp.partition)).set(max(highwater - position, 0))

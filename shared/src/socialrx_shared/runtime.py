@@ -137,6 +137,10 @@ class ServiceRuntime:
             checks["kafka"] = "unavailable"
         return checks
 
+    def consumers(self) -> list:
+        """The aiokafka consumers behind this service's subscribers (for lag metrics)."""
+        return [getattr(sub, "consumer", None) for sub in self.broker.subscribers]
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """A unit of work: commits on success; staged events leave right after the commit."""
