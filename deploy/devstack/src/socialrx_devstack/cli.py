@@ -2,6 +2,7 @@
 
     socialrx token link_worker --pcn-id U12345     mint a bearer token (local use)
     socialrx migration referral-intake -m "..."    autogenerate an Alembic revision
+    socialrx dlq list | show TOPIC | redrive TOPIC  dead letters (KAFKA_BOOTSTRAP_SERVERS)
 """
 
 from __future__ import annotations
@@ -20,6 +21,51 @@ from socialrx_shared.settings import DEV_JWT_SECRET
 from .postgres import SERVICES
 
 app = typer.Typer(help="socialrx: local tools", no_args_is_help=True)
+dlq_app = typer.Typer(help="Dead letters: list, inspect, re-drive", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
+BOOTSTRAP = typer.Option(None, envvar="KAFKA_BOOTSTRAP_SERVERS", help="Kafka bootstrap servers")
+
+
+def _bootstrap(value: str | None) -> str:
+    return value or "127.0.0.1:9092"
+
+
+@dlq_app.command("list")
+def dlq_list(bootstrap: str = BOOTSTRAP, topic: list[str] = typer.Option(None, help="a DLQ topic (default: all)")) -> None:
+    """How many dead letters each DLQ topic holds, by the consumer that failed them."""
+    from rich.console import Console
+
+    from . import dlq
+
+    dlq.print_list(dlq.run(dlq.list_letters(_bootstrap(bootstrap), topic or dlq.default_topics())), Console())
+
+
+@dlq_app.command("show")
+def dlq_show(topic: str, bootstrap: str = BOOTSTRAP, limit: int = typer.Option(20, help="letters to show")) -> None:
+    """The letters on one DLQ topic: where they failed, when, and why."""
+    from rich.console import Console
+
+    from . import dlq
+
+    async def read() -> list:
+        consumer, letters = await dlq.read_letters(_bootstrap(bootstrap), topic)
+        await consumer.stop()
+        return letters
+
+    dlq.print_letters(dlq.run(read()), Console(), limit)
+
+
+@dlq_app.command("redrive")
+def dlq_redrive(topic: str, bootstrap: str = BOOTSTRAP,
+                consumer: str = typer.Option(None, help="only letters failed by this service"),
+                dry_run: bool = typer.Option(False, help="count, publish nothing, commit nothing")) -> None:
+    """Publish the letters back to their topics (once each; resumable)."""
+    from rich.console import Console
+
+    from . import dlq
+
+    sent = dlq.run(dlq.redrive(_bootstrap(bootstrap), topic, only_consumer=consumer, dry_run=dry_run))
+    typer.echo(f"{'would re-drive' if dry_run else 're-drove'} {sent} letter(s) from {topic}")
 
 
 @app.command()

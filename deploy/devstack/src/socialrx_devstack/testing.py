@@ -76,6 +76,8 @@ async def read_topic(bootstrap: str, topic: str, *, timeout_s: float = 5.0) -> l
         if not partitions:
             await consumer._client.force_metadata_update()  # noqa: SLF001 - a fresh topic's metadata
             partitions = [TopicPartition(topic, p) for p in (consumer.partitions_for_topic(topic) or set())]
+        if not partitions:
+            return []  # no such topic (yet): nothing on it
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         end = await consumer.end_offsets(partitions)
