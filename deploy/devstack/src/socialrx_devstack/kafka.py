@@ -65,6 +65,11 @@ class LocalKafka:
     controller_port: int
     partitions: int = 3
     heap: str = "512m"
+    node_id: int = 1
+    # For a cluster: every node's "id@host:controller_port"; a single node votes for itself.
+    voters: str | None = None
+    cluster_id: str | None = None
+    replication: int = 1
     proc: subprocess.Popen | None = field(default=None, repr=False)
 
     @property
@@ -78,8 +83,8 @@ class LocalKafka:
             "\n".join(
                 [
                     "process.roles=broker,controller",
-                    "node.id=1",
-                    f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
+                    f"node.id={self.node_id}",
+                    f"controller.quorum.voters={self.voters or f'{self.node_id}@127.0.0.1:{self.controller_port}'}",
                     f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
                     f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
                     "controller.listener.names=CONTROLLER",
@@ -87,12 +92,12 @@ class LocalKafka:
                     "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
                     f"log.dirs={self.data_dir / 'log'}",
                     f"num.partitions={self.partitions}",
-                    "offsets.topic.replication.factor=1",
+                    f"offsets.topic.replication.factor={self.replication}",
                     "offsets.topic.num.partitions=10",
-                    "transaction.state.log.replication.factor=1",
-                    "transaction.state.log.min.isr=1",
-                    "share.coordinator.state.topic.replication.factor=1",
-                    "share.coordinator.state.topic.min.isr=1",
+                    f"transaction.state.log.replication.factor={self.replication}",
+                    f"transaction.state.log.min.isr={min(self.replication, 2)}",
+                    f"share.coordinator.state.topic.replication.factor={self.replication}",
+                    f"share.coordinator.state.topic.min.isr={min(self.replication, 2)}",
                     "group.initial.rebalance.delay.ms=0",
                     "auto.create.topics.enable=true",
                     "",
@@ -110,10 +115,15 @@ class LocalKafka:
         ]
 
     def start(self, timeout_s: float = 90.0) -> None:
+        self.launch()
+        procs.wait_for_port(self.port, timeout_s, self.proc, what="Kafka broker")
+
+    def launch(self) -> None:
+        """Format the log directory once, then start the JVM (without waiting for it)."""
         libs = fetch_jars()
         config = self._write_config()
         if not (self.data_dir / "log" / "meta.properties").exists():
-            cluster_id = uuid.uuid4().hex[:22]
+            cluster_id = self.cluster_id or uuid.uuid4().hex[:22]
             subprocess.run(
                 self._java(libs, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)),
                 check=True, capture_output=True,
@@ -121,10 +131,43 @@ class LocalKafka:
         self.proc = procs.start(
             self._java(libs, "kafka.Kafka", str(config)), log_path=self.data_dir / "stdout.log"
         )
-        procs.wait_for_port(self.port, timeout_s, self.proc, what="Kafka broker")
 
     def stop(self) -> None:
         procs.stop(self.proc, timeout_s=30)
 
     def kill(self) -> None:
         procs.kill(self.proc)
+
+
+@dataclass
+class LocalKafkaCluster:
+    """Three (or more) KRaft nodes, each broker and controller, for replication fault tests."""
+
+    base_dir: Path
+    size: int = 3
+    heap: str = "384m"
+    nodes: list[LocalKafka] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        ports = [(procs.free_port(), procs.free_port()) for _ in range(self.size)]
+        voters = ",".join(f"{i + 1}@127.0.0.1:{c}" for i, (_, c) in enumerate(ports))
+        cluster_id = uuid.uuid4().hex[:22]
+        self.nodes = [
+            LocalKafka(self.base_dir / f"node{i + 1}", port, controller, heap=self.heap, node_id=i + 1,
+                       voters=voters, cluster_id=cluster_id, replication=min(self.size, 3))
+            for i, (port, controller) in enumerate(ports)
+        ]
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return ",".join(node.bootstrap_servers for node in self.nodes)
+
+    def start(self, timeout_s: float = 120.0) -> None:
+        for node in self.nodes:  # all at once: the controllers need each other to elect a leader
+            node.launch()
+        for node in self.nodes:
+            procs.wait_for_port(node.port, timeout_s, node.proc, what=f"Kafka node {node.node_id}")
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
