@@ -81,11 +81,8 @@ def start_kafka(partitions: int = 3) -> KafkaServer:
     if given:
         server = KafkaServer(given)
     elif docker_answers():
-        from testcontainers.kafka import KafkaContainer
-
-        container = KafkaContainer("apache/kafka:4.1.1").with_kraft()
-        container.start()
-        server = KafkaServer(container.get_bootstrap_server(), stop=container.stop)
+        container, bootstrap = _kafka_container()
+        server = KafkaServer(bootstrap, stop=container.stop)
     else:
         data_dir = Path(tempfile.mkdtemp(prefix="socialrx-kafka-"))
         local = LocalKafka(data_dir, procs.free_port(), procs.free_port(), partitions=partitions)
@@ -98,6 +95,33 @@ def start_kafka(partitions: int = 3) -> KafkaServer:
         server = KafkaServer(local.bootstrap_servers, stop=stop, local=local)
     ensure_topics_sync(server.bootstrap_servers, partitions=partitions)
     return server
+
+
+def _kafka_container():
+    """The official apache/kafka image in KRaft mode, advertised on a host port chosen up front
+    (untested on our CI machines, which have no Docker engine)."""
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.waiting_utils import wait_for_logs
+
+    port = procs.free_port()
+    container = (
+        DockerContainer("apache/kafka:4.1.1")
+        .with_bind_ports(9092, port)
+        .with_env("KAFKA_NODE_ID", "1")
+        .with_env("KAFKA_PROCESS_ROLES", "broker,controller")
+        .with_env("KAFKA_CONTROLLER_QUORUM_VOTERS", "1@localhost:9093")
+        .with_env("KAFKA_LISTENERS", "PLAINTEXT://:9092,CONTROLLER://:9093")
+        .with_env("KAFKA_ADVERTISED_LISTENERS", f"PLAINTEXT://127.0.0.1:{port}")
+        .with_env("KAFKA_CONTROLLER_LISTENER_NAMES", "CONTROLLER")
+        .with_env("KAFKA_LISTENER_SECURITY_PROTOCOL_MAP", "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT")
+        .with_env("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "1")
+        .with_env("KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR", "1")
+        .with_env("KAFKA_TRANSACTION_STATE_LOG_MIN_ISR", "1")
+        .with_env("KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS", "0")
+    )
+    container.start()
+    wait_for_logs(container, "Kafka Server started", timeout=120)
+    return container, f"127.0.0.1:{port}"
 
 
 def given_database_urls() -> dict[str, str]:
@@ -113,7 +137,7 @@ def start_postgres() -> PostgresServer:
     if given:
         return PostgresServer(next(iter(given.values())))
     if docker_answers():
-        from testcontainers.postgres import PostgresContainer
+        from testcontainers.community.postgres import PostgresContainer
 
         container = PostgresContainer("postgres:16", driver="asyncpg")
         container.start()
