@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import asyncio
 from datetime import date, timedelta
+import functools
 from types import SimpleNamespace
 
 import pytest
+
+from socialrx_shared.outbox import stage
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, insert, select
@@ -47,7 +50,9 @@ async def _run(url: str, steps: list, cap: int | None, replay: bool) -> None:
     try:
         async with make_sessionmaker(engine)() as session:
             await session.begin()
-            rt = SimpleNamespace(name="funding-ledger", outbox=outbox)
+            # Only what the ledger uses of a ServiceRuntime: its name and staging into its outbox.
+            rt = SimpleNamespace(name="funding-ledger", outbox=outbox, stage=functools.partial(
+                _stage_into, outbox))
             agreement = domain.Agreement("agr-prop", PCN, ORG, 5000, 12000, ("completed",), 20000, cap,
                                          "quarterly", 30, START)
             await session.execute(insert(agreements).values(
@@ -104,3 +109,7 @@ async def _check(session, agreement: domain.Agreement) -> None:
     credit = await session.scalar(select(func.coalesce(func.sum(journal_lines.c.debit_pence - journal_lines.c.credit_pence), 0))
                                   .where(journal_lines.c.account == ledger.credit_account(PCN, ORG)))
     assert credit == held  # an overpayment is held, never lost
+
+
+async def _stage_into(outbox, session, spec, data, headers=None):
+    return await stage(session, outbox, spec, data, source="funding-ledger", headers=headers)

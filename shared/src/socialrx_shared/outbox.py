@@ -27,8 +27,11 @@ log = get_logger(__name__)
 RELAY_LOCK_KEY = 0x0B0C5
 
 
-async def stage(session: AsyncSession, outbox: Table, spec: EventSpec, data: Strict, *, source: str) -> Envelope:
-    """Record `data` as an event to publish when the surrounding transaction commits."""
+async def stage(session: AsyncSession, outbox: Table, spec: EventSpec, data: Strict, *, source: str,
+                headers: dict[str, str] | None = None) -> Envelope:
+    """Record `data` as an event to publish when the surrounding transaction commits.
+
+    `headers` travel as Kafka headers beside the trace context (e.g. what a rebuild needs)."""
     envelope = new_event(spec, data, source=source)
     traceparent = child_traceparent(current_traceparent.get())
     await session.execute(
@@ -37,7 +40,7 @@ async def stage(session: AsyncSession, outbox: Table, spec: EventSpec, data: Str
             topic=spec.topic,
             key=envelope.subject,
             value=envelope.to_bytes(),
-            headers={"traceparent": traceparent, "ce_type": spec.ce_type},
+            headers={**(headers or {}), "traceparent": traceparent, "ce_type": spec.ce_type},
         )
     )
     return envelope

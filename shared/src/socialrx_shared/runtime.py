@@ -148,5 +148,6 @@ class ServiceRuntime:
             yield session
         self.relay.wake()
 
-    async def stage(self, session: AsyncSession, spec: EventSpec, data: Strict) -> Envelope:
-        return await stage(session, self.outbox, spec, data, source=self.name)
+    async def stage(self, session: AsyncSession, spec: EventSpec, data: Strict,
+                    headers: dict[str, str] | None = None) -> Envelope:
+        return await stage(session, self.outbox, spec, data, source=self.name, headers=headers)

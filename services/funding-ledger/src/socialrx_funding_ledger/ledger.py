@@ -21,9 +21,8 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from socialrx_shared.events import PAYMENT_DUE, PAYMENT_SETTLED, EventSpec, PaymentDue, PaymentSettled, Strict, new_event
+from socialrx_shared.events import PAYMENT_DUE, PAYMENT_SETTLED, EventSpec, PaymentDue, PaymentSettled, Strict
 from socialrx_shared.runtime import ServiceRuntime
-from socialrx_shared.tracing import child_traceparent, current_traceparent
 
 from . import domain
 from .store import agreements, allocations, journal_entries, journal_lines, payments, settlements
@@ -46,15 +45,9 @@ HEADER_REFUSED = "ledger-refused-over-cap-pence"
 
 async def stage(rt: ServiceRuntime | None, session: AsyncSession, spec: EventSpec, data: Strict,
                 ledger_headers: dict[str, str]) -> None:
-    """Like the shared outbox `stage`, plus the ledger's own headers. `rt` None (a rebuild) publishes nothing."""
-    if rt is None:
-        return
-    envelope = new_event(spec, data, source=rt.name)
-    await session.execute(insert(rt.outbox).values(
-        event_id=envelope.id, topic=spec.topic, key=envelope.subject, value=envelope.to_bytes(),
-        headers={"traceparent": child_traceparent(current_traceparent.get()), "ce_type": spec.ce_type,
-                 **ledger_headers},
-    ))
+    """The shared outbox `stage`, with the ledger's own headers. `rt` None (a rebuild) publishes nothing."""
+    if rt is not None:
+        await rt.stage(session, spec, data, headers=ledger_headers)
 
 
 async def post_entry(session: AsyncSession, cause_key: str, business_date: date, memo: str,
