@@ -5,13 +5,11 @@ replaying the same causes posts nothing new. Each example runs in a transaction 
 from __future__ import annotations
 
 import asyncio
-from datetime import date, timedelta
 import functools
+from datetime import date, timedelta
 from types import SimpleNamespace
 
 import pytest
-
-from socialrx_shared.outbox import stage
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, insert, select
@@ -20,6 +18,7 @@ from socialrx_funding_ledger import commands, domain, ledger
 from socialrx_funding_ledger.rebuild import MIGRATIONS
 from socialrx_funding_ledger.store import agreements, journal_entries, journal_lines, outbox, payments, settlements
 from socialrx_shared.db import make_engine, make_sessionmaker, run_migrations
+from socialrx_shared.outbox import stage
 
 PCN, ORG = "PROP1", "org-prop"
 START = date(2026, 4, 1)
