@@ -92,3 +92,46 @@ async def test_a_message_consumed_while_the_database_is_down_is_retried_not_skip
         await wait_for(referral_accepted_by_intake, timeout_s=60, what="the service.updated applied after recovery")
         letters = await events_on_topic(kafka.bootstrap_servers, ev.SERVICE_UPDATED.dlq_topic, service_id=service_id)
         assert letters == []  # a transient fault is never a poison message
+
+
+class _Record:
+    """A consumed record as aiokafka hands it over (only the fields the consumer reads)."""
+
+    def __init__(self, topic: str, value: bytes, offset: int) -> None:
+        self.topic, self.value, self.key, self.partition, self.offset = topic, value, b"k", 0, offset
+        self.headers: list = []
+
+
+async def test_one_failing_record_in_a_batch_is_dead_lettered_and_the_rest_applied(kafka, postgres, jwt_secret) -> None:
+    async with running_service(build, Settings, database_url=postgres.new_database("rel"),
+                               kafka=kafka.bootstrap_servers, jwt_secret=jwt_secret) as (app, _client):
+        rt = app.state.runtime
+        topic = ev.SERVICE_UPDATED.topic
+        real_handler = rt.consumer.handlers[topic]
+        bad_id = "svc-bad-" + uuid.uuid4().hex[:6]
+
+        async def failing_for_one(session, envelope, payload):
+            if payload.service_id == bad_id:
+                raise ValueError("a bug that only this record meets")
+            await real_handler(session, envelope, payload)
+
+        rt.consumer.handlers[topic] = failing_for_one
+        ids = ["svc-a-" + uuid.uuid4().hex[:6], bad_id, "svc-b-" + uuid.uuid4().hex[:6]]
+        records = [_Record(topic, ev.new_event(ev.SERVICE_UPDATED, _service_update(i), source="t").to_bytes(), n)
+                   for n, i in enumerate(ids)]
+        await rt.consumer.handle_batch(records)
+
+        async with rt.sessionmaker() as session:
+            from socialrx_referral_intake.store import services_view
+
+            stored = set((await session.execute(select(services_view.c.service_id)
+                                                .where(services_view.c.service_id.in_(ids)))).scalars())
+        assert stored == {ids[0], ids[2]}
+        letters = await wait_for(lambda: _letters_for(kafka, bad_id), what="the failing record dead-lettered")
+        assert "a bug that only this record meets" in dict(letters[0].headers)["dlq.error"].decode()
+
+
+async def _letters_for(kafka, marker: str) -> list:
+    from socialrx_devstack.testing import read_topic
+
+    return [r for r in await read_topic(kafka.bootstrap_servers, ev.SERVICE_UPDATED.dlq_topic) if marker.encode() in r.value]

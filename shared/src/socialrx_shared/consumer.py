@@ -1,23 +1,26 @@
 """Idempotent consumers: inbox + effect in one transaction, offsets after, DLQ for poison.
 
-`EventConsumer.subscribe` registers one FastStream subscriber per topic with the ack policy
-NACK_ON_ERROR: the offset is committed only when the handler returned, i.e. after the database
-transaction holding the effect and the inbox row committed. An error seeks back (redelivery).
+`EventConsumer.subscribe` registers one FastStream batch subscriber for all of a service's topics,
+with the ack policy NACK_ON_ERROR: offsets are committed only when the handler returned, i.e. after
+the database transaction holding the effects and their inbox rows committed. An error seeks back
+(redelivery). Within a partition, records are applied in order.
 
-Inside, each message is:
+Each batch of records is:
 - parsed by `parse_event`; a poison message (bad JSON, failed validation, unknown type) is
-  published to `<topic>.dlq` with the error and the original bytes, then acknowledged;
-- applied in one transaction: insert its id into the inbox (a duplicate inserts nothing and is
-  dropped), run the service's handler, commit;
+  published to `<topic>.dlq` with the error and the original bytes (awaited), then skipped;
+- applied in one transaction: per record, insert its id into the inbox (a duplicate inserts nothing
+  and is dropped) and run the service's handler; then commit;
 - retried with backoff while the fault is transient (database or network away) without limit, so
-  no message is skipped; a non-transient error is retried a few times, then dead-lettered.
+  no message is skipped. Any other error falls back to one record per transaction: a record that
+  keeps failing is retried a few times, then dead-lettered, and the others go on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -59,6 +62,21 @@ def is_transient(exc: BaseException) -> bool:
     return name in {"CannotConnectNowError", "ConnectionDoesNotExistError", "TooManyConnectionsError"}
 
 
+@contextmanager
+def _traced(record: Any, envelope: Envelope) -> Iterator[None]:
+    """The record's trace context and ids, for the logs and for the events its handler stages."""
+    traceparent = next((v.decode(errors="replace") for k, v in (record.headers or []) if k == "traceparent"), None)
+    token = current_traceparent.set(traceparent)
+    try:
+        with structlog.contextvars.bound_contextvars(
+            event_id=str(envelope.id), event_type=envelope.type,
+            referral_id=envelope.data.get("referral_id"), trace_id=trace_id(traceparent),
+        ):
+            yield
+    finally:
+        current_traceparent.reset(token)
+
+
 @dataclass
 class EventConsumer:
     service: str
@@ -67,6 +85,8 @@ class EventConsumer:
     dlq_producer: Callable[[], AIOKafkaProducer]
     after_commit: Callable[[], None] = lambda: None
     handlers: dict[str, Handler] = field(default_factory=dict)
+    # Records per batch: one transaction and one offset commit each, instead of one per record.
+    max_batch: int = 200
 
     def on(self, topic: str) -> Callable[[Handler], Handler]:
         if topic not in BY_TOPIC:
@@ -79,7 +99,10 @@ class EventConsumer:
         return register
 
     def subscribe(self, broker: KafkaBroker, group_id: str) -> None:
-        """One consumer (one group member) for all the service's topics: no rebalancing between them."""
+        """One consumer (one group member) for all the service's topics, reading in batches.
+
+        A batch is applied in one transaction and its offsets committed once, after that commit
+        (NACK_ON_ERROR: an error seeks back to the batch's first records instead)."""
         if not self.handlers:
             return
 
@@ -88,15 +111,67 @@ class EventConsumer:
             group_id=group_id,
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.NACK_ON_ERROR,
+            batch=True,
+            max_records=self.max_batch,
+            batch_timeout_ms=100,
             title=f"{self.service}",
         )
-        async def _on_message(msg: KafkaMessage) -> None:
-            await self.handle_record(msg.raw_message)
+        async def _on_batch(msg: KafkaMessage) -> None:
+            raw = msg.raw_message
+            await self.handle_batch(list(raw) if isinstance(raw, tuple) else [raw])
+
+    async def handle_batch(self, records: list[Any]) -> None:
+        """Poison to the DLQ; the rest in one transaction. If that transaction fails for a reason
+        other than a transient fault, each record is retried on its own, so one bad record is
+        dead-lettered without holding back the others."""
+        started = time.perf_counter()
+        parsed: list[tuple[Any, Envelope, Strict]] = []
+        for record in records:
+            try:
+                parsed.append((record, *parse_event(record.topic, record.value)))
+            except PoisonMessage as exc:
+                await self._dead_letter(record, str(exc))
+        if not parsed:
+            return
+        try:
+            outcomes = await self._retry_transient(lambda: self._apply_batch(parsed))
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            log.warning("batch failed; handling its records one by one", error=repr(exc)[:300], size=len(parsed))
+            for record, envelope, payload in parsed:
+                await self._handle_parsed(record, envelope, payload)
+            return
+        for (record, _, _), applied in zip(parsed, outcomes, strict=True):
+            (CONSUMED if applied else DUPLICATES).labels(self.service, record.topic).inc()
+        if any(outcomes):
+            self.after_commit()
+        elapsed = (time.perf_counter() - started) / len(parsed)
+        for record, _, _ in parsed:
+            HANDLER_LATENCY_S.labels(self.service, record.topic).observe(elapsed)
+
+    async def _apply_batch(self, parsed: list[tuple[Any, Envelope, Strict]]) -> list[bool]:
+        applied: list[bool] = []
+        async with self.sessionmaker() as session, session.begin():
+            for record, envelope, payload in parsed:
+                with _traced(record, envelope):
+                    applied.append(await self._apply_in(session, record.topic, envelope, payload))
+        return applied
+
+    async def _retry_transient(self, attempt_once: Callable[[], Awaitable[Any]]) -> Any:
+        def transient(exc: BaseException) -> bool:
+            if is_transient(exc):
+                log.warning("transient fault; retrying", error=type(exc).__name__)
+                return True
+            return False
+
+        async for attempt in AsyncRetrying(retry=retry_if_exception(transient), stop=stop_never, reraise=True,
+                                           wait=wait_exponential(multiplier=0.1, max=5.0)):
+            with attempt:
+                return await attempt_once()
 
     async def handle_record(self, record: Any) -> None:
         """Handle one consumed record; returns only when it is applied, a duplicate or dead-lettered."""
-        headers = {k: v.decode(errors="replace") for k, v in (record.headers or [])}
-        token = current_traceparent.set(headers.get("traceparent"))
         started = time.perf_counter()
         try:
             try:
@@ -104,14 +179,13 @@ class EventConsumer:
             except PoisonMessage as exc:
                 await self._dead_letter(record, str(exc))
                 return
-            with structlog.contextvars.bound_contextvars(
-                event_id=str(envelope.id), event_type=envelope.type,
-                referral_id=envelope.data.get("referral_id"), trace_id=trace_id(headers.get("traceparent")),
-            ):
-                await self._apply_with_retries(record, envelope, payload)
+            await self._handle_parsed(record, envelope, payload)
         finally:
-            current_traceparent.reset(token)
             HANDLER_LATENCY_S.labels(self.service, record.topic).observe(time.perf_counter() - started)
+
+    async def _handle_parsed(self, record: Any, envelope: Envelope, payload: Strict) -> None:
+        with _traced(record, envelope):
+            await self._apply_with_retries(record, envelope, payload)
 
     async def _apply_with_retries(self, record: Any, envelope: Envelope, payload: Strict) -> None:
         non_transient_failures = 0
@@ -149,15 +223,19 @@ class EventConsumer:
 
     async def _apply_once(self, topic: str, envelope: Envelope, payload: Strict) -> bool:
         async with self.sessionmaker() as session, session.begin():
-            inserted = await session.execute(
-                pg_insert(self.inbox)
-                .values(event_id=envelope.id, topic=topic)
-                .on_conflict_do_nothing(index_elements=["event_id"])
-                .returning(self.inbox.c.event_id)
-            )
-            if inserted.first() is None:
-                return False  # handled before: redelivery changes nothing
-            await self.handlers[topic](session, envelope, payload)
+            return await self._apply_in(session, topic, envelope, payload)
+
+    async def _apply_in(self, session: AsyncSession, topic: str, envelope: Envelope, payload: Strict) -> bool:
+        """The inbox row and the effect, in the caller's transaction; False for a duplicate."""
+        inserted = await session.execute(
+            pg_insert(self.inbox)
+            .values(event_id=envelope.id, topic=topic)
+            .on_conflict_do_nothing(index_elements=["event_id"])
+            .returning(self.inbox.c.event_id)
+        )
+        if inserted.first() is None:
+            return False  # handled before (or earlier in this batch): redelivery changes nothing
+        await self.handlers[topic](session, envelope, payload)
         return True
 
     async def _dead_letter(self, record: Any, error: str) -> None:

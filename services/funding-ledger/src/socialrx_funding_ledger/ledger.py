@@ -104,10 +104,13 @@ async def accrue(rt: ServiceRuntime, session: AsyncSession, *, cause_key: str, a
     """Record that the PCN owes for work done on `business_date`, and publish `payment.due`."""
     if amount_pence <= 0:
         return None
-    # Serialise accruals of one agreement so two concurrent events cannot both fit under the cap.
-    await session.execute(select(agreements.c.id).where(agreements.c.id == agreement.id).with_for_update())
-    accrued = await accrued_in_financial_year(session, agreement.id, business_date)
-    owed, refused = domain.apply_cap(amount_pence, accrued, agreement.cap_pence_per_year)
+    owed, refused = amount_pence, 0
+    if agreement.cap_pence_per_year is not None:
+        # Serialise accruals of one capped agreement so two concurrent events cannot both fit
+        # under the cap. Uncapped agreements need neither the lock nor the year's sum.
+        await session.execute(select(agreements.c.id).where(agreements.c.id == agreement.id).with_for_update())
+        accrued = await accrued_in_financial_year(session, agreement.id, business_date)
+        owed, refused = domain.apply_cap(amount_pence, accrued, agreement.cap_pence_per_year)
     payment = PaymentDue(
         payment_id=str(uuid.uuid5(PAYMENT_NAMESPACE, cause_key)), agreement_id=agreement.id,
         pcn_id=agreement.pcn_id, organisation_id=agreement.organisation_id, referral_id=referral_id, basis=basis,

@@ -40,16 +40,21 @@ async def arrears(session: AsyncSession, as_of: date, *, pcn_id: str | None, org
         select(allocations.c.payment_id, func.sum(allocations.c.amount_pence).label("paid_pence"))
         .join(settlements, settlements.c.settlement_id == allocations.c.settlement_id)
         .where(settlements.c.paid_on <= as_of).group_by(allocations.c.payment_id).subquery())
+    open_pence = payments.c.amount_pence - func.coalesce(paid_by_then.c.paid_pence, 0)
+    # Summed per organisation and pair of dates in SQL: ageing depends only on the dates and is
+    # linear in pence, so the domain's rules give the same figures over a few hundred groups as
+    # over a million rows, without carrying every row into Python.
     query = _scoped(
         select(payments.c.organisation_id, payments.c.due_date, payments.c.business_date,
-               (payments.c.amount_pence - func.coalesce(paid_by_then.c.paid_pence, 0)).label("open_pence"))
+               func.sum(open_pence).label("open_pence"))
         .outerjoin(paid_by_then, paid_by_then.c.payment_id == payments.c.payment_id)
-        .where(payments.c.business_date <= as_of), payments, pcn_id, organisation_id)
+        .where(payments.c.business_date <= as_of, open_pence > 0)
+        .group_by(payments.c.organisation_id, payments.c.due_date, payments.c.business_date),
+        payments, pcn_id, organisation_id)
     items_by_org: dict[str, list[domain.OpenItem]] = {}
     for row in (await session.execute(query)).all():
-        if row.open_pence > 0:
-            items_by_org.setdefault(row.organisation_id, []).append(
-                domain.OpenItem(int(row.open_pence), row.due_date, row.business_date))
+        items_by_org.setdefault(row.organisation_id, []).append(
+            domain.OpenItem(int(row.open_pence), row.due_date, row.business_date))
     credits = dict((await session.execute(_scoped(
         select(settlements.c.organisation_id, func.sum(settlements.c.unallocated_pence))
         .where(settlements.c.paid_on <= as_of).group_by(settlements.c.organisation_id),
