@@ -72,7 +72,7 @@ class Chart:
         self.line(ox, oy, ox, oy + h, BLACK, 2)
         self.line(ox, oy + h, ox + w, oy + h, BLACK, 2)
         self.text(ox + w - 8 * len(x_label), oy + h + 24, x_label)
-        lx = ox + 200
+        lx = ox + max(200, 8 * len(title) + 40)  # the legend, after the title
         for n, (label, pts) in enumerate(series):
             colour = COLOURS[n % len(COLOURS)]
             xy = [(ox + round(w * x / xmax), oy + h - round(h * min(y, ymax) / ymax)) for x, y in pts if not math.isnan(y)]
