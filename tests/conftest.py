@@ -1,5 +1,25 @@
+"""Fixtures of the cross-service tests; their shared steps are in support.py beside them."""
+
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
-# The end-to-end tests share a few steps (support.py) beside them.
+import pytest
+
+from socialrx_devstack import procs
+from socialrx_devstack.postgres import LocalPostgres
+
 sys.path.insert(0, str(Path(__file__).parent))
+
+
+@pytest.fixture
+def own_postgres():
+    """A PostgreSQL of the test's own, to stop and start (database `own`)."""
+    data_dir = Path(tempfile.mkdtemp(prefix="socialrx-pg-own-"))
+    server = LocalPostgres(data_dir, procs.free_port(), durable=False)
+    server.start()
+    server.create_database("own")
+    yield server
+    server.stop()
+    shutil.rmtree(data_dir, ignore_errors=True)

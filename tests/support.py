@@ -8,10 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaProducer
 
 from socialrx_devstack.platform import Platform
-from socialrx_devstack.testing import auth, read_topic, wait_for
+from socialrx_devstack.testing import auth, publish_raw, read_topic, wait_for  # noqa: F401 - publish_raw for the tests
 from socialrx_shared import events as ev
 
 PCN = "U12345"
@@ -106,13 +105,3 @@ async def events_on(bootstrap: str, topic: str, **match: str) -> list[tuple[ev.E
         if all(envelope.data.get(k) == v for k, v in match.items()):
             found.append((envelope, record))
     return found
-
-
-async def publish_raw(bootstrap: str, topic: str, value: bytes, key: bytes | None = None,
-                      headers: list[tuple[str, bytes]] | None = None) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await producer.start()
-    try:
-        await producer.send_and_wait(topic, value, key=key, headers=headers)
-    finally:
-        await producer.stop()

@@ -10,20 +10,8 @@ import pytest
 
 from socialrx_devstack import procs
 from socialrx_devstack.kafka import LocalKafka
-from socialrx_devstack.postgres import LocalPostgres
 from socialrx_devstack.testing import running_service, wait_for
 from socialrx_referral_intake.app import Settings, build
-
-
-@pytest.fixture
-def own_postgres():
-    data_dir = Path(tempfile.mkdtemp(prefix="socialrx-pg-ready-"))
-    server = LocalPostgres(data_dir, procs.free_port(), durable=False)
-    server.start()
-    server.create_database("ready")
-    yield server
-    server.stop()
-    shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture
@@ -42,7 +30,7 @@ async def _ready_status(client) -> tuple[int, dict]:
 
 
 async def test_readyz_follows_the_database_and_the_broker(own_postgres, own_kafka, jwt_secret) -> None:
-    async with running_service(build, Settings, database_url=own_postgres.admin_url("ready"),
+    async with running_service(build, Settings, database_url=own_postgres.admin_url("own"),
                                kafka=own_kafka.bootstrap_servers, jwt_secret=jwt_secret) as (_app, client):
         assert await _ready_status(client) == (200, {"database": "ok", "kafka": "ok"})
         assert (await client.get("/healthz")).status_code == 200

@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
 import uuid
 from datetime import date, datetime, timezone
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 from support import PCN, publish_raw, referral_body
 
-from socialrx_devstack import procs
-from socialrx_devstack.postgres import LocalPostgres
 from socialrx_devstack.testing import auth, events_on_topic, running_service, wait_for
 from socialrx_referral_intake.app import Settings, build
 from socialrx_shared import events as ev
@@ -63,20 +58,9 @@ async def test_events_committed_while_the_relay_was_down_leave_once_it_is_back(k
         assert len(found) == 1
 
 
-@pytest.fixture
-def own_postgres():
-    data_dir = Path(tempfile.mkdtemp(prefix="socialrx-pg-rel-"))
-    server = LocalPostgres(data_dir, procs.free_port(), durable=False)
-    server.start()
-    server.create_database("rel")
-    yield server
-    server.stop()
-    shutil.rmtree(data_dir, ignore_errors=True)
-
-
 async def test_a_message_consumed_while_the_database_is_down_is_retried_not_skipped(kafka, own_postgres, jwt_secret) -> None:
     link_worker = auth(jwt_secret, "link_worker", pcn_id=PCN, practice_id="B82005")
-    async with running_service(build, Settings, database_url=own_postgres.admin_url("rel"),
+    async with running_service(build, Settings, database_url=own_postgres.admin_url("own"),
                                kafka=kafka.bootstrap_servers, jwt_secret=jwt_secret) as (_app, client):
         service_id = "svc-down-" + uuid.uuid4().hex[:6]
         own_postgres.stop()

@@ -10,12 +10,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaProducer
 from jsonschema import Draft202012Validator, FormatChecker
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 import socialrx_directory
+from socialrx_devstack.testing import publish_event
 from socialrx_shared import events as ev
 
 STANDARD = Path(socialrx_directory.__file__).parent / "standards" / "oruk-hsds-3.0"
@@ -126,14 +126,7 @@ class Receiver:
 
 
 async def publish(bootstrap: str, spec: ev.EventSpec, data: ev.Strict) -> ev.Envelope:
-    envelope = ev.new_event(spec, data, source="test")
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await producer.start()
-    try:
-        await producer.send_and_wait(spec.topic, envelope.to_bytes(), key=envelope.subject.encode())
-    finally:
-        await producer.stop()
-    return envelope
+    return await publish_event(bootstrap, spec, data)
 
 
 @pytest.fixture

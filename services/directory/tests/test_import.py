@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import copy
-import json
 import uuid
 
-from socialrx_devstack.testing import auth, read_topic, running_service, wait_for
+from socialrx_devstack.testing import auth, events_on_topic, running_service, wait_for
 from socialrx_directory.app import Settings, build
 from socialrx_shared import events as ev
 
@@ -45,8 +44,7 @@ async def test_import_takes_the_good_records_and_reports_the_malformed_one(kafka
         kit.oruk_valid("/service_at_locations/{id}", (await client.get(f"/service_at_locations/{sal['id']}")).json())
 
         async def announced():
-            keys = {json.loads(r.value)["data"]["service_id"] for r in await read_topic(kafka.bootstrap_servers,
-                                                                                      ev.SERVICE_UPDATED.topic)}
+            keys = {e.data["service_id"] for e in await events_on_topic(kafka.bootstrap_servers, ev.SERVICE_UPDATED.topic)}
             return {first_id, second_id} <= keys
 
         await wait_for(announced, what="service.updated for both imported services")

@@ -5,22 +5,9 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timezone
 
-from aiokafka import AIOKafkaProducer
-
-from socialrx_devstack.testing import auth, running_service, wait_for
+from socialrx_devstack.testing import auth, publish_event, running_service, wait_for
 from socialrx_funding_ledger.app import Settings, build
 from socialrx_shared import events as ev
-
-
-async def _publish(bootstrap: str, spec: ev.EventSpec, data: ev.Strict, envelope: ev.Envelope | None = None) -> ev.Envelope:
-    envelope = envelope or ev.new_event(spec, data, source="test")
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await producer.start()
-    try:
-        await producer.send_and_wait(spec.topic, envelope.to_bytes(), key=envelope.subject.encode())
-    finally:
-        await producer.stop()
-    return envelope
 
 
 async def test_outcome_before_acceptance_posts_the_same_as_in_order(kafka, postgres, jwt_secret) -> None:
@@ -37,11 +24,11 @@ async def test_outcome_before_acceptance_posts_the_same_as_in_order(kafka, postg
         at = datetime(2026, 12, 15, 9, tzinfo=timezone.utc)
         outcome = ev.OutcomeRecorded(outcome_id="o-" + referral, referral_id=referral, organisation_id=org,
                                      pcn_id="U12345", status="completed", sessions_attended=5, recorded_at=at)
-        await _publish(kafka.bootstrap_servers, ev.OUTCOME_RECORDED, outcome)
+        await publish_event(kafka.bootstrap_servers, ev.OUTCOME_RECORDED, outcome)
         accepted = ev.ReferralAccepted(referral_id=referral, organisation_id=org, service_id="svc",
                                        pcn_id="U12345", accepted_at=at)
-        envelope = await _publish(kafka.bootstrap_servers, ev.REFERRAL_ACCEPTED, accepted)
-        await _publish(kafka.bootstrap_servers, ev.REFERRAL_ACCEPTED, accepted, envelope)  # redelivered
+        envelope = await publish_event(kafka.bootstrap_servers, ev.REFERRAL_ACCEPTED, accepted)
+        await publish_event(kafka.bootstrap_servers, ev.REFERRAL_ACCEPTED, accepted, envelope)  # redelivered
 
         async def two_payments():
             answer = (await client.get(f"/payments?organisation_id={org}", headers=finance)).json()

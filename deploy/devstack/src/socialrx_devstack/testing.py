@@ -98,6 +98,28 @@ async def read_topic(bootstrap: str, topic: str, *, timeout_s: float = 5.0) -> l
         await consumer.stop()
 
 
+async def publish_raw(bootstrap: str, topic: str, value: bytes, key: bytes | None = None,
+                      headers: list[tuple[str, bytes]] | None = None) -> None:
+    """Put bytes on a topic as a producer would (acks=all), e.g. a poison message or a redelivery."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, value, key=key, headers=headers)
+    finally:
+        await producer.stop()
+
+
+async def publish_event(bootstrap: str, spec: Any, data: Any, envelope: Any = None) -> Any:
+    """Publish an event (a new envelope, or `envelope` again: a redelivery with the same id)."""
+    from socialrx_shared.events import new_event
+
+    envelope = envelope or new_event(spec, data, source="test")
+    await publish_raw(bootstrap, spec.topic, envelope.to_bytes(), envelope.subject.encode())
+    return envelope
+
+
 def env_flag(name: str) -> bool:
     return os.environ.get(name, "").lower() in ("1", "true", "yes")
 
