@@ -39,6 +39,7 @@ RULES: dict[str, dict[tuple[str, str], str | set[str]]] = {
         ("POST", "/services"): {"admin", "charity"},
         ("PATCH", "/services/{service_id}"): {"admin", "charity"},
         ("POST", "/imports"): {"admin"},
+        ("POST", "/taxonomy_terms"): {"admin"},
         ("GET", "/inbox"): {"charity"},
         ("POST", "/referrals/{referral_id}/accept"): {"charity"},
         ("POST", "/referrals/{referral_id}/decline"): {"charity"},

@@ -15,7 +15,7 @@ from socialrx_shared.events import DeclineReason, NeedCode, ServiceStatus
 from socialrx_shared.runtime import ServiceRuntime
 
 from . import asyncapi, commands, domain, importer
-from .store import organizations, referral_inbox, services
+from .store import organizations, referral_inbox, services, taxonomy_terms
 
 router = APIRouter()
 
@@ -64,6 +64,13 @@ class NewService(ServiceFields):
     status: ServiceStatus = "active"
 
 
+class NewTerm(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    code: NeedCode
+    name: Text200
+    description: Annotated[str, StringConstraints(max_length=2000)] = ""
+
+
 class Decline(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reason: DeclineReason
@@ -91,6 +98,17 @@ def _normal_postcode(value: str | None) -> str | None:
     return f"{compact[:-3]} {compact[-3:]}"
 
 
+async def _check_needs(session, needs: list[str] | None) -> None:
+    """Needs are the directory's taxonomy terms: a typo must not make a service unfindable."""
+    if not needs:
+        return
+    known = set((await session.execute(select(taxonomy_terms.c.code).where(taxonomy_terms.c.code.in_(needs)))).scalars())
+    unknown = sorted(set(needs) - known)
+    if unknown:
+        raise HTTPException(422, detail=f"unknown need code(s): {', '.join(unknown)}; GET /taxonomy_terms lists "
+                                        "them, and an admin can add one with POST /taxonomy_terms")
+
+
 def _may_manage(principal: Principal, organization_id: str) -> None:
     if principal.role == "charity" and principal.organisation_id != organization_id:
         raise forbidden("a charity manages only its own organisation's services")
@@ -106,6 +124,17 @@ async def create_organization(body: NewOrganization, request: Request,
     return row
 
 
+@router.post("/taxonomy_terms", status_code=201, tags=["management"],
+             summary="Add a need code to the directory's taxonomy (admin)")
+async def create_taxonomy_term(body: NewTerm, request: Request, principal: Principal = Depends(require("admin"))) -> dict:
+    row = {"id": str(uuid.uuid4()), **body.model_dump(), "vocabulary": domain.NEEDS_VOCABULARY}
+    async with runtime_of(request).transaction() as session:
+        if await session.scalar(select(taxonomy_terms.c.id).where(taxonomy_terms.c.code == body.code)):
+            raise HTTPException(409, detail=f"the need code {body.code!r} already exists")
+        await session.execute(insert(taxonomy_terms).values(**row))
+    return row
+
+
 @router.post("/services", status_code=201, tags=["management"],
              summary="Add a service (admin, or a charity for its own organisation); publishes service.updated")
 async def create_service(body: NewService, request: Request,
@@ -118,6 +147,7 @@ async def create_service(body: NewService, request: Request,
     async with rt.transaction() as session:
         if not await session.scalar(select(organizations.c.id).where(organizations.c.id == body.organization_id)):
             raise HTTPException(422, detail=f"no organisation {body.organization_id!r}: create it first")
+        await _check_needs(session, body.needs)
         duplicate = await session.scalar(
             select(services.c.id).where(services.c.organization_id == body.organization_id,
                                         func.lower(services.c.name) == body.name.lower(),
@@ -159,6 +189,7 @@ async def update_service(service_id: str, body: ServiceFields, request: Request,
         if owner is None:
             raise HTTPException(404, detail="no such service")
         _may_manage(principal, owner)
+        await _check_needs(session, changes.get("needs"))
         if changes:
             await session.execute(update(services).where(services.c.id == service_id).values(**changes))
         await commands.stage_service_updated(rt, session, service_id)
