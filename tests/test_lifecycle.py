@@ -70,6 +70,9 @@ async def test_happy_path_referral_to_payment_due(platform, kafka, jwt_secret, c
 
     due_events = await events_on(kafka.bootstrap_servers, ev.PAYMENT_DUE.topic, referral_id=rid)
     assert {e.data["basis"] for e, _ in due_events} == {"referral_accepted", "outcome_recorded"}
+    for envelope, _ in due_events:  # the work's date travels with the payment, and nothing was capped
+        assert envelope.data["business_date"] == payments[envelope.data["basis"]]["business_date"]
+        assert envelope.data["refused_over_cap_pence"] == 0
     arrears = (await client.get(world.url("funding-ledger", f"/arrears?organisation_id={world.organisation_id}&as_of=2099-01-01"),
                                 headers=world.finance)).json()
     assert arrears["by_organisation"][0]["days_over_90"] == 17000

@@ -124,6 +124,10 @@ class PaymentDue(Strict):
     currency: Literal["GBP"] = "GBP"
     period: FinancialPeriod
     due_date: date
+    # When the work was done (accepted_at / recorded_at / the grant's period): the due date follows from it.
+    business_date: date | None = None
+    # What the agreement's yearly cap refused of this fee (then amount_pence is what is owed).
+    refused_over_cap_pence: Pence = 0
 
 
 class Allocation(Strict):

@@ -7,9 +7,9 @@ Accounts (per PCN and organisation):
 - `credit:<pcn>:<org>`         debit when the PCN pays more than is open: a credit held for the
                                organisation (its debit balance), never lost
 
-Every event this ledger publishes carries, in Kafka headers, what a rebuild needs beyond the
-event contract (`ledger-cause-key`, `ledger-business-date`, `ledger-refused-over-cap-pence`), so
-the ledger can be rebuilt from its own topics (see rebuild.py).
+Every event this ledger publishes carries its cause in a Kafka header (`ledger-cause-key`); with
+`payment.due`'s `business_date` and `refused_over_cap_pence`, that is all a rebuild from the
+ledger's own topics needs (see rebuild.py).
 """
 
 from __future__ import annotations
@@ -39,8 +39,6 @@ def credit_account(pcn_id: str, organisation_id: str) -> str:
 
 
 HEADER_CAUSE = "ledger-cause-key"
-HEADER_BUSINESS_DATE = "ledger-business-date"
-HEADER_REFUSED = "ledger-refused-over-cap-pence"
 
 
 async def stage(rt: ServiceRuntime | None, session: AsyncSession, spec: EventSpec, data: Strict,
@@ -116,6 +114,7 @@ async def accrue(rt: ServiceRuntime, session: AsyncSession, *, cause_key: str, a
         pcn_id=agreement.pcn_id, organisation_id=agreement.organisation_id, referral_id=referral_id, basis=basis,
         amount_pence=owed, period=domain.period_of(business_date, agreement.period).label,
         due_date=domain.due_date(business_date, agreement.period, agreement.days_after_period_end),
+        business_date=business_date, refused_over_cap_pence=refused,
     )
     recorded = await record_payment(rt, session, payment, cause_key=cause_key, business_date=business_date,
                                     refused_over_cap_pence=refused)
@@ -146,9 +145,7 @@ async def record_payment(rt: ServiceRuntime | None, session: AsyncSession, payme
             (payable_account(payment.pcn_id, payment.organisation_id), 0, payment.amount_pence),
         ])
         assert posted is not None, f"journal already holds {cause_key} but payments did not"
-    await stage(rt, session, PAYMENT_DUE, payment, {
-        HEADER_CAUSE: cause_key, HEADER_BUSINESS_DATE: business_date.isoformat(),
-        HEADER_REFUSED: str(refused_over_cap_pence)})
+    await stage(rt, session, PAYMENT_DUE, payment, {HEADER_CAUSE: cause_key})
     return True
 
 

@@ -1,7 +1,7 @@
 """Rebuild the ledger from its Kafka topics into a fresh database, and prove it equals the live one.
 
 What is replayed: the ledger's own facts, `payment.due.v1` (every accrual with its amount after
-the cap, due date and period; headers carry its cause, business date and refused amount) and
+the cap, due date, period, business date and refused amount; a header carries its cause) and
 `payment.settled.v1` (every settlement with its allocations; what is not allocated is the credit
 held). Why not the inputs (`referral.accepted`, `outcome.recorded`)? The cap makes an accrual
 depend on what was accrued before it, so replaying inputs in another interleaving could cap a
@@ -83,11 +83,10 @@ async def replay(session: AsyncSession, due_records: list, settled_records: list
 
 async def _apply(session: AsyncSession, event: PaymentDue | PaymentSettled, headers: dict[str, str]) -> bool:
     if isinstance(event, PaymentDue):
-        # Events published before the ledger headers existed: the due date stands in for the work's date.
-        business_date = date.fromisoformat(headers.get(ledger.HEADER_BUSINESS_DATE, event.due_date.isoformat()))
+        # An event without a business date (from another producer) is dated by its due date.
         return await ledger.record_payment(
             None, session, event, cause_key=headers.get(ledger.HEADER_CAUSE, f"payment:{event.payment_id}"),
-            business_date=business_date, refused_over_cap_pence=int(headers.get(ledger.HEADER_REFUSED, "0")))
+            business_date=event.business_date or event.due_date, refused_over_cap_pence=event.refused_over_cap_pence)
     return await ledger.record_settlement(
         None, session, event, cause_key=headers.get(ledger.HEADER_CAUSE, f"settlement:{event.settlement_id}"))
 
