@@ -170,19 +170,6 @@ class EventConsumer:
             with attempt:
                 return await attempt_once()
 
-    async def handle_record(self, record: Any) -> None:
-        """Handle one consumed record; returns only when it is applied, a duplicate or dead-lettered."""
-        started = time.perf_counter()
-        try:
-            try:
-                envelope, payload = parse_event(record.topic, record.value)
-            except PoisonMessage as exc:
-                await self._dead_letter(record, str(exc))
-                return
-            await self._handle_parsed(record, envelope, payload)
-        finally:
-            HANDLER_LATENCY_S.labels(self.service, record.topic).observe(time.perf_counter() - started)
-
     async def _handle_parsed(self, record: Any, envelope: Envelope, payload: Strict) -> None:
         with _traced(record, envelope):
             await self._apply_with_retries(record, envelope, payload)
