@@ -152,6 +152,10 @@ async def test_a_second_baseline_is_refused_and_a_correction_is_explicit(outcome
     # The correction goes out under the same outcome_id, so the ledger (keyed by it) pays once.
     both = await wait_for(republished, what="the corrected outcome published again")
     assert sorted(e["data"]["measures"][0]["score"] for e in both) == [30.0, 33.0]
+    # ... and with a higher revision, so a consumer tells the correction from a redelivery.
+    by_revision = {e["data"]["revision"]: e["data"] for e in both}
+    assert set(by_revision) == {1, 2}
+    assert by_revision[1]["corrected_at"] is None and by_revision[2]["corrected_at"] is not None
 
     missing = await outcomes.client.post(f"/referrals/{referral}/outcomes/nope/corrections", headers=charity, json={
         "status": "engaged", "sessions_attended": 1, "reason": "typo"})

@@ -108,6 +108,10 @@ class OutcomeRecorded(Strict):
     sessions_attended: Annotated[int, Field(ge=0, le=1000)]
     measures: list[MeasureScore] = Field(default_factory=list, max_length=10)
     recorded_at: AwareDatetime
+    # A correction publishes the same outcome_id again with a higher revision (and when it was made),
+    # so a consumer can tell a correction from a redelivery and keep the newest.
+    revision: Annotated[int, Field(ge=1)] = 1
+    corrected_at: AwareDatetime | None = None
 
 
 PaymentBasis = Literal["referral_accepted", "outcome_recorded", "block_grant"]

@@ -64,10 +64,12 @@ def register(rt: ServiceRuntime) -> None:
             select(accepted_referrals).where(accepted_referrals.c.referral_id == event.referral_id)
         )).mappings().first()
         if accepted is None:
-            await session.execute(
-                pg_insert(pending_outcomes).values(outcome_id=event.outcome_id, referral_id=event.referral_id,
-                                                   event=event.model_dump(mode="json"))
-                .on_conflict_do_nothing(index_elements=["outcome_id"])
-            )
+            waiting = pg_insert(pending_outcomes).values(
+                outcome_id=event.outcome_id, referral_id=event.referral_id, event=event.model_dump(mode="json"))
+            # A correction of a waiting outcome replaces it (a higher revision); a redelivery does not.
+            await session.execute(waiting.on_conflict_do_update(
+                index_elements=["outcome_id"], set_={"event": waiting.excluded.event},
+                where=pending_outcomes.c.event["revision"].as_integer() < waiting.excluded.event["revision"].as_integer(),
+            ))
             return
         await accrue_outcome(rt, session, event, accepted["agreement_id"])

@@ -151,7 +151,7 @@ async def correct_outcome(rt: ServiceRuntime, principal: Principal, referral_id:
         await session.execute(delete(measures).where(measures.c.outcome_id == outcome_id))
         recorded_at = current["recorded_at"]
         await _insert_measures(session, outcome_id, referral_id, scored, recorded_at)
-        await _publish(rt, session, referral, outcome_id, data, scored, recorded_at)
+        await _publish(rt, session, referral, outcome_id, data, scored, recorded_at, revision=revision, corrected_at=now)
         changes = await _changes_for(session, referral_id, scored)
     return _answer(outcome_id, referral_id, data, scored, recorded_at, revision, changes)
 
@@ -237,14 +237,14 @@ async def _insert_measures(session: AsyncSession, outcome_id: str, referral_id: 
 
 
 async def _publish(rt: ServiceRuntime, session: AsyncSession, referral: dict, outcome_id: str, data: OutcomeInput,
-                   scored: Scored, at: datetime) -> None:
+                   scored: Scored, at: datetime, *, revision: int = 1, corrected_at: datetime | None = None) -> None:
     await rt.stage(session, OUTCOME_RECORDED, OutcomeRecorded(
         outcome_id=outcome_id, referral_id=referral["referral_id"], organisation_id=referral["organisation_id"],
         service_id=referral["service_id"], pcn_id=referral["pcn_id"], status=data.status,  # type: ignore[arg-type]
         sessions_attended=data.sessions_attended,
         measures=[MeasureScore(instrument=m.instrument, phase=m.phase, score=s.score,  # type: ignore[arg-type]
                                item_scores=s.item_scores) for m, s in scored],
-        recorded_at=at))
+        recorded_at=at, revision=revision, corrected_at=corrected_at))
 
 
 async def _snapshot(session: AsyncSession, current: RowMapping) -> dict:
