@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -10,8 +9,8 @@ from typing import Any
 import httpx
 
 from socialrx_devstack.platform import Platform
-from socialrx_devstack.testing import auth, publish_raw, read_topic, wait_for  # noqa: F401 - publish_raw for the tests
-from socialrx_shared import events as ev
+from socialrx_devstack.testing import auth, publish_raw, wait_for  # noqa: F401 - re-exported for the tests
+from socialrx_devstack.testing import events_with_records as events_on  # noqa: F401
 
 PCN = "U12345"
 PRACTICE = "B82005"
@@ -92,16 +91,3 @@ async def refer(client: httpx.AsyncClient, world: World, **kwargs: Any) -> dict:
     answer = await eventually_status(client, ("POST", world.url("referral-intake", "/referrals")), world.link_worker,
                                      201, referral_body(world.service_id, **kwargs), what="referral accepted by intake")
     return answer.json()
-
-
-async def events_on(bootstrap: str, topic: str, **match: str) -> list[tuple[ev.Envelope, Any]]:
-    """Valid events on `topic` whose data matches `match`."""
-    found = []
-    for record in await read_topic(bootstrap, topic):
-        try:
-            envelope = ev.Envelope.model_validate(json.loads(record.value))
-        except Exception:
-            continue  # poison left by another test
-        if all(envelope.data.get(k) == v for k, v in match.items()):
-            found.append((envelope, record))
-    return found

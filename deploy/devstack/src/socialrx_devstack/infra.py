@@ -20,6 +20,8 @@ from pathlib import Path
 
 import asyncpg
 
+from socialrx_shared.settings import database_url_env
+
 from . import procs
 from .kafka import LocalKafka
 from .postgres import SERVICES, LocalPostgres
@@ -126,9 +128,9 @@ def _kafka_container():
 
 def given_database_urls() -> dict[str, str]:
     return {
-        service: os.environ[service.upper().replace("-", "_") + "_DATABASE_URL"]
+        service: os.environ[database_url_env(service)]
         for service in SERVICES
-        if os.environ.get(service.upper().replace("-", "_") + "_DATABASE_URL")
+        if os.environ.get(database_url_env(service))
     }
 
 

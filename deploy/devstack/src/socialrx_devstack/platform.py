@@ -14,6 +14,8 @@ from pathlib import Path
 
 import httpx
 
+from socialrx_shared.settings import database_url_env
+
 from . import procs
 from .postgres import SERVICES
 
@@ -66,7 +68,7 @@ def service_env(service: str, *, port: int, kafka: str, database_url: str, jwt_s
     env.update(
         {
             "KAFKA_BOOTSTRAP_SERVERS": kafka,
-            service.upper().replace("-", "_") + "_DATABASE_URL": database_url,
+            database_url_env(service): database_url,
             "SOCIALRX_JWT_SECRET": jwt_secret,
             "SOCIALRX_HTTP_PORT": str(port),
             "SOCIALRX_CONSUMER_GROUP_PREFIX": group_prefix,

@@ -4,7 +4,6 @@ wait for eventual consistency, read a topic."""
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -120,12 +119,9 @@ async def publish_event(bootstrap: str, spec: Any, data: Any, envelope: Any = No
     return envelope
 
 
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "").lower() in ("1", "true", "yes")
-
-
-async def events_on_topic(bootstrap: str, topic: str, **match: Any) -> list[Any]:
-    """Valid envelopes on `topic` whose data matches `match` (poison left by other tests is skipped)."""
+async def events_with_records(bootstrap: str, topic: str, **match: Any) -> list[tuple[Any, Any]]:
+    """(envelope, record) of the valid events on `topic` whose data matches `match`; poison left
+    on the shared topics by other tests is skipped."""
     import json
 
     from socialrx_shared.events import Envelope
@@ -137,5 +133,10 @@ async def events_on_topic(bootstrap: str, topic: str, **match: Any) -> list[Any]
         except Exception:
             continue
         if all(envelope.data.get(k) == v for k, v in match.items()):
-            found.append(envelope)
+            found.append((envelope, record))
     return found
+
+
+async def events_on_topic(bootstrap: str, topic: str, **match: Any) -> list[Any]:
+    """The valid envelopes on `topic` whose data matches `match`."""
+    return [envelope for envelope, _ in await events_with_records(bootstrap, topic, **match)]
