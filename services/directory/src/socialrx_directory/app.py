@@ -35,17 +35,26 @@ class Settings(ServiceSettings):
     webhook_max_attempts: int = Field(12, ge=1, validation_alias="DIRECTORY_WEBHOOK_MAX_ATTEMPTS")
     # Plain-http webhook URLs only for local development and tests.
     webhook_allow_http: bool = Field(False, validation_alias="DIRECTORY_WEBHOOK_ALLOW_HTTP")
+    # Webhooks to loopback/private/link-local addresses only for local development and tests: a charity
+    # chooses the URL, and the directory must not be its way into the network it runs in.
+    webhook_allow_private_networks: bool = Field(False, validation_alias="DIRECTORY_WEBHOOK_ALLOW_PRIVATE_NETWORKS")
+    # The whole of one delivery (resolve, connect, send, answer) must fit in this.
+    webhook_timeout_s: float = Field(10.0, gt=0, validation_alias="DIRECTORY_WEBHOOK_TIMEOUT_S")
+    # Subscriptions delivered at once (each one's own events still go one at a time, in order).
+    webhook_concurrency: int = Field(8, ge=1, le=100, validation_alias="DIRECTORY_WEBHOOK_CONCURRENCY")
 
 
 def _background_jobs(runtime: ServiceRuntime, settings: Settings, clock: sweeps.Clock) -> list[sweeps.Periodic]:
     worker = DeliveryWorker(runtime, retry_base_s=settings.webhook_retry_base_s,
-                            retry_cap_s=settings.webhook_retry_cap_s, max_attempts=settings.webhook_max_attempts)
+                            retry_cap_s=settings.webhook_retry_cap_s, max_attempts=settings.webhook_max_attempts,
+                            timeout_s=settings.webhook_timeout_s, concurrency=settings.webhook_concurrency,
+                            allow_private_networks=settings.webhook_allow_private_networks)
     return [
         sweeps.Periodic("safeguarding-sweep", settings.safeguarding_sweep_interval_s,
                         lambda: sweeps.safeguarding_sweep(runtime, clock())),
         sweeps.Periodic("auto-decline-sweep", settings.auto_decline_sweep_interval_s,
                         lambda: sweeps.auto_decline_sweep(runtime, clock())),
-        sweeps.Periodic("webhook-deliveries", settings.webhook_poll_interval_s, worker.run_once),
+        sweeps.Periodic("webhook-deliveries", settings.webhook_poll_interval_s, worker.poll, on_stop=worker.drain),
     ]
 
 

@@ -1,18 +1,22 @@
 """The directory's rules: when a service accepts referrals, and how a referral's decision moves.
 
-Standard library only.
+Standard library only (and the shared pure disclosure rule).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import math
 import re
+import socket
 import statistics
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+
+from socialrx_shared import disclosure
 
 DEFAULT_NEEDS = {
     "loneliness": "Loneliness and social isolation",
@@ -117,19 +121,27 @@ class Decision:
 
 
 def referral_stats(decisions: list[Decision], pending: int) -> dict:
-    """Acceptance rate and typical (median) reply time of one service.
+    """Acceptance rate and typical (median) reply time of one service, as it may be published.
 
     An automatic no_response decline counts against the acceptance rate but not in the reply time:
     nobody replied, so it says nothing about how fast the charity answers.
+
+    The counts are about people, and the endpoint is open: they follow the disclosure rule
+    (socialrx_shared.disclosure: 1-7 hidden as '*', others rounded to 5, accepted + declined =
+    decided protected together). The rate is worked out from the shown counts (an exact rate would
+    give the exact counts back), and neither rate nor median is shown when the counts behind it are hidden.
     """
     accepted = sum(1 for d in decisions if d.status in ("accepted", "finished"))
     replies = [d.reply_seconds for d in decisions if d.reason != "no_response"]
-    return {
-        "decided": len(decisions), "accepted": accepted, "declined": len(decisions) - accepted,
-        "pending": pending,
-        "acceptance_rate": round(accepted / len(decisions), 4) if decisions else None,
-        "median_reply_hours": round(statistics.median(replies) / 3600, 2) if replies else None,
-    }
+    true = {"decided": len(decisions), "accepted": accepted, "declined": len(decisions) - accepted, "pending": pending}
+    shown = disclosure.protect(true, [(["accepted", "declined"], "decided")])
+    rate = None
+    if isinstance(shown["accepted"], int) and isinstance(shown["decided"], int) and shown["decided"]:
+        rate = round(min(shown["accepted"] / shown["decided"], 1.0), 2)
+    median = None
+    if len(replies) > disclosure.LARGEST_SUPPRESSED and shown["decided"] != disclosure.SUPPRESSED:
+        median = round(statistics.median(replies) / 3600, 1)
+    return {**shown, "acceptance_rate": rate, "median_reply_hours": median}
 
 
 def signature(secret: str, timestamp: str, body: bytes) -> str:
@@ -140,3 +152,53 @@ def signature(secret: str, timestamp: str, body: bytes) -> str:
 def retry_delay_s(attempts: int, base_s: float, cap_s: float) -> float:
     """Exponential backoff after the `attempts`-th failure: base, 2*base, 4*base ... up to cap."""
     return min(base_s * 2 ** max(attempts - 1, 0), cap_s)
+
+
+# Names that only mean something inside a network: a webhook must go to the public internet.
+INTERNAL_NAME_SUFFIXES = (".localhost", ".local", ".localdomain", ".internal", ".intranet", ".lan", ".home.arpa",
+                          ".svc", ".cluster.local", ".corp")
+
+
+def literal_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address a host written as a number means, or None for a name.
+
+    Besides dotted quads and IPv6, the C resolver takes the old inet_aton forms ('0x7f000001',
+    '2130706433', '127.1', '0177.0.0.1'): they are addresses too, and must be checked as such.
+    """
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        pass
+    if re.fullmatch(r"[0-9a-fA-FxX.]+", host) and re.search(r"[0-9]", host):
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return None
+    return None
+
+
+def address_refusal(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """Why a webhook may not be sent to this address, or None for a public unicast address."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    for kind, flagged in (("loopback", address.is_loopback), ("private", address.is_private),
+                          ("link-local", address.is_link_local), ("multicast", address.is_multicast),
+                          ("unspecified", address.is_unspecified), ("reserved", address.is_reserved)):
+        if flagged:
+            return f"it points at a {kind} address ({address}), inside a network"
+    if not address.is_global:  # shared (100.64/10), documentation and benchmarking ranges ...
+        return f"it points at an address that is not public ({address})"
+    return None
+
+
+def host_refusal(host: str) -> str | None:
+    """Why a webhook URL's host is refused by its form alone (before resolving it), or None."""
+    name = host.strip("[]").rstrip(".").lower()
+    literal = literal_address(name)
+    if literal is not None:
+        return address_refusal(literal)
+    if name == "localhost" or name.endswith(INTERNAL_NAME_SUFFIXES):
+        return f"it names a host inside a network ({name})"
+    if "." not in name:
+        return f"it names a host without a domain ({name}), which only resolves inside a network"
+    return None
