@@ -15,6 +15,7 @@ import statistics
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from urllib.parse import unquote, urlsplit
 
 from socialrx_shared import disclosure
 
@@ -36,6 +37,8 @@ NAMESPACE = uuid.UUID("6f1d2b8e-3c1a-5e7d-9b40-2a6c1f0e8d55")
 NEEDS_VOCABULARY = "socialrx-needs"
 # A referral nobody answered for this long is declined with reason no_response.
 AUTO_DECLINE_AFTER = timedelta(days=14)
+# The organisation is emailed this long before an unanswered referral would be declined.
+REMINDER_BEFORE_DECLINE = timedelta(days=2)
 WEBHOOK_EVENTS = ("referral.created", "referral.accepted", "referral.declined", "service.updated")
 
 # Inbox states: received -> accepted | declined; accepted -> finished (the place is free again).
@@ -202,3 +205,48 @@ def host_refusal(host: str) -> str | None:
     if "." not in name:
         return f"it names a host without a domain ({name}), which only resolves inside a network"
     return None
+
+
+def reminder_due(referred_at: datetime, now: datetime) -> bool:
+    """An undecided referral's reminder is due REMINDER_BEFORE_DECLINE before it would be declined."""
+    return now - referred_at >= AUTO_DECLINE_AFTER - REMINDER_BEFORE_DECLINE
+
+
+@dataclass(frozen=True)
+class SmtpTarget:
+    host: str
+    port: int
+    implicit_tls: bool  # smtps:// (port 465 by default); smtp:// uses STARTTLS when the server offers it
+    username: str | None
+    password: str | None
+
+
+def smtp_target(url: str) -> SmtpTarget:
+    """`smtp://host:port`, `smtps://user:pass@host:465` -> where and how to send; ValueError otherwise."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+        raise ValueError("SOCIALRX_SMTP_URL must look like smtp://host:port or smtps://user:password@host:465")
+    implicit = parts.scheme == "smtps"
+    return SmtpTarget(parts.hostname, parts.port or (465 if implicit else 25), implicit,
+                      unquote(parts.username) if parts.username else None,
+                      unquote(parts.password) if parts.password else None)
+
+
+def notification_email(reason: str, web_base_url: str) -> tuple[str, str]:
+    """Subject and body of an organisation's notification: that there is something to look at, and where.
+
+    Nothing about the person or the referral (no name, NHS number, postcode, age, needs, not even an
+    id): an inbox is not a safe place for them, and the charity sees it all after signing in.
+    """
+    link = web_base_url.rstrip("/") + "/charity/inbox"
+    if reason == "arrived":
+        return ("A new referral is waiting for you on socialrx",
+                "A link worker has referred someone to one of your services.\n\n"
+                f"Please sign in to accept or decline it:\n{link}\n")
+    if reason == "reminder":
+        days = REMINDER_BEFORE_DECLINE.days
+        return (f"A referral will be declined automatically in {days} days",
+                f"A referral to one of your services has not been answered. In {days} days it will be declined "
+                "automatically, and the person will be told no one could take it.\n\n"
+                f"Please sign in to accept or decline it:\n{link}\n")
+    raise ValueError(f"unknown notification reason {reason!r}")
