@@ -69,7 +69,7 @@ def _background_jobs(runtime: ServiceRuntime, settings: Settings, clock: sweeps.
                         lambda: sweeps.safeguarding_sweep(runtime, clock())),
         sweeps.Periodic("auto-decline-sweep", settings.auto_decline_sweep_interval_s,
                         lambda: sweeps.auto_decline_sweep(runtime, clock())),
-        sweeps.Periodic("webhook-deliveries", settings.webhook_poll_interval_s, worker.poll, on_stop=worker.drain),
+        sweeps.Periodic("webhook-deliveries", settings.webhook_poll_interval_s, worker.poll, on_stop=worker.stop),
     ]
     if not settings.smtp_url:
         log.info("notification emails are off: SOCIALRX_SMTP_URL is not set")

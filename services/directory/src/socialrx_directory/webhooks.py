@@ -177,9 +177,13 @@ class DeliveryWorker:
         groups: dict[str, list] = {}
         for row in claimed:
             groups.setdefault(row.subscription_id, []).append(row)
-        started = list(groups.items())[:free]
-        # Subscriptions over the limit give their lease back at once, for the next round.
-        await self._release(r for _, rows in list(groups.items())[free:] for r in rows)
+        # A subscription's rows go one after another, each up to the deadline: take only as many as
+        # surely finish within the lease, or another replica could claim the rest meanwhile.
+        per_subscription = max(1, int(LEASE.total_seconds() // (self.timeout_s + 1)))
+        started = [(sub, rows[:per_subscription]) for sub, rows in list(groups.items())[:free]]
+        # The rest (over the limits) give their lease back at once, for the next round.
+        await self._release([r for _, rows in list(groups.items())[free:] for r in rows] +
+                            [r for _, rows in list(groups.items())[:free] for r in rows[per_subscription:]])
         for subscription_id, rows in started:
             self._in_flight[subscription_id] = asyncio.create_task(self._deliver_in_order(rows),
                                                                    name=f"webhook-{subscription_id}")
@@ -191,11 +195,22 @@ class DeliveryWorker:
         await self.drain()
         return count
 
-    async def drain(self) -> None:
-        """Wait for deliveries in flight; each is bounded by the deadline."""
+    async def drain(self, grace_s: float | None = None) -> None:
+        """Wait for deliveries in flight; at shutdown (`grace_s`), cancel what is still going after it.
+
+        A cancelled delivery is not lost: its row keeps its lease and is claimed again once it expires.
+        """
         tasks = list(self._in_flight.values())
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=grace_s)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def stop(self) -> None:
+        await self.drain(grace_s=self.timeout_s + 1)
 
     async def _claim(self, busy: set[str]) -> list:
         now = datetime.now(timezone.utc)

@@ -123,8 +123,8 @@ async def outcomes_report(
 
 
 @router.get("/reports/inclusion", tags=["reports"],
-            summary="The same figures by age band, postcode district and accessibility need; groups under 5 "
-                    "suppressed")
+            summary="The same figures by age band, postcode district and accessibility need, under disclosure "
+                    "control (1-7 hidden, rounded to 5, secondary suppression)")
 async def inclusion_report(
     request: Request,
     pcn_id: str | None = Query(None, description="Defaults to the caller's PCN (finance, link_worker)"),
