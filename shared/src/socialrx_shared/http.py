@@ -337,9 +337,12 @@ ERROR_SCHEMAS: dict[str, Any] = {
     },
     "Error": {
         "type": "object", "required": ["detail"],
-        "description": "A refusal: `detail` says what was wrong, as a sentence or, for invalid input, one item per field.",
+        "description": "A refusal: `detail` says what was wrong, as a sentence, or for invalid input one item per "
+                       "field, or (a feed import) a report of what was refused with its `message`.",
         "properties": {"detail": {"anyOf": [{"type": "string"},
-                                            {"type": "array", "items": {"$ref": "#/components/schemas/ValidationItem"}}]}},
+                                            {"type": "array", "items": {"$ref": "#/components/schemas/ValidationItem"}},
+                                            {"type": "object", "required": ["message"],
+                                             "properties": {"message": {"type": "string"}}}]}},
     },
 }
 ERROR_DESCRIPTIONS = {
