@@ -97,6 +97,7 @@ def _is_json(content_type: str) -> bool:
 class _Policy:
     """What the edge enforces for one API route, found by matching the path before routing."""
 
+    template: str
     path_regex: re.Pattern[str]
     methods: frozenset[str]
     max_body_bytes: int
@@ -108,8 +109,8 @@ def _policies(app: FastAPI) -> list[_Policy]:
     for context in iter_route_contexts(app.routes):  # included routers' routes too
         route = context.original_route
         if isinstance(route, APIRoute):
-            path_regex, _, _ = compile_path(context.path or route.path)
-            found.append(_Policy(path_regex, frozenset(route.methods or ()),
+            path_regex, template, _ = compile_path(context.path or route.path)
+            found.append(_Policy(template, path_regex, frozenset(route.methods or ()),
                                  (route.openapi_extra or {}).get(BODY_LIMIT_KEY, MAX_BODY_BYTES), is_protected(route)))
     return found
 
@@ -157,6 +158,7 @@ class _Edge:
                 status = message["status"]
             await send(message)
 
+        found = None
         try:
             found = self._policy(scope)
             if found is None:
@@ -172,7 +174,8 @@ class _Edge:
                 return
             await self.app(scope, receive, sending)
         finally:
-            template = getattr(scope.get("route"), "path", "unmatched")
+            # A request the edge refused never reached the router: labelled by the route it was for.
+            template = getattr(scope.get("route"), "path", None) or (found[0].template if found else "unmatched")
             HTTP_REQUESTS.labels(self.service, scope["method"], template, str(status)).inc()
             HTTP_LATENCY_S.labels(self.service, scope["method"], template).observe(time.perf_counter() - started)
 
