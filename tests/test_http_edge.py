@@ -169,3 +169,13 @@ async def test_docs_load_swagger_ui_from_the_service_itself(platform) -> None:
                 asset = await client.get(base + url)
                 assert asset.status_code == 200, url
             assert "SwaggerUIBundle" in (await client.get(base + "/docs/assets/swagger-ui-bundle.js")).text
+
+
+async def test_a_remittance_holding_a_nul_character_is_refused_not_a_server_error(platform, jwt_secret) -> None:
+    finance = auth(jwt_secret, "finance", pcn_id=PCN)
+    csv_with_nul = b"paid_on,organisation_id,amount_pence,reference\n2026-05-01,org-\x00x,100,REF\x00-1\n"
+    async with httpx.AsyncClient(timeout=30) as client:
+        answer = await client.post(platform.url("funding-ledger") + "/reconciliation", headers=finance,
+                                   files={"file": ("remittance.csv", csv_with_nul, "text/csv")})
+    assert answer.status_code == 422, answer.text[:300]
+    assert answer.json()["detail"][0]["loc"] == ["body", "file"]

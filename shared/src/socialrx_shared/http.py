@@ -65,8 +65,9 @@ def is_protected(route: APIRoute) -> bool:
     return False
 
 
-def _nul_error(loc: list[Any]) -> RequestValidationError:
-    # PostgreSQL cannot store U+0000 in text: refused here, naming the field, before any query.
+def nul_error(loc: list[Any]) -> RequestValidationError:
+    """The 422 for a string holding U+0000, naming where (raise it from a route for input the edge
+    cannot see into, e.g. an uploaded file). PostgreSQL cannot store U+0000 in text."""
     return RequestValidationError([{"loc": loc, "msg": "must not contain the NUL character (U+0000)",
                                     "type": "string_nul"}])
 
@@ -186,10 +187,10 @@ class _Edge:
             authenticate(request)  # raises the 401 itself
         for name, value in path_params.items():
             if "\x00" in value:
-                raise _nul_error(["path", name])
+                raise nul_error(["path", name])
         for name, value in request.query_params.multi_items():
             if "\x00" in name or "\x00" in value:
-                raise _nul_error(["query", name.replace("\x00", "")])
+                raise nul_error(["query", name.replace("\x00", "")])
         limit = policy.max_body_bytes
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > limit:
@@ -236,7 +237,7 @@ async def _checked_json(receive: Receive) -> Receive:
         except ValueError:
             found = None  # not JSON: FastAPI's own refusal names the problem
         if found:
-            raise _nul_error(found)
+            raise nul_error(found)
     sent = False
 
     async def replay() -> Message:

@@ -12,7 +12,7 @@ from sqlalchemy import func, insert, select
 
 from socialrx_shared.auth import Principal, forbidden, require
 from socialrx_shared.events import Id, OutcomeStatus
-from socialrx_shared.http import Page, body_limit, content_disposition, per_page_up_to
+from socialrx_shared.http import Page, body_limit, content_disposition, nul_error, per_page_up_to
 from socialrx_shared.runtime import ServiceRuntime
 
 from . import commands, domain, ledger, reports
@@ -264,6 +264,8 @@ async def reconciliation(request: Request, file: UploadFile = File(...), post: b
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise HTTPException(422, detail="the file is not UTF-8 text; save it as CSV UTF-8") from None
+    if "\x00" in text:  # the csv module reads it; PostgreSQL would refuse it mid-request
+        raise nul_error(["body", "file"])
     try:
         return await commands.reconcile(runtime_of(request), principal.pcn_id, text, post)
     except commands.Refused as exc:
