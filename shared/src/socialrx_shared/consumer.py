@@ -33,8 +33,9 @@ from faststream.kafka.annotations import KafkaMessage
 from sqlalchemy import Table
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from tenacity import AsyncRetrying, retry_if_exception, stop_never, wait_exponential
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop_never, wait_exponential
 
 from .events import BY_TOPIC, Envelope, PoisonMessage, Strict, parse_event
 from .logging import get_logger
@@ -46,18 +47,39 @@ log = get_logger(__name__)
 Handler = Callable[[AsyncSession, Envelope, Any], Awaitable[None]]
 
 NON_TRANSIENT_ATTEMPTS = 3
+# A dead letter that cannot be sent is retried here a few times, then the batch fails (its offsets
+# stay uncommitted, so the records come again): a record is never skipped without its letter.
+DLQ_SEND_ATTEMPTS = 5
+
+# SQLSTATEs of faults that pass when the same transaction is simply run again: PostgreSQL under
+# load (serialization failure, deadlock, a lock or statement timeout, too many connections) or
+# going away (admin/crash shutdown, cannot connect now, the connection lost).
+TRANSIENT_SQLSTATES = frozenset({
+    "40001",  # serialization_failure
+    "40P01",  # deadlock_detected
+    "55P03",  # lock_not_available (lock_timeout, NOWAIT)
+    "57014",  # query_canceled (statement_timeout)
+    "53300",  # too_many_connections
+    "57P01", "57P02", "57P03",  # admin_shutdown, crash_shutdown, cannot_connect_now
+    "08000", "08001", "08003", "08004", "08006",  # connection exceptions
+})
+
+
+def _sqlstate(exc: DBAPIError) -> str | None:
+    # SQLAlchemy's asyncpg adapter carries it on `orig`; older versions only on the asyncpg cause.
+    return getattr(exc.orig, "sqlstate", None) or getattr(getattr(exc.orig, "__cause__", None), "sqlstate", None)
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Faults that go away by themselves: the database or the network was unavailable."""
-    if isinstance(exc, (OperationalError, InterfaceError, ConnectionError, OSError, asyncio.TimeoutError)):
+    """Faults that go away by themselves: the database or the network unavailable or overloaded.
+
+    A valid event meeting one of these (e.g. `referral.accepted`, money owed) must be retried, never
+    dead-lettered: a pool checkout timeout or a statement/lock timeout says "busy", not "poison"."""
+    if isinstance(exc, (OperationalError, InterfaceError, PoolTimeoutError, ConnectionError, OSError,
+                        asyncio.TimeoutError)):
         return True
     if isinstance(exc, DBAPIError):
-        if exc.connection_invalidated:
-            return True
-        # serialization_failure / deadlock_detected: the transaction may simply be run again
-        sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(getattr(exc.orig, "__cause__", None), "sqlstate", None)
-        return sqlstate in {"40001", "40P01", "57P01", "57P03", "08006", "08003", "08001"}
+        return exc.connection_invalidated or _sqlstate(exc) in TRANSIENT_SQLSTATES
     name = type(exc).__name__
     return name in {"CannotConnectNowError", "ConnectionDoesNotExistError", "TooManyConnectionsError"}
 
@@ -226,8 +248,9 @@ class EventConsumer:
         return True
 
     async def _dead_letter(self, record: Any, error: str) -> None:
-        DEAD_LETTERED.labels(self.service, record.topic).inc()
-        log.error("dead-lettered", topic=record.topic, partition=record.partition, offset=record.offset, error=error[:300])
+        """Send the record to `<topic>.dlq` and wait for the broker's acknowledgement; only then is it
+        counted and logged as dead-lettered. A send that keeps failing raises: the batch fails, its
+        offsets are not committed and the record comes again."""
         headers = list(record.headers or []) + [
             ("dlq.error", error.encode()),
             ("dlq.topic", record.topic.encode()),
@@ -236,7 +259,18 @@ class EventConsumer:
             ("dlq.consumer", self.service.encode()),
             ("dlq.failed_at", datetime.now(timezone.utc).isoformat().encode()),
         ]
-        # Awaited to the broker's acknowledgement before the offset is committed: never lost.
-        await self.dlq_producer().send_and_wait(
-            record.topic + ".dlq", value=record.value or b"", key=record.key, headers=headers
-        )
+        where = {"topic": record.topic, "partition": record.partition, "offset": record.offset}
+        try:
+            async for attempt in AsyncRetrying(stop=stop_after_attempt(DLQ_SEND_ATTEMPTS), reraise=True,
+                                               wait=wait_exponential(multiplier=0.1, max=2.0)):
+                with attempt:
+                    # Awaited to the broker's acknowledgement before the offset is committed: never lost.
+                    await self.dlq_producer().send_and_wait(
+                        record.topic + ".dlq", value=record.value or b"", key=record.key, headers=headers
+                    )
+        except Exception as exc:
+            log.error("dead-letter send failed; the record stays uncommitted and comes again",
+                      **where, send_error=type(exc).__name__)
+            raise
+        DEAD_LETTERED.labels(self.service, record.topic).inc()
+        log.error("dead-lettered", **where, error=error[:300])

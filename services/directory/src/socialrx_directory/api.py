@@ -12,6 +12,7 @@ from sqlalchemy import func, insert, select, update
 
 from socialrx_shared.auth import Principal, forbidden, require
 from socialrx_shared.events import DeclineReason, NeedCode, ServiceStatus
+from socialrx_shared.http import Page, PerPage
 from socialrx_shared.runtime import ServiceRuntime
 
 from . import asyncapi, commands, domain, importer
@@ -200,7 +201,7 @@ async def update_service(service_id: str, body: ServiceFields, request: Request,
 @router.get("/inbox", tags=["referrals"], summary="Referrals sent to your organisation (charity)")
 async def get_inbox(request: Request, principal: Principal = Depends(require("charity")),
                     status_filter: Annotated[Literal["received", "accepted", "declined", "finished"] | None, Query(alias="status")] = None,
-                    page: Annotated[int, Query(ge=1)] = 1, per_page: Annotated[int, Query(ge=1, le=500)] = 50) -> dict:
+                    page: Page = 1, per_page: PerPage = 50) -> dict:
     query = select(referral_inbox).where(referral_inbox.c.organisation_id == principal.organisation_id)
     if status_filter:
         query = query.where(referral_inbox.c.status == status_filter)

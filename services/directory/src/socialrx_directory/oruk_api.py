@@ -10,6 +10,8 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.dialects.postgresql import array
 
+from socialrx_shared.http import Page, PerPage  # the shared, bounded paging
+
 from . import domain, oruk
 from .store import organizations, services, taxonomy_terms
 
@@ -17,8 +19,6 @@ router = APIRouter(tags=["Open Referral UK"])
 # Every path this router serves starts with one of these; app.py adds the CORS header to them.
 OPEN_PREFIXES = ("/services", "/taxonomies", "/taxonomy_terms", "/service_at_locations", "/organizations")
 
-Page = Annotated[int, Query(ge=1, description="Page number, from 1")]
-PerPage = Annotated[int, Query(ge=1, le=500, description="Results per page (at most 500)")]
 POSTCODE = re.compile(r"^[A-Z]{1,2}[0-9][A-Z0-9]?( ?[0-9][A-Z]{2})?$")
 EARTH_RADIUS_M = 6_371_000
 

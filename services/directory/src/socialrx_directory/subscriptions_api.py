@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from sqlalchemy import func, insert, select, update
 
 from socialrx_shared.auth import Principal, require
+from socialrx_shared.http import Page, PerPage
 
 from . import domain
 from .store import subscriptions, webhook_deliveries
@@ -90,8 +91,7 @@ async def delete_subscription(subscription_id: str, request: Request,
 @router.get("/subscriptions/{subscription_id}/deliveries", summary="Delivery log of a subscription (charity)")
 async def list_deliveries(subscription_id: str, request: Request, principal: Principal = Depends(require("charity")),
                           status: Annotated[Literal["pending", "delivered", "failed"] | None, Query()] = None,
-                          page: Annotated[int, Query(ge=1)] = 1,
-                          per_page: Annotated[int, Query(ge=1, le=500)] = 50) -> dict:
+                          page: Page = 1, per_page: PerPage = 50) -> dict:
     await _own_subscription(request, principal, subscription_id)
     query = select(webhook_deliveries.c.id, webhook_deliveries.c.event_id, webhook_deliveries.c.event_type,
                    webhook_deliveries.c.status, webhook_deliveries.c.attempts, webhook_deliveries.c.last_status_code,

@@ -12,6 +12,7 @@ from sqlalchemy import func, insert, select
 
 from socialrx_shared.auth import Principal, forbidden, require
 from socialrx_shared.events import Id, OutcomeStatus
+from socialrx_shared.http import Page, body_limit, content_disposition, nul_error, per_page_up_to
 from socialrx_shared.runtime import ServiceRuntime
 
 from . import commands, domain, ledger, reports
@@ -113,13 +114,15 @@ async def list_agreements(request: Request, principal: Principal = Depends(requi
     return {"items": [dict(r) for r in rows]}
 
 
+PaymentsPerPage = per_page_up_to(1000)
+
+
 @router.get("/payments", tags=["payments"], summary="Payments due, with what is still open")
 async def list_payments(request: Request, principal: Principal = Depends(require("finance", "charity", "admin")),
                         organisation_id: str | None = None,
                         status: Literal["open", "settled"] | None = None,
                         referral_id: str | None = None,
-                        page: Annotated[int, Query(ge=1)] = 1,
-                        per_page: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict:
+                        page: Page = 1, per_page: PaymentsPerPage = 100) -> dict:
     query = _scope(select(payments), payments, principal, organisation_id)
     if status == "open":
         query = query.where(payments.c.open_pence > 0)
@@ -242,14 +245,16 @@ async def statement(organisation_id: str, request: Request,
         body = await reports.statement(session, organisation_id, scope["pcn_id"], from_, to)
     if format == "csv":
         return Response(reports.statement_csv(body), media_type="text/csv; charset=utf-8", headers={
-            "Content-Disposition": f'attachment; filename="statement-{organisation_id}-{from_}-{to}.csv"'})
+            "Content-Disposition": content_disposition(f"statement-{organisation_id}-{from_}-{to}.csv")})
     return body
 
 
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 
 
-@router.post("/reconciliation", tags=["settlements"], summary="Reconcile a remittance CSV against the ledger")
+# The upload's own limit (the file plus its multipart framing), above the shared 1 MB one.
+@router.post("/reconciliation", tags=["settlements"], summary="Reconcile a remittance CSV against the ledger",
+             openapi_extra=body_limit(MAX_UPLOAD_BYTES + 64 * 1024))
 async def reconciliation(request: Request, file: UploadFile = File(...), post: bool = False,
                          principal: Principal = Depends(require("finance"))) -> dict:
     raw = await file.read(MAX_UPLOAD_BYTES + 1)
@@ -259,6 +264,8 @@ async def reconciliation(request: Request, file: UploadFile = File(...), post: b
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise HTTPException(422, detail="the file is not UTF-8 text; save it as CSV UTF-8") from None
+    if "\x00" in text:  # the csv module reads it; PostgreSQL would refuse it mid-request
+        raise nul_error(["body", "file"])
     try:
         return await commands.reconcile(runtime_of(request), principal.pcn_id, text, post)
     except commands.Refused as exc:

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from socialrx_shared.auth import Principal, require
 from socialrx_shared.events import Instrument, OutcomeStatus, Phase
+from socialrx_shared.http import content_disposition
 from socialrx_shared.runtime import ServiceRuntime
 
 from . import handlers, reports
@@ -99,7 +100,7 @@ async def _report(request: Request, principal: Principal, kind: str, pcn_id: str
         raise _refused(exc) from None
     if fmt == "csv":
         return Response(reports.to_csv(report), media_type="text/csv; charset=utf-8",
-                        headers={"Content-Disposition": f'attachment; filename="{kind}-report.csv"'})
+                        headers={"Content-Disposition": content_disposition(f"{kind}-report.csv")})
     return report
 
 

@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from socialrx_shared.auth import Principal, forbidden, require
 from socialrx_shared.events import REFERRAL_CREATED, NeedCode, OdsCode, ReferralCreated
+from socialrx_shared.http import Page, PerPage
 from socialrx_shared.runtime import ServiceRuntime
 
 from . import domain
@@ -273,8 +274,8 @@ async def list_referrals(
     request: Request,
     principal: Principal = Depends(require(*READERS)),
     status_filter: Annotated[Literal["created", "accepted", "declined", "outcome_recorded"] | None, Query(alias="status")] = None,
-    page: Annotated[int, Query(ge=1)] = 1,
-    per_page: Annotated[int, Query(ge=1, le=500)] = 50,
+    page: Page = 1,
+    per_page: PerPage = 50,
 ) -> dict:
     rt = runtime_of(request)
     query = select(referrals)
