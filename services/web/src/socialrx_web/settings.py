@@ -34,6 +34,10 @@ class WebSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _secrets(self) -> "WebSettings":
+        if self.session_secret is not None and not self.session_secret.get_secret_value():
+            self.session_secret = None  # an empty variable (compose's default) is no secret
+        if self.session_secret is not None and len(self.session_secret.get_secret_value()) < 32:
+            raise ValueError("SOCIALRX_WEB_SESSION_SECRET must be at least 32 characters (e.g. openssl rand -hex 32)")
         if self.session_secret is None:
             if not self.dev_signin:
                 raise ValueError("SOCIALRX_WEB_SESSION_SECRET is required (a long random string) unless "
