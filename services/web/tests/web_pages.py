@@ -43,7 +43,7 @@ def check_page(page, *, main_action: str | None = None, shot: Path | None = None
     try:
         width = page.evaluate("document.documentElement.scrollWidth")
         if width > 320:
-            wide = page.evaluate("""[...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > 320)
+            wide = page.evaluate("""[...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > 320 || e.scrollWidth > e.clientWidth + 1)
                 .slice(-3).map(e => e.tagName + '.' + e.className + ': ' + (e.textContent || '').slice(0, 60))""")
             raise AssertionError(f"{page.url} scrolls sideways at 320 px wide ({width} px): {wide}")
     finally:

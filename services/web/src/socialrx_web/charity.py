@@ -9,7 +9,7 @@ from fastapi.responses import Response
 
 from .api import ApiError
 from .core import PageError, checked_form, is_htmx, need_role, render, see_other
-from .link_worker import service_names
+from .link_worker import need_terms, service_names
 
 router = APIRouter()
 DECLINE_REASONS = {"no_capacity": "No capacity", "not_eligible": "Not eligible", "unable_to_contact": "Unable to contact",
@@ -83,11 +83,19 @@ async def contact(request: Request, referral_id: str) -> Response:
     return render(request, "contact.html", c=details, referral_id=referral_id)
 
 
+SERVICE_STATUSES = ("active", "temporarily closed", "inactive", "defunct")
+
+
 @router.get("/our-services")
-async def our_services(request: Request) -> Response:
+async def our_services(request: Request, changed: str = "") -> Response:
     user = need_role(request, "charity")
+    return await _our_services(request, user, {}, {"needs": []}, changed=changed)
+
+
+async def _our_services(request: Request, user, errors: dict, values: dict, status: int = 200, changed: str = "") -> Response:
     page = await request.app.state.apis.get(None, "directory", "/services", organization_id=user.organisation_id,
                                             per_page=500)
+    terms = await need_terms(request)
     today = _today()
     services = []
     for svc in page["contents"]:
@@ -96,7 +104,77 @@ async def our_services(request: Request) -> Response:
         services.append({**svc, "gate": gate, "policy_until": until,
                          "policy_warning": until is not None and today <= until <= today + POLICY_WARNING,
                          "policy_expired": until is not None and until < today})
-    return render(request, "our_services.html", services=services)
+    return render(request, "our_services.html", status, services=services, terms=terms, errors=errors, values=values,
+                  statuses=SERVICE_STATUSES, changed=changed)
+
+
+def _service_fields(form, errors: dict, *, new: bool) -> dict:
+    body: dict = {}
+    capacity = str(form.get("capacity") or "").strip()
+    if capacity or new:
+        if not capacity.isdigit() or int(capacity) > 100_000:
+            errors["capacity"] = "Enter the number of places, a whole number like 10 (0 when full)"
+        else:
+            body["capacity"] = int(capacity)
+    until = str(form.get("safeguarding_policy_valid_until") or "").strip()
+    if until:
+        try:
+            body["safeguarding_policy_valid_until"] = date.fromisoformat(until).isoformat()
+        except ValueError:
+            errors["safeguarding_policy_valid_until"] = "Enter the date the safeguarding policy runs out, like 2027-03-31"
+    status = str(form.get("status") or "")
+    if status:
+        if status not in SERVICE_STATUSES:
+            errors["status"] = "Select the service's status"
+        else:
+            body["status"] = status
+    return body
+
+
+@router.post("/our-services")
+async def add_service(request: Request) -> Response:
+    user = need_role(request, "charity")
+    form = await checked_form(request)
+    values = {k: str(form.get(k) or "").strip() for k in ("name", "description", "postcode", "capacity",
+                                                           "safeguarding_policy_valid_until")}
+    values["needs"] = [str(n) for n in form.getlist("needs")]
+    errors: dict[str, str] = {}
+    if not values["name"]:
+        errors["name"] = "Enter the service's name"
+    if not values["needs"]:
+        errors["needs"] = "Select at least one need the service meets"
+    body = {"organization_id": user.organisation_id, "name": values["name"], "needs": values["needs"],
+            **_service_fields(form, errors, new=True)}
+    if values["description"]:
+        body["description"] = values["description"]
+    if values["postcode"]:
+        body["postcode"] = values["postcode"].upper()
+    if not errors:
+        try:
+            await request.app.state.apis.json(user, "directory", "POST", "/services", json=body)
+            return see_other("/our-services?changed=added")
+        except ApiError as exc:
+            if exc.status not in (409, 422):
+                raise
+            errors["form"] = exc.message
+    return await _our_services(request, user, errors, values, 400)
+
+
+@router.post("/our-services/{service_id}")
+async def update_service(request: Request, service_id: str) -> Response:
+    user = need_role(request, "charity")
+    form = await checked_form(request)
+    errors: dict[str, str] = {}
+    body = _service_fields(form, errors, new=False)
+    if errors:
+        return await _our_services(request, user, errors, {"needs": []}, 400)
+    try:
+        await request.app.state.apis.json(user, "directory", "PATCH", f"/services/{service_id}", json=body)
+    except ApiError as exc:
+        if exc.status != 422:
+            raise
+        return await _our_services(request, user, {"form": exc.message}, {"needs": []}, 400)
+    return see_other("/our-services?changed=updated")
 
 
 # --- webhooks ---------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from .session import User, csrf_ok, csrf_token, current_user
 
 HERE = Path(__file__).parent
 ROLE_NAMES = {"link_worker": "Link worker", "charity": "Charity", "finance": "Finance officer", "admin": "Administrator"}
+ROLE_PLURALS = {"link_worker": "link workers", "charity": "charities", "finance": "finance officers", "admin": "administrators"}
 
 
 def _date(value: Any) -> str:
@@ -39,7 +40,12 @@ env = Environment(
     loader=ChoiceLoader([FileSystemLoader(HERE / "templates"), PackageLoader("nhsuk_frontend_jinja")]),
     undefined=ChainableUndefined, autoescape=True,
 )
-env.filters.update(pounds=pounds, day=_date, label=_label)
+def _pounds(value: Any) -> str:
+    # A missing figure (a malformed remittance line has no amount) shows as nothing, not £0.00.
+    return pounds(value) if isinstance(value, int) and not isinstance(value, bool) else ""
+
+
+env.filters.update(pounds=_pounds, day=_date, label=_label)
 env.globals.update(ROLE_NAMES=ROLE_NAMES)
 templates = Jinja2Templates(env=env)
 
@@ -67,7 +73,7 @@ def need_role(request: Request, *roles: str) -> User:
     user = user_of(request)
     if user.role not in roles:
         raise PageError(403, "You cannot use this page",
-                        f"This page is for {' or '.join(ROLE_NAMES[r].lower() + 's' for r in roles)}. "
+                        f"This page is for {' or '.join(ROLE_PLURALS[r] for r in roles)}. "
                         f"You are signed in as a {ROLE_NAMES[user.role].lower()}.")
     return user
 
