@@ -157,3 +157,14 @@ def test_pages_need_a_sign_in_and_the_right_role() -> None:
         assert refused.status_code == 403 and "You cannot use this page" in refused.text
         assert client.get("/no-such-page").status_code == 404
         assert client.get("/arrears?as_of=yesterday").status_code == 400
+
+
+def test_a_refused_htmx_action_replaces_the_page_content() -> None:
+    with _client() as client:
+        token = _csrf(client.get("/dev/sign-in").text)
+        client.post("/dev/sign-in", data={"csrf_token": token, "role": "charity", "organisation_id": "org-1"})
+        refused = client.post("/inbox/some-referral/accept", data={}, headers={"HX-Request": "true"})
+        assert refused.status_code == 403
+        assert refused.headers["HX-Retarget"] == "#maincontent" and refused.headers["HX-Reselect"] == "#maincontent"
+        plain = client.post("/inbox/some-referral/accept", data={})
+        assert plain.status_code == 403 and "HX-Retarget" not in plain.headers

@@ -91,10 +91,14 @@ async def checked_form(request: Request) -> Any:
 def render(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
     user = current_user(request)
     settings = request.app.state.settings
-    return templates.TemplateResponse(request, template, {
+    response = templates.TemplateResponse(request, template, {
         "user": user, "csrf_token": csrf_token(request), "dev_mode": settings.dev_signin_allowed,
         "oidc": bool(settings.oidc_issuer), "path": request.url.path, **context,
     }, status_code=status_code)
+    if status_code >= 400 and is_htmx(request):
+        # An in-place action that was refused shows the refusal as the page's content, not nothing.
+        response.headers.update({"HX-Retarget": "#maincontent", "HX-Reswap": "outerHTML", "HX-Reselect": "#maincontent"})
+    return response
 
 
 def is_htmx(request: Request) -> bool:
