@@ -80,7 +80,8 @@ def need_role(request: Request, *roles: str) -> User:
 
 async def checked_form(request: Request) -> Any:
     """The posted form, once its CSRF token is checked (a page that changes anything needs it)."""
-    form = await request.form()
+    # A remittance (up to 5 MB) comes back as a form field when it is posted after its check.
+    form = await request.form(max_part_size=6 * 1024 * 1024)
     if not csrf_ok(request, form.get("csrf_token")):
         raise PageError(403, "This form has expired",
                         "The form was not sent from this site, or your session changed. Go back, reload the "
