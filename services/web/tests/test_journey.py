@@ -81,6 +81,9 @@ def test_whole_journey_across_roles(web_url, world, shots_dir, browser) -> None:
     card = f"#referral-{referral_id}"
     assert "Declined automatically" in page.locator(card).inner_text()
     check_page(page, main_action=f"{card} button:has-text('Accept')", shot=shot("charity-inbox"))
+    page.set_viewport_size({"width": 320, "height": 640})  # as on a small phone
+    page.screenshot(path=str(shot("charity-inbox-320px")), full_page=True)
+    page.set_viewport_size({"width": 1024, "height": 900})
     page.click(f"{card} button:has-text('Accept')")
     page.wait_for_selector(f"{card} >> text=Accepted. You can now see")
     assert page.url.endswith("/inbox")  # swapped in place, no page load

@@ -168,3 +168,13 @@ def test_a_refused_htmx_action_replaces_the_page_content() -> None:
         assert refused.headers["HX-Retarget"] == "#maincontent" and refused.headers["HX-Reselect"] == "#maincontent"
         plain = client.post("/inbox/some-referral/accept", data={})
         assert plain.status_code == 403 and "HX-Retarget" not in plain.headers
+
+
+def test_ending_an_agreement_is_offered_only_when_the_ledger_has_it() -> None:
+    from socialrx_web.finance import patch_fields
+
+    assert patch_fields({"paths": {"/agreements": {"post": {}}}}) == set()
+    with_patch = {"paths": {"/agreements/{agreement_id}": {"patch": {"requestBody": {"content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/AgreementChange"}}}}}}},
+        "components": {"schemas": {"AgreementChange": {"properties": {"ends_on": {}, "per_outcome_pence": {}}}}}}
+    assert patch_fields(with_patch) == {"ends_on", "per_outcome_pence"}

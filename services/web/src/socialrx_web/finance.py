@@ -52,10 +52,39 @@ async def agreements(request: Request) -> Response:
 async def _agreements_page(request: Request, user, errors: dict, values: dict, status: int) -> Response:
     items = (await request.app.state.apis.get(user, "funding-ledger", "/agreements"))["items"]
     openapi = await request.app.state.apis.get(None, "funding-ledger", "/openapi.json")
-    # Ending or amending an agreement appears only once the ledger offers it.
-    can_amend = "patch" in openapi.get("paths", {}).get("/agreements/{agreement_id}", {})
     return render(request, "agreements.html", status, items=items, orgs=await organisations(request), errors=errors,
-                  values=values, can_amend=can_amend)
+                  values=values, can_end=patch_fields(openapi) >= {"ends_on"})
+
+
+def patch_fields(openapi: dict) -> set[str]:
+    """The fields `PATCH /agreements/{agreement_id}` takes, if the ledger offers it (another change
+    adds it): ending an agreement appears in the page only once the API can do it."""
+    operation = openapi.get("paths", {}).get("/agreements/{agreement_id}", {}).get("patch")
+    if not isinstance(operation, dict):
+        return set()
+    schema = (operation.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {}))
+    ref = schema.get("$ref", "")
+    if ref.startswith("#/components/schemas/"):
+        schema = openapi.get("components", {}).get("schemas", {}).get(ref.rsplit("/", 1)[1], {})
+    return set(schema.get("properties", {}))
+
+
+@router.post("/agreements/{agreement_id}/end")
+async def end_agreement(request: Request, agreement_id: str) -> Response:
+    user = need_role(request, "finance")
+    form = await checked_form(request)
+    errors: dict[str, str] = {}
+    ends_on = _parse_date(str(form.get("ends_on") or "").strip(), f"ends_on-{agreement_id}", errors)
+    if not errors:
+        try:
+            await request.app.state.apis.json(user, "funding-ledger", "PATCH", f"/agreements/{agreement_id}",
+                                              json={"ends_on": ends_on.isoformat()})
+            return see_other("/agreements?ended=1")
+        except ApiError as exc:
+            if exc.status not in (404, 405, 409, 422):
+                raise
+            errors["form"] = exc.message
+    return await _agreements_page(request, user, errors, {"period": "quarterly", "days_after_period_end": "30"}, 400)
 
 
 @router.post("/agreements")
