@@ -107,3 +107,60 @@ def test_a_charity_adds_and_changes_its_service(web_url, world, browser) -> None
     page.goto(f"{web_url}/find?q=Chair+yoga+{world.pcn_id}")
     assert name in page.content() and "Not accepting referrals" in page.content()
     page.close()
+
+
+def test_webhooks_redelivery_and_a_payment_recorded_by_hand(web_url, world, browser) -> None:
+    page = browser.new_page()
+    sign_in(page, web_url, "charity", organisation_id=world.organisation_id)
+    page.goto(f"{web_url}/webhooks")
+    page.fill("#url", "not a web address")
+    click(page, "button:has-text('Add subscription')")
+    assert page.locator(".nhsuk-error-summary a[href='#url']").count() == 1
+    page.fill("#url", "https://127.0.0.1:9/socialrx-hook")  # nothing listens: deliveries fail and wait
+    click(page, "button:has-text('Add subscription')")
+    assert "Copy the signing secret now" in page.content()
+    check_page(page, main_action="button:has-text('Add subscription')", shot=None)
+    page.goto(f"{web_url}/webhooks")
+    assert "Copy the signing secret now" not in page.content()  # shown once
+    sign_out(page)
+
+    sign_in(page, web_url, "link_worker", pcn_id=world.pcn_id, practice_id="B82005")
+    _refer(page, web_url, world, nhs_number="9999999999")  # referral.created reaches the charity's webhook
+    sign_out(page)
+
+    sign_in(page, web_url, "charity", organisation_id=world.organisation_id)
+    page.goto(f"{web_url}/webhooks")
+    click(page, "a:has-text('Recent deliveries')")
+    deliveries = page.url
+    wait_text(page, deliveries, "referral.created")
+    check_page(page, main_action="button:has-text('Send again')")
+    click(page, "button:has-text('Send again')")
+    assert "will be sent again now" in page.content()
+    sign_out(page)
+
+    sign_in(page, web_url, "finance", pcn_id=world.pcn_id)
+    page.goto(f"{web_url}/settlements")
+    click(page, "button:has-text('Record payment')")
+    summary = page.inner_text(".nhsuk-error-summary")
+    assert "Select the organisation you paid" in summary and "Enter the amount paid" in summary
+    page.select_option("#organisation_id", world.organisation_id)
+    page.fill("#amount", "12.34")
+    page.fill("#paid_on", "2026-11-02")
+    page.fill("#reference", f"BACS-{world.pcn_id}")
+    click(page, "button:has-text('Record payment')")
+    assert "has no funding agreement" in page.inner_text(".nhsuk-error-summary")  # the ledger's refusal, in the form
+    assert page.input_value("#reference") == f"BACS-{world.pcn_id}"  # what was typed is kept
+    page.goto(f"{web_url}/agreements")
+    page.select_option("#organisation_id", world.organisation_id)
+    page.fill("#per_referral", "25")
+    page.fill("#starts_on", "2026-04-01")
+    click(page, "button:has-text('Create agreement')")
+    page.goto(f"{web_url}/settlements")
+    page.select_option("#organisation_id", world.organisation_id)
+    page.fill("#amount", "12.34")
+    page.fill("#paid_on", "2026-11-02")
+    page.fill("#reference", f"BACS-{world.pcn_id}")
+    click(page, "button:has-text('Record payment')")
+    assert f"BACS-{world.pcn_id}" in page.content() and "£12.34" in page.content()
+    check_page(page, main_action="button:has-text('Record payment')")
+    page.close()
