@@ -13,7 +13,7 @@ from web_pages import check_page, click, referral_id_from, sign_in, sign_out, wa
 NHS_NUMBER = "9434765919"
 
 
-def test_whole_journey_across_roles(web_url, world, shots_dir, browser) -> None:
+def test_whole_journey_across_roles(web_url, world, shots_dir, browser, platform) -> None:
     page = browser.new_page(viewport={"width": 1024, "height": 900})
     shot = lambda name: shots_dir / f"{name}.png"  # noqa: E731
 
@@ -157,3 +157,9 @@ def test_whole_journey_across_roles(web_url, world, shots_dir, browser) -> None:
     assert referral_id in page.content()
     check_page(page)
     page.close()
+
+    # The web app's log holds none of the person's details and no token (rule 4).
+    log = platform.web.log_path.read_text(errors="replace")
+    assert f"/referrals/{referral_id}" in log  # the scan reads the right log
+    for secret in (NHS_NUMBER, "Testperson", "LS1 4AP", "1951-03-14", "eyJ"):
+        assert secret not in log, f"{secret!r} found in the web app's log"
