@@ -17,6 +17,12 @@ def test_whole_journey_across_roles(web_url, world, shots_dir, browser, platform
     page = browser.new_page(viewport={"width": 1024, "height": 900})
     shot = lambda name: shots_dir / f"{name}.png"  # noqa: E731
 
+    # The start page and the development sign-in are pages too.
+    page.goto(web_url)
+    check_page(page, main_action="a:has-text('Development sign-in')", shot=shot("sign-in"))
+    page.goto(f"{web_url}/dev/sign-in")
+    check_page(page, main_action="button:has-text('Sign in')")
+
     # Admin: the organisations (ids for charity sign-in), need codes, the audit log.
     sign_in(page, web_url, "admin")
     assert page.url.endswith("/admin/organisations")
