@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system pieces socialrx needs when they are missing: Java 17+ and Maven (to fetch and
-# run the Kafka broker), PostgreSQL (the databases). Debian/Ubuntu with apt-get; as root, or via sudo.
+# run the Kafka broker), PostgreSQL (the databases), Chromium (the web app's browser tests drive
+# Debian's chromium: Playwright cannot download its own browsers here). Debian/Ubuntu with apt-get;
+# as root, or via sudo.
 set -euo pipefail
 
 need=()
@@ -9,6 +11,7 @@ if ! command -v java >/dev/null 2>&1 || ! java -version 2>&1 | grep -qE 'version
 fi
 command -v mvn >/dev/null 2>&1 || need+=(maven)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
+[ -x /usr/bin/chromium ] || need+=(chromium)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

@@ -113,8 +113,8 @@ def test_kubernetes_topics_are_replicated_three_ways_with_two_in_sync() -> None:
 def test_kubernetes_deployments_probe_and_configure_every_service() -> None:
     docs = list(yaml.safe_load_all((ROOT / "deploy/k8s/socialrx.yaml").read_text()))
     deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
-    assert set(deployments) == set(SERVICES)
-    for service, deployment in deployments.items():
+    assert set(deployments) == set(SERVICES) | {"web"}
+    for service, deployment in ((s, d) for s, d in deployments.items() if s in SERVICES):
         container = deployment["spec"]["template"]["spec"]["containers"][0]
         assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
         assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
@@ -122,3 +122,24 @@ def test_kubernetes_deployments_probe_and_configure_every_service() -> None:
         _, required = _aliases(_settings(service))
         assert required <= names | {"KAFKA_BOOTSTRAP_SERVERS", "LOG_LEVEL"}
         assert ("SOCIALRX_PERSON_REF_KEY" in names) == (service == "referral-intake")
+
+
+def test_the_web_app_is_deployed_with_only_what_it_needs(compose) -> None:
+    """The web app reaches the four APIs by URL; it has no database, no Kafka, no pseudonym key."""
+    from socialrx_web.settings import WebSettings
+
+    every, _ = _aliases(WebSettings)
+    web = compose["services"]["web"]
+    assert web["ports"] == ["8000:8000"] and "/readyz" in str(web["healthcheck"]["test"])
+    assert set(web["depends_on"]) == set(SERVICES)
+    assert set(web["environment"]) <= every
+    for service, port in SERVICES.items():
+        assert web["environment"][f"SOCIALRX_WEB_{service.upper().replace('-', '_')}_URL"] == f"http://{service}:{port}"
+    assert "SOCIALRX_HTTP_PORT=8000" in (ROOT / "services/web/Dockerfile").read_text()
+    docs = list(yaml.safe_load_all((ROOT / "deploy/k8s/socialrx.yaml").read_text()))
+    deployment = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "web")
+    names = {e["name"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert names <= every
+    assert {"SOCIALRX_WEB_SESSION_SECRET", "SOCIALRX_OIDC_ISSUER", "SOCIALRX_OIDC_CLIENT_SECRET"} <= names
+    assert not {"SOCIALRX_DEV_SIGNIN", "SOCIALRX_JWT_SECRET", "SOCIALRX_PERSON_REF_KEY", "KAFKA_BOOTSTRAP_SERVERS"} & names
+    assert not any(n.endswith("_DATABASE_URL") for n in names)

@@ -1,4 +1,4 @@
-"""`make up` brings the four services to ready, refuses a second run, and stops without a trace."""
+"""`make up` brings the four services and the web app to ready, refuses a second run, and stops without a trace."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def _wait_for_line(proc: subprocess.Popen, text: str, timeout_s: float, seen: li
 
 
 def test_make_up_starts_everything_and_stops_cleanly(kafka, tmp_path) -> None:
-    ports = [procs.free_port() for _ in range(4)]
+    ports = [procs.free_port() for _ in range(5)]  # the four services, then the web app
     env = {
         **{k: v for k, v in os.environ.items() if not k.endswith("_DATABASE_URL")},
         "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,  # the session's broker: saves a JVM start

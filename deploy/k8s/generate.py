@@ -14,6 +14,7 @@ from socialrx_shared.events import ALL_DLQ_TOPICS, ALL_TOPICS
 HERE = Path(__file__).parent
 NAMESPACE = "socialrx"
 SERVICES = {"referral-intake": 8001, "directory": 8002, "outcomes": 8003, "funding-ledger": 8004}
+WEB, WEB_PORT = "web", 8000
 IMAGE = "ghcr.io/socialrx/{service}:0.1.0"  # build with services/<service>/Dockerfile and push to your registry
 
 
@@ -30,12 +31,33 @@ def platform_docs() -> list[dict]:
          "metadata": {"name": "socialrx-secrets", "namespace": NAMESPACE},
          # Placeholders: create the real Secret with your own values (OPERATIONS.md: rotating the JWT secret).
          "stringData": {"SOCIALRX_JWT_SECRET": "change-me", "SOCIALRX_PERSON_REF_KEY": "change-me",
+                        "SOCIALRX_WEB_SESSION_SECRET": "change-me", "SOCIALRX_OIDC_CLIENT_SECRET": "change-me",
                         **{_env_name(s): f"postgresql+asyncpg://socialrx:change-me@postgres:5432/socialrx_{s.replace('-', '_')}"
                            for s in SERVICES}}},
     ]
     for service, port in SERVICES.items():
         docs += [_deployment(service, port), _service(service, port)]
+    docs += [_web_deployment(), _service(WEB, WEB_PORT)]
     return docs
+
+
+def _web_deployment() -> dict:
+    """The web app: no database, no Kafka; it calls the services' APIs with the signed-in person's
+    token, and signs people in with the organisation's OpenID Connect provider (never the dev sign-in)."""
+    deployment = _deployment(WEB, WEB_PORT)
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    container["envFrom"] = []
+    container["env"] = [
+        {"name": "SOCIALRX_HTTP_HOST", "value": "0.0.0.0"}, {"name": "SOCIALRX_HTTP_PORT", "value": str(WEB_PORT)},
+        {"name": "LOG_LEVEL", "value": "INFO"},
+        *({"name": f"SOCIALRX_WEB_{s.upper().replace('-', '_')}_URL", "value": f"http://{s}:{p}"} for s, p in SERVICES.items()),
+        {"name": "SOCIALRX_OIDC_ISSUER", "value": "https://login.example.nhs.uk/realms/socialrx"},  # your provider
+        {"name": "SOCIALRX_OIDC_CLIENT_ID", "value": "socialrx-web"},
+        _secret_ref("SOCIALRX_OIDC_CLIENT_SECRET"), _secret_ref("SOCIALRX_WEB_SESSION_SECRET"),
+    ]
+    template = deployment["spec"]["template"]["metadata"]
+    template["annotations"] = {}  # no /metrics of its own
+    return deployment
 
 
 def _secret_ref(name: str) -> dict:

@@ -1,4 +1,5 @@
-"""Run the four services as separate processes, each with its own database: as in production.
+"""Run the four services as separate processes, each with its own database: as in production;
+and the web app in front of them (no database, no Kafka: it calls their HTTP APIs).
 
 Used by `make up`, by the end-to-end tests and by `make bench`.
 """
@@ -19,8 +20,10 @@ from socialrx_shared.settings import database_url_env
 from . import procs
 from .postgres import SERVICES
 
-MODULES = {service: "socialrx_" + service.replace("-", "_") for service in SERVICES}
+WEB = "web"
+MODULES = {service: "socialrx_" + service.replace("-", "_") for service in (*SERVICES, WEB)}
 DEFAULT_PORTS = {"referral-intake": 8001, "directory": 8002, "outcomes": 8003, "funding-ledger": 8004}
+DEFAULT_WEB_PORT = 8000
 DEV_PERSON_REF_KEY = "socialrx-local-person-ref-key-change-me"
 
 
@@ -84,14 +87,25 @@ def service_env(service: str, *, port: int, kafka: str, database_url: str, jwt_s
     return env
 
 
+def web_env(*, port: int, service_urls: dict[str, str], jwt_secret: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The web app: the services' URLs, the development sign-in on (this is a development platform)."""
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_DATABASE_URL") and k != "SOCIALRX_PERSON_REF_KEY"}
+    env.update({"SOCIALRX_HTTP_PORT": str(port), "SOCIALRX_JWT_SECRET": jwt_secret, "SOCIALRX_DEV_SIGNIN": "1",
+                "LOG_LEVEL": env.get("LOG_LEVEL", "INFO")})
+    env.update({f"SOCIALRX_WEB_{s.upper().replace('-', '_')}_URL": url for s, url in service_urls.items()})
+    env.update(extra or {})
+    return env
+
+
 @dataclass
 class Platform:
     services: dict[str, ServiceProcess]
+    web: ServiceProcess | None = None
 
     @classmethod
     def build(cls, *, kafka: str, database_urls: dict[str, str], ports: dict[str, int], jwt_secret: str,
               person_ref_key: str, log_dir: Path, group_prefix: str = "socialrx",
-              extra_env: dict[str, dict[str, str]] | None = None) -> "Platform":
+              extra_env: dict[str, dict[str, str]] | None = None, web_port: int | None = None) -> "Platform":
         services = {
             service: ServiceProcess(
                 service,
@@ -103,15 +117,26 @@ class Platform:
             )
             for service in SERVICES
         }
-        return cls(services)
+        web = None
+        if web_port is not None:
+            web = ServiceProcess(WEB, web_port, web_env(port=web_port, service_urls={s: p.url for s, p in services.items()},
+                                                        jwt_secret=jwt_secret, extra=(extra_env or {}).get(WEB)),
+                                 log_dir / "web.log")
+        return cls(services, web)
 
     def start(self, timeout_s: float = 120.0) -> None:
         for process in self.services.values():
             process.start()
+        if self.web:
+            self.web.start()
         for process in self.services.values():
             process.wait_ready(timeout_s)
+        if self.web:
+            self.web.wait_ready(timeout_s)
 
     def stop(self) -> None:
+        if self.web:
+            self.web.stop()
         for process in self.services.values():
             process.stop()
 

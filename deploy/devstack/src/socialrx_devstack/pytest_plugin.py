@@ -62,6 +62,7 @@ def start_platform(kafka: KafkaServer, postgres: PostgresServer, log_dir: Path, 
         log_dir=log_dir,
         group_prefix="test-" + uuid.uuid4().hex[:8],
         extra_env=extra_env,
+        web_port=free_port(),
     )
     try:
         platform.start()

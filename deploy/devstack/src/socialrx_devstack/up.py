@@ -20,7 +20,7 @@ from socialrx_shared.settings import DEV_JWT_SECRET
 from . import procs
 from .infra import given_database_urls
 from .kafka import LocalKafka
-from .platform import DEFAULT_PORTS, DEV_PERSON_REF_KEY, Platform
+from .platform import DEFAULT_PORTS, DEFAULT_WEB_PORT, DEV_PERSON_REF_KEY, WEB, Platform
 from .postgres import SERVICES, LocalPostgres
 from .topics import ensure_topics_sync
 
@@ -48,11 +48,13 @@ def _say(message: str) -> None:
 
 
 def _ports() -> dict[str, int]:
-    """8001-8004 unless SOCIALRX_HTTP_PORTS="a,b,c,d" says otherwise (tests run beside a real `make up`)."""
+    """8001-8004 and the web app on 8000 unless SOCIALRX_HTTP_PORTS="a,b,c,d[,web]" says otherwise (tests
+    run beside a real `make up`)."""
     given = os.environ.get("SOCIALRX_HTTP_PORTS")
     if not given:
-        return dict(DEFAULT_PORTS)
-    return dict(zip(SERVICES, (int(p) for p in given.split(",")), strict=True))
+        return {**DEFAULT_PORTS, WEB: DEFAULT_WEB_PORT}
+    numbers = [int(p) for p in given.split(",")]
+    return dict(zip((*SERVICES, WEB), numbers if len(numbers) == 5 else [*numbers, DEFAULT_WEB_PORT], strict=True))
 
 
 def main() -> int:
@@ -98,10 +100,11 @@ def main() -> int:
         if jwt_secret == DEV_JWT_SECRET:
             _say("warning: SOCIALRX_JWT_SECRET is not set; using the local development secret (never in production)")
         platform = Platform.build(
-            kafka=bootstrap, database_urls=urls, ports=ports, jwt_secret=jwt_secret,
+            kafka=bootstrap, database_urls=urls, ports={s: ports[s] for s in SERVICES}, jwt_secret=jwt_secret,
             person_ref_key=os.environ.get("SOCIALRX_PERSON_REF_KEY", DEV_PERSON_REF_KEY), log_dir=STATE / "logs",
+            web_port=ports[WEB],
         )
-        _say("starting the four services ...")
+        _say("starting the four services and the web app ...")
         platform.start()
         _print_ready(platform, jwt_secret)
         stopping.wait()
@@ -123,6 +126,8 @@ def main() -> int:
 
 def _print_ready(platform: Platform, jwt_secret: str) -> None:
     _say("\nsocialrx is running:")
+    if platform.web:
+        _say(f"  web app          {platform.web.url}   <- open this; sign in with the development sign-in")
     for service, process in platform.services.items():
         _say(f"  {service:16} {process.url}   (API docs: {process.url}/docs)")
     _say(f"  logs             {STATE / 'logs'}")

@@ -208,7 +208,10 @@ async def get_inbox(request: Request, principal: Principal = Depends(require("ch
     async with runtime_of(request).sessionmaker() as session:
         total = await session.scalar(select(func.count()).select_from(query.subquery()))
         rows = (await session.execute(query.order_by(referral_inbox.c.referred_at).offset((page - 1) * per_page).limit(per_page))).mappings().all()
-    return {"items": [dict(r) for r in rows], "page": page, "per_page": per_page, "total": total}
+    # When an unanswered referral will be declined automatically, so a charity's pages need not know the rule.
+    items = [{**r, "auto_decline_at": r["referred_at"] + domain.AUTO_DECLINE_AFTER if r["status"] == domain.DECIDABLE
+              else None} for r in rows]
+    return {"items": items, "page": page, "per_page": per_page, "total": total}
 
 
 async def _decide(request: Request, principal: Principal, referral_id: str, action) -> dict:
