@@ -47,7 +47,7 @@ class Settings(ServiceSettings):
     # Emails to organisations (a referral arrived; one will be declined in 2 days). None configured: none sent.
     smtp_url: str | None = Field(None, validation_alias="SOCIALRX_SMTP_URL")
     smtp_from: str = Field("socialrx <no-reply@socialrx.invalid>", validation_alias="SOCIALRX_SMTP_FROM")
-    web_base_url: str = Field("http://127.0.0.1:8080", validation_alias="SOCIALRX_WEB_BASE_URL")
+    web_base_url: str = Field("http://127.0.0.1:8000", validation_alias="SOCIALRX_WEB_BASE_URL")
     email_poll_interval_s: float = Field(5.0, gt=0, validation_alias="DIRECTORY_EMAIL_POLL_INTERVAL_S")
     email_retry_base_s: float = Field(30.0, gt=0, validation_alias="DIRECTORY_EMAIL_RETRY_BASE_S")
 
