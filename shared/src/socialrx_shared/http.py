@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.middleware.base import BaseHTTPMiddleware
 
+from . import route_errors
 from .auth import Authenticator
 from .events import json_schemas
 from .logging import configure_logging
@@ -63,7 +64,8 @@ def create_app(runtime: ServiceRuntime, routers: Iterable[APIRouter], *, title: 
 
     app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan)
     app.state.runtime = runtime
-    app.state.authenticator = Authenticator(runtime.settings.jwt_secret.get_secret_value())
+    app.state.authenticator = Authenticator.from_settings(runtime.settings)
+    route_errors.install(app)
     app.add_middleware(_Guard, service=runtime.name)
 
     @app.exception_handler(RequestValidationError)
