@@ -207,7 +207,7 @@ def test_a_rotated_key_is_fetched_but_made_up_key_ids_do_not_hammer_the_provider
     assert auth.decode(provider.token("rsa-2")).role == "finance"  # unknown kid: refetched once
     assert provider.jwks_requests == 2
     for n in range(20):  # an attacker's invented key ids: at most one refetch per interval
-        forged = jwt.encode(_good(), provider.private["rsa-2"], algorithm="RS256", headers={"kid": f"nope-{n}"})
+        forged = jwt.encode(_good(iss=provider.issuer), provider.private["rsa-2"], algorithm="RS256", headers={"kid": f"nope-{n}"})
         assert "does not publish" in _refused(lambda: auth.decode(forged))
     assert provider.jwks_requests == 2
     # The retired key's tokens are refused once the provider stopped publishing it.
@@ -278,6 +278,14 @@ def test_a_discovery_document_naming_another_issuer_is_not_trusted(provider) -> 
     verifier_issuer_mismatch = Authenticator(SECRET, oidc=verifier)
     # The discovery document found under the configured issuer names another issuer (OIDC Discovery 4.3).
     _refused(lambda: verifier_issuer_mismatch.decode(provider.token(iss=provider.issuer + "-other")), status=503)
+    assert provider.jwks_requests == 0
+
+
+def test_tokens_of_another_issuer_cost_no_key_fetch(provider) -> None:
+    auth = _authenticator(provider, min_refetch_s=0)
+    for n in range(5):
+        token = provider.token(iss=f"http://127.0.0.1:1/realms/tenant-{n}")
+        assert "issuer" in _refused(lambda: auth.decode(token))
     assert provider.jwks_requests == 0
 
 

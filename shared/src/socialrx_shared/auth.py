@@ -177,6 +177,14 @@ class OidcVerifier:
             raise _unauthorised(f"token algorithm must be HS256 or one of {', '.join(OIDC_ALGORITHMS)}")
         if not isinstance(kid, str) or not kid:
             raise _unauthorised("an RS256/ES256 token must name its signing key ('kid' header)")
+        try:
+            claimed_issuer = jwt.decode(token, options={"verify_signature": False}).get("iss")
+        except jwt.InvalidTokenError:
+            raise _unauthorised("invalid token: not a JWT") from None
+        # Checked again with the signature below; asking first spares the provider a key fetch for
+        # every token of another issuer (another realm, another tenant).
+        if claimed_issuer != self.issuer:
+            raise _unauthorised("token issuer ('iss') is not one this platform trusts")
         key = self._key(kid)
         # The key decides the algorithm: an RSA key never verifies an ES256 token, and no JWKS key is HMAC.
         if key.algorithm_name != alg:
