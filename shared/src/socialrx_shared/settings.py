@@ -6,7 +6,7 @@ Each service subclasses `ServiceSettings` and names its own database variable
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Only for local use and tests (SOCIALRX_DEV_MODE=1); a service refuses to start with it otherwise.
@@ -56,6 +56,12 @@ class ServiceSettings(BaseSettings):
     consumer_group_prefix: str = Field("socialrx", validation_alias="SOCIALRX_CONSUMER_GROUP_PREFIX")
     outbox_poll_interval_s: float = Field(0.5, validation_alias="SOCIALRX_OUTBOX_POLL_INTERVAL_S")
     database_url: str = "postgresql+asyncpg://socialrx@127.0.0.1:5432/socialrx"
+
+    @field_validator("jwt_issuer", "jwt_audience", "oidc_issuer", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # Compose (`${VAR:-}`) and ConfigMaps pass an empty string for "not configured".
+        return None if isinstance(value, str) and not value.strip() else value
 
     @model_validator(mode="after")
     def _refuse_well_known_secrets(self) -> "ServiceSettings":

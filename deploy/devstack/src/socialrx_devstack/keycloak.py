@@ -38,6 +38,8 @@ AUDIENCE = "socialrx"
 ROLE_USERS = {"link_worker": "link.worker", "charity": "charity", "finance": "finance", "admin": "admin"}
 # Build-time options: the same on every start, so Keycloak's one-off "augmentation" (~70 s) is reused.
 BUILD_OPTIONS = ["--db=dev-file", "--health-enabled=true"]
+# Creating the realm takes seconds on an idle machine, over 30 s on a loaded 2-core one.
+ADMIN_TIMEOUT_S = 180.0
 
 
 def _java_major(java_home: Path) -> int | None:
@@ -115,14 +117,14 @@ class OidcProvider:
     admin_password: str = ""
 
     def _admin_token(self) -> str:
-        answer = httpx.post(f"{self.base_url}/realms/master/protocol/openid-connect/token", timeout=30, data={
+        answer = httpx.post(f"{self.base_url}/realms/master/protocol/openid-connect/token", timeout=ADMIN_TIMEOUT_S, data={
             "grant_type": "password", "client_id": "admin-cli", "username": self.admin_user,
             "password": self.admin_password})
         answer.raise_for_status()
         return answer.json()["access_token"]
 
     def _admin(self) -> httpx.Client:
-        return httpx.Client(base_url=f"{self.base_url}/admin/realms", timeout=30,
+        return httpx.Client(base_url=f"{self.base_url}/admin/realms", timeout=ADMIN_TIMEOUT_S,
                             headers={"Authorization": f"Bearer {self._admin_token()}"})
 
     def set_attribute(self, role: str, name: str, value: str) -> None:
@@ -143,7 +145,7 @@ class OidcProvider:
     def password_grant(self, role: str) -> str:
         """An access token for that role's user (direct grant, enabled on the test client only for this)."""
         username, password = self.users[role]
-        answer = httpx.post(f"{self.issuer}/protocol/openid-connect/token", timeout=30, data={
+        answer = httpx.post(f"{self.issuer}/protocol/openid-connect/token", timeout=ADMIN_TIMEOUT_S, data={
             "grant_type": "password", "client_id": self.client_id, "client_secret": self.client_secret,
             "username": username, "password": password, "scope": "openid"})
         answer.raise_for_status()
@@ -189,7 +191,7 @@ class LocalKeycloak:
             log_path=self.data_dir / "keycloak.log", env=env,
         )
 
-    def start(self, timeout_s: float = 420.0) -> OidcProvider:
+    def start(self, timeout_s: float = 600.0) -> OidcProvider:
         """Start, wait until ready, create the realm. The first start on a machine also builds (~70 s)."""
         started = time.monotonic()
         # One start at a time per machine: the first one rewrites the shared distribution's build.
@@ -230,10 +232,19 @@ class LocalKeycloak:
         )
 
     def _import_realm(self, provider: OidcProvider) -> None:
-        with provider._admin() as admin:  # noqa: SLF001 - the same admin session the provider uses
-            answer = admin.post("", json=json.loads(REALM_FILE.read_text()))
-            if answer.status_code not in (201, 409):  # 409: already there (a restart on the same database)
+        realm = json.loads(REALM_FILE.read_text())
+        for attempt in range(3):
+            try:
+                with provider._admin() as admin:  # noqa: SLF001 - the same admin session the provider uses
+                    answer = admin.post("", json=realm)
+            except httpx.TimeoutException:
+                if attempt == 2:
+                    raise
+                continue  # it may have been created meanwhile: the retry then answers 409
+            # 409: already there (a retry after a timeout, or a restart on the same database).
+            if answer.status_code not in (201, 409):
                 raise RuntimeError(f"Keycloak refused the realm: {answer.status_code} {answer.text[:500]}")
+            return
 
     def stop(self) -> None:
         procs.stop(self.proc, timeout_s=30)
