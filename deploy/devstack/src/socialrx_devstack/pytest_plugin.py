@@ -6,6 +6,7 @@ picked at start, so a running `make up` (9092, 8001-8004) is never disturbed.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,12 @@ from .procs import free_port
 
 TEST_JWT_SECRET = "socialrx-test-secret-" + uuid.uuid4().hex
 REAL_INFRA_FIXTURES = {"kafka", "postgres", "platform", "oidc_provider"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests are development: services built in-process may use the development secret (tests of
+    the refusal itself clear SOCIALRX_DEV_MODE)."""
+    os.environ.setdefault("SOCIALRX_DEV_MODE", "1")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
