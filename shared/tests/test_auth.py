@@ -102,6 +102,13 @@ def test_empty_or_blank_scope_claims_are_refused(role: str, claim: str, blank: s
     assert f"{claim!r} must be a non-empty string" in _refused(lambda: decode_token(_hs(claims), SECRET))
 
 
+def test_subjects_may_be_emails_or_provider_ids_but_not_blank_or_huge() -> None:
+    for sub in ("ada@example.nhs.uk", "auth0|5f7c8ec7", "x" * 200):
+        assert decode_token(_hs(_good(sub=sub)), SECRET).sub == sub
+    assert "non-empty" in _refused(lambda: decode_token(_hs(_good(sub=" ")), SECRET))
+    assert "longer than 200" in _refused(lambda: decode_token(_hs(_good(sub="x" * 201)), SECRET))
+
+
 def test_a_scope_claim_that_is_not_a_string_is_refused() -> None:
     assert "'pcn_id' must be a non-empty string" in _refused(lambda: decode_token(_hs(_good(pcn_id=["U1"])), SECRET))
 

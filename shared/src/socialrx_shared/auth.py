@@ -31,6 +31,7 @@ ROLES: tuple[str, ...] = ("link_worker", "charity", "finance", "admin")
 # Which scope claim each role must carry.
 SCOPE_CLAIM = {"link_worker": "pcn_id", "finance": "pcn_id", "charity": "organisation_id"}
 SCOPE_CLAIMS = ("pcn_id", "organisation_id", "practice_id")
+MAX_SUB_CHARS = 200
 DEFAULT_MAX_LIFETIME_S = 12 * 3600
 OIDC_ALGORITHMS = ("RS256", "ES256")
 OIDC_LEEWAY_S = 10  # clock skew between the provider and us (our own tokens are minted on our clocks)
@@ -84,6 +85,8 @@ def principal_from_claims(claims: dict[str, Any], *, names: ClaimNames = ClaimNa
     sub = claims.get("sub")
     if not isinstance(sub, str) or not sub.strip():
         raise _unauthorised("token 'sub' must be a non-empty string")
+    if len(sub) > MAX_SUB_CHARS:  # the services record who acted in columns of this width
+        raise _unauthorised(f"token 'sub' is longer than {MAX_SUB_CHARS} characters")
     role = _claim(claims, names.role)
     if role not in ROLES:
         raise _unauthorised(f"token role ({names.role!r} claim) must be one of {', '.join(ROLES)}")
