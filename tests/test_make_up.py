@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -27,6 +28,20 @@ def _wait_for_line(proc: subprocess.Popen, text: str, timeout_s: float, seen: li
     raise AssertionError(f"`make up` never printed {text!r}; it printed:\n{''.join(seen)}")
 
 
+def _the_tokens_file_works(path, ports: list[int], printed: str) -> None:
+    """`source .run/tokens.env` gives $ADMIN, $LW, $FIN and `charity_token ORG`, all accepted."""
+    assert f"source {path}" in printed
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    script = f'source {path} && printf "%s\\n" "$ADMIN" "$LW" "$FIN" "$(charity_token org-1)"'
+    admin, lw, fin, charity = subprocess.run(["bash", "-c", script], capture_output=True, text=True,
+                                             check=True).stdout.split()
+    referral_intake, directory, _outcomes, funding_ledger = ports
+    for port, path_, token in ((funding_ledger, "/payments", fin), (referral_intake, "/referrals", lw),
+                               (directory, "/inbox", charity), (referral_intake, "/audit/contact-access", admin)):
+        answer = httpx.get(f"http://127.0.0.1:{port}{path_}", headers={"Authorization": f"Bearer {token}"}, timeout=5)
+        assert answer.status_code == 200, (path_, answer.text)
+
+
 def test_make_up_starts_everything_and_stops_cleanly(kafka, tmp_path) -> None:
     ports = [procs.free_port() for _ in range(5)]  # the four services, then the web app
     env = {
@@ -43,6 +58,8 @@ def test_make_up_starts_everything_and_stops_cleanly(kafka, tmp_path) -> None:
         _wait_for_line(up, "socialrx is running", 180, seen)
         for port in ports:
             assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200
+        _wait_for_line(up, "Press Ctrl-C", 30, seen)
+        _the_tokens_file_works(tmp_path / "state" / "tokens.env", ports, "".join(seen))
         second = subprocess.run([sys.executable, "-m", "socialrx_devstack.up"], env=env, capture_output=True,
                                 text=True, timeout=60)
         assert second.returncode == 1

@@ -26,14 +26,11 @@ def platform_docs() -> list[dict]:
     docs: list[dict] = [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "socialrx-config", "namespace": NAMESPACE},
-         "data": {"KAFKA_BOOTSTRAP_SERVERS": "socialrx-kafka-bootstrap.kafka.svc:9092", "LOG_LEVEL": "INFO"}},
-        {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-         "metadata": {"name": "socialrx-secrets", "namespace": NAMESPACE},
-         # Placeholders: create the real Secret with your own values (OPERATIONS.md: rotating the JWT secret).
-         "stringData": {"SOCIALRX_JWT_SECRET": "change-me", "SOCIALRX_PERSON_REF_KEY": "change-me",
-                        "SOCIALRX_WEB_SESSION_SECRET": "change-me", "SOCIALRX_OIDC_CLIENT_SECRET": "change-me",
-                        **{_env_name(s): f"postgresql+asyncpg://socialrx:change-me@postgres:5432/socialrx_{s.replace('-', '_')}"
-                           for s in SERVICES}}},
+         "data": {"KAFKA_BOOTSTRAP_SERVERS": "socialrx-kafka-bootstrap.kafka.svc:9092", "LOG_LEVEL": "INFO",
+                  # Your PCN's OpenID provider (README: connecting an identity provider); empty: HS256 only.
+                  "SOCIALRX_OIDC_ISSUER": "", "SOCIALRX_OIDC_AUDIENCE": "socialrx"}},
+        # No Secret here: a shipped value would be a well-known key. The operator creates
+        # `socialrx-secrets` (OPERATIONS.md: "Secrets"); pods wait in CreateContainerConfigError until then.
     ]
     for service, port in SERVICES.items():
         docs += [_deployment(service, port), _service(service, port)]

@@ -28,6 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from . import route_errors
 from .auth import Authenticator, authenticate
 from .events import json_schemas
 from .logging import configure_logging
@@ -284,7 +285,8 @@ def create_app(runtime: ServiceRuntime, routers: Iterable[APIRouter], *, title: 
     app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan,
                   docs_url=None, redoc_url=None)
     app.state.runtime = runtime
-    app.state.authenticator = Authenticator(runtime.settings.jwt_secret.get_secret_value())
+    app.state.authenticator = Authenticator.from_settings(runtime.settings)
+    route_errors.install(app)
     app.add_middleware(_Edge, service=runtime.name, api=app)
 
     @app.exception_handler(RequestValidationError)

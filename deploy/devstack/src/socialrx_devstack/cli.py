@@ -12,10 +12,11 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 
-from socialrx_shared.auth import ROLES, mint_token
+from socialrx_shared.auth import ROLES, SCOPE_CLAIM, mint_token
 from socialrx_shared.settings import DEV_JWT_SECRET
 
 from .postgres import SERVICES
@@ -72,17 +73,36 @@ def dlq_redrive(topic: str, bootstrap: str = BOOTSTRAP,
 def token(
     role: str = typer.Argument(..., help=f"one of {', '.join(ROLES)}"),
     sub: str = typer.Option(None, help="subject (user id); defaults to '<role>-local'"),
-    pcn_id: str = typer.Option(None, help="PCN ODS code (link_worker, finance)"),
-    organisation_id: str = typer.Option(None, help="organisation id (charity)"),
+    pcn_id: str = typer.Option(None, help="PCN ODS code (link_worker, finance: required)"),
+    organisation_id: str = typer.Option(None, help="organisation id (charity: required)"),
     practice_id: str = typer.Option(None, help="GP practice ODS code (link_worker)"),
-    hours: int = typer.Option(8, help="lifetime in hours"),
+    hours: int = typer.Option(8, help="lifetime in hours (at most SOCIALRX_JWT_MAX_LIFETIME_S, 12 h by default)"),
 ) -> None:
-    """Mint an HS256 token with SOCIALRX_JWT_SECRET (the local default when unset)."""
+    """Mint an HS256 token with SOCIALRX_JWT_SECRET (the development secret when unset, local use only)."""
     if role not in ROLES:
-        raise typer.BadParameter(f"role must be one of {', '.join(ROLES)}")
+        _refuse(f"role must be one of {', '.join(ROLES)}")
+    # A token every endpoint would reject is refused here, at once, with what to add.
+    needed = SCOPE_CLAIM.get(role)
+    given = {"pcn_id": pcn_id, "organisation_id": organisation_id}
+    if needed and not (given[needed] or "").strip():
+        _refuse(f"a {role} token needs --{needed.replace('_', '-')} (its scope: "
+                f"{'the PCN ODS code, e.g. U12345' if needed == 'pcn_id' else 'the id from POST /organizations'})")
+    for name, value in {**given, "practice_id": practice_id}.items():
+        if value is not None and not value.strip():
+            _refuse(f"--{name.replace('_', '-')} may not be empty")
+    max_lifetime_s = int(os.environ.get("SOCIALRX_JWT_MAX_LIFETIME_S", 12 * 3600))
+    if hours <= 0 or hours * 3600 > max_lifetime_s:
+        _refuse(f"--hours must be between 1 and {max_lifetime_s // 3600}: the services refuse longer-lived tokens")
     secret = os.environ.get("SOCIALRX_JWT_SECRET", DEV_JWT_SECRET)
     typer.echo(mint_token(secret, sub=sub or f"{role}-local", role=role, pcn_id=pcn_id,
-                          organisation_id=organisation_id, practice_id=practice_id, ttl_s=hours * 3600))
+                          organisation_id=organisation_id, practice_id=practice_id, ttl_s=hours * 3600,
+                          issuer=os.environ.get("SOCIALRX_JWT_ISSUER") or None,
+                          audience=os.environ.get("SOCIALRX_JWT_AUDIENCE") or None))
+
+
+def _refuse(message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
 
 
 @app.command()

@@ -76,6 +76,8 @@ def service_env(service: str, *, port: int, kafka: str, database_url: str, jwt_s
             "SOCIALRX_HTTP_PORT": str(port),
             "SOCIALRX_CONSUMER_GROUP_PREFIX": group_prefix,
             "LOG_LEVEL": env.get("LOG_LEVEL", "INFO"),
+            # Local runs only (make up, tests, bench): the development secret and http:// issuers allowed.
+            "SOCIALRX_DEV_MODE": env.get("SOCIALRX_DEV_MODE", "1"),
         }
     )
     # The person_ref key is referral-intake's alone (rule 5): no other service is given it.

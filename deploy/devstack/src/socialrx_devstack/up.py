@@ -9,6 +9,8 @@ broker's log, the databases) lives in `.run/` and survives restarts.
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
 import signal
 import sys
 import threading
@@ -27,6 +29,7 @@ from .topics import ensure_topics_sync
 ROOT = Path(__file__).resolve().parents[4]
 STATE = Path(os.environ.get("SOCIALRX_STATE_DIR", ROOT / ".run"))
 PID_FILE = STATE / "up.pid"
+TOKENS_FILE = STATE / "tokens.env"
 
 
 def _already_running() -> int | None:
@@ -74,7 +77,7 @@ def main() -> int:
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
-    kafka = postgres = platform = None
+    kafka = postgres = platform = keycloak = None
     try:
         bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
         if not bootstrap:
@@ -99,10 +102,24 @@ def main() -> int:
         jwt_secret = os.environ.get("SOCIALRX_JWT_SECRET", DEV_JWT_SECRET)
         if jwt_secret == DEV_JWT_SECRET:
             _say("warning: SOCIALRX_JWT_SECRET is not set; using the local development secret (never in production)")
+        oidc_env: dict[str, str] = {}
+        if os.environ.get("SOCIALRX_UP_OIDC") == "1":
+            from .keycloak import AUDIENCE, LocalKeycloak
+
+            oidc_port = int(os.environ.get("SOCIALRX_OIDC_PORT", "8080"))
+            _say(f"starting Keycloak (realm socialrx) on 127.0.0.1:{oidc_port} ... (about a minute)")
+            shutil.rmtree(STATE / "keycloak", ignore_errors=True)  # a fresh realm each run: test users only
+            keycloak = LocalKeycloak(STATE / "keycloak", oidc_port)
+            provider = keycloak.start()
+            oidc_env = {"SOCIALRX_OIDC_ISSUER": provider.issuer, "SOCIALRX_OIDC_AUDIENCE": AUDIENCE}
+            _say(f"  issuer {provider.issuer}, client {provider.client_id} / {provider.client_secret}; users "
+                 + ", ".join(f"{user} ({role})" for role, (user, _) in provider.users.items())
+                 + " - passwords in deploy/keycloak/socialrx-realm.json")
         platform = Platform.build(
             kafka=bootstrap, database_urls=urls, ports={s: ports[s] for s in SERVICES}, jwt_secret=jwt_secret,
             person_ref_key=os.environ.get("SOCIALRX_PERSON_REF_KEY", DEV_PERSON_REF_KEY), log_dir=STATE / "logs",
             web_port=ports[WEB],
+            extra_env={service: oidc_env for service in SERVICES},
         )
         _say("starting the four services and the web app ...")
         platform.start()
@@ -116,12 +133,36 @@ def main() -> int:
     finally:
         if platform:
             platform.stop()
+        if keycloak:
+            keycloak.stop()
         if kafka:
             kafka.stop()
         if postgres:
             postgres.stop()
         PID_FILE.unlink(missing_ok=True)
         _say("stopped.")
+
+
+def write_tokens_file(path: Path, tokens: dict[str, str], cli: Path) -> None:
+    """`export ADMIN=... LW=... FIN=...` and a `charity_token ORG` helper, readable by this user only."""
+    lines = ["# Written by `make up`: tokens for trying socialrx locally. Use: source " + str(path)]
+    lines += [f"export {name}={shlex.quote(token)}" for name, token in tokens.items()]
+    lines.append("# CHARITY=$(charity_token <organisation id from POST /organizations>)")
+    lines.append(f'charity_token() {{ {shlex.quote(str(cli))} token charity --organisation-id "$1"; }}')
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Created 0600 from the start (not chmod-ed after): tokens are credentials.
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write("\n".join(lines) + "\n")
+    os.chmod(path, 0o600)  # an older file keeps its mode through O_TRUNC
+
+
+def _shown(path: Path) -> str:
+    """`.run/tokens.env` when run from the repository (as `make up` is), the full path otherwise."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def _print_ready(platform: Platform, jwt_secret: str) -> None:
@@ -131,16 +172,16 @@ def _print_ready(platform: Platform, jwt_secret: str) -> None:
     for service, process in platform.services.items():
         _say(f"  {service:16} {process.url}   (API docs: {process.url}/docs)")
     _say(f"  logs             {STATE / 'logs'}")
-    _say("\nTokens for trying it (8 hours; mint more with `.venv/bin/socialrx token --help`):")
-    examples = {
-        "admin": mint_token(jwt_secret, sub="admin-local", role="admin"),
-        "link_worker (PCN U12345, practice B82005)": mint_token(
-            jwt_secret, sub="link-worker-local", role="link_worker", pcn_id="U12345", practice_id="B82005"),
-        "finance (PCN U12345)": mint_token(jwt_secret, sub="finance-local", role="finance", pcn_id="U12345"),
+    tokens = {
+        "ADMIN": mint_token(jwt_secret, sub="admin-local", role="admin"),
+        "LW": mint_token(jwt_secret, sub="link-worker-local", role="link_worker", pcn_id="U12345",
+                         practice_id="B82005"),
+        "FIN": mint_token(jwt_secret, sub="finance-local", role="finance", pcn_id="U12345"),
     }
-    for name, token in examples.items():
-        _say(f"  {name}:\n    {token}")
-    _say("  charity: `.venv/bin/socialrx token charity --organisation-id <id from POST /organizations>`")
+    write_tokens_file(TOKENS_FILE, tokens, Path(sys.executable).parent / "socialrx")
+    _say(f"\nTokens (8 hours): admin $ADMIN, link_worker $LW (PCN U12345, practice B82005), finance $FIN "
+         f"(PCN U12345), and charity_token ORG, are in {TOKENS_FILE}. In your shell:")
+    _say(f"  source {_shown(TOKENS_FILE)}")
     _say("\nPress Ctrl-C to stop.")
 
 

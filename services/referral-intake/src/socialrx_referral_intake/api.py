@@ -169,16 +169,18 @@ async def create_referral(
     if practice_id is None:
         raise HTTPException(422, detail="practice_id is needed: the GP practice's ODS code, e.g. 'B82005'")
     request_hash = _request_hash(body)
+    link_worker_id = domain.link_worker_ref(_ref_key(rt), principal.sub)
     if idempotency_key:
-        existing = await _replay(rt, principal, idempotency_key, request_hash)
+        existing = await _replay(rt, principal, link_worker_id, idempotency_key, request_hash)
         if existing is not None:
             return existing
     referral_id = str(uuid.uuid4())
     try:
-        await _create(rt, principal, body, referral_id, practice_id, idempotency_key, request_hash)
+        await _create(rt, principal, link_worker_id, body, referral_id, practice_id, idempotency_key, request_hash)
     except IntegrityError:
         # A concurrent request with the same Idempotency-Key won the race: answer with its referral.
-        existing = await _replay(rt, principal, idempotency_key, request_hash) if idempotency_key else None
+        existing = (await _replay(rt, principal, link_worker_id, idempotency_key, request_hash)
+                    if idempotency_key else None)
         if existing is None:
             raise
         return existing
@@ -187,12 +189,19 @@ async def create_referral(
     return created
 
 
-async def _replay(rt: ServiceRuntime, principal: Principal, key: str, request_hash: str) -> ReferralOut | None:
+def _ref_key(rt: ServiceRuntime) -> bytes:
+    return rt.settings.person_ref_key.get_secret_value().encode()  # type: ignore[attr-defined]
+
+
+async def _replay(rt: ServiceRuntime, principal: Principal, link_worker_id: str, key: str,
+                  request_hash: str) -> ReferralOut | None:
     async with rt.sessionmaker() as session:
         row = (
             await session.execute(
                 select(referrals.c.id, referrals.c.request_hash)
-                .where(referrals.c.link_worker_id == principal.sub, referrals.c.idempotency_key == key)
+                # Rows written before link workers were pseudonymised hold the raw subject.
+                .where(referrals.c.link_worker_id.in_([link_worker_id, principal.sub]),
+                       referrals.c.idempotency_key == key)
             )
         ).first()
     if row is None:
@@ -202,11 +211,11 @@ async def _replay(rt: ServiceRuntime, principal: Principal, key: str, request_ha
     return await _load(rt, row.id)
 
 
-async def _create(rt: ServiceRuntime, principal: Principal, body: NewReferral, referral_id: str,
-                  practice_id: str, idempotency_key: str | None, request_hash: str) -> None:
+async def _create(rt: ServiceRuntime, principal: Principal, link_worker_id: str, body: NewReferral,
+                  referral_id: str, practice_id: str, idempotency_key: str | None, request_hash: str) -> None:
     now = datetime.now(timezone.utc)
     person = body.person
-    ref_key = rt.settings.person_ref_key.get_secret_value().encode()  # type: ignore[attr-defined]
+    ref_key = _ref_key(rt)
     async with rt.transaction() as session:
         service = (
             await session.execute(select(services_view).where(services_view.c.service_id == body.service_id))
@@ -227,7 +236,7 @@ async def _create(rt: ServiceRuntime, principal: Principal, body: NewReferral, r
             referral_id=referral_id,
             pcn_id=principal.pcn_id,
             practice_id=practice_id,
-            link_worker_id=principal.sub,
+            link_worker_id=link_worker_id,  # never the subject itself: it may be an email
             organisation_id=service["organisation_id"],
             service_id=body.service_id,
             needs=body.needs,
@@ -240,7 +249,7 @@ async def _create(rt: ServiceRuntime, principal: Principal, body: NewReferral, r
         )
         await session.execute(
             insert(referrals).values(
-                id=referral_id, pcn_id=event.pcn_id, practice_id=practice_id, link_worker_id=principal.sub,
+                id=referral_id, pcn_id=event.pcn_id, practice_id=practice_id, link_worker_id=link_worker_id,
                 organisation_id=event.organisation_id, service_id=event.service_id, needs=event.needs,
                 accessibility_needs=event.accessibility_needs, person_ref=event.person_ref,
                 age_band=event.age_band, postcode_district=event.postcode_district, status="created",

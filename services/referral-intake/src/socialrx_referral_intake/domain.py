@@ -52,6 +52,15 @@ def person_ref(key: bytes, nhs_number: str) -> str:
     return hmac.new(key, normalise_nhs_number(nhs_number).encode(), hashlib.sha256).hexdigest()
 
 
+def link_worker_ref(key: bytes, sub: str) -> str:
+    """A stable pseudonym of a link worker's token subject, which may be an email or `provider|id`.
+
+    Identity providers' subjects can be personal data (an email) and need not fit our id pattern, so
+    events and reports carry this keyed hash instead; the prefix separates it from `person_ref`, made
+    with the same key, so the two can never collide."""
+    return "lw-" + hmac.new(key, b"link-worker:" + sub.encode(), hashlib.sha256).hexdigest()[:40]
+
+
 def normalise_postcode(value: str) -> str | None:
     """`sw1a1aa` -> `SW1A 1AA`; None if it is not a UK postcode."""
     compact = value.strip().upper().replace(" ", "")

@@ -1,0 +1,44 @@
+"""A pydantic ValidationError raised inside a route is a 422 naming the field, never a 500."""
+
+from __future__ import annotations
+
+import httpx
+from fastapi import FastAPI
+from pydantic import BaseModel, StringConstraints
+from typing_extensions import Annotated
+
+from socialrx_shared import route_errors
+
+
+class Event(BaseModel):
+    pcn_id: Annotated[str, StringConstraints(pattern=r"^[A-Z0-9]+$")]
+
+
+def _app(install: bool) -> FastAPI:
+    app = FastAPI()
+    if install:
+        route_errors.install(app)
+
+    @app.get("/build")
+    def build(pcn_id: str) -> dict:
+        return Event(pcn_id=pcn_id).model_dump()  # built inside the route, as events are
+
+    return app
+
+
+async def _get(app: FastAPI, url: str) -> httpx.Response:
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+        return await client.get(url)
+
+
+async def test_validation_error_inside_a_route_is_a_422_without_the_input() -> None:
+    answer = await _get(_app(install=True), "/build?pcn_id=secret-lower-case")
+    assert answer.status_code == 422
+    assert answer.json()["detail"][0]["loc"] == ["pcn_id"]
+    assert "secret-lower-case" not in answer.text
+    assert (await _get(_app(install=True), "/build?pcn_id=U12345")).status_code == 200
+
+
+async def test_without_the_handler_it_would_be_a_500() -> None:
+    assert (await _get(_app(install=False), "/build?pcn_id=lower")).status_code == 500
