@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime, timezone
+from datetime import date
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, File, Header, HTTPException, Query, Request, Response, UploadFile
@@ -141,7 +141,7 @@ async def list_payments(request: Request, principal: Principal = Depends(require
 @router.get("/agreements/{agreement_id}/cap", tags=["agreements"], summary="Cap use in a financial year")
 async def cap_use(agreement_id: str, request: Request, principal: Principal = Depends(require("finance", "charity", "admin")),
                   on: LedgerDate | None = None) -> dict:
-    on = on or datetime.now(timezone.utc).date()
+    on = on or domain.today_in_uk()
     async with runtime_of(request).sessionmaker() as session:
         row = (await session.execute(_scope(select(agreements), agreements, principal, None)
                                      .where(agreements.c.id == agreement_id))).mappings().first()
@@ -153,7 +153,7 @@ async def cap_use(agreement_id: str, request: Request, principal: Principal = De
 @router.get("/arrears", tags=["payments"], summary="What is owed, aged by days past its due date")
 async def arrears(request: Request, principal: Principal = Depends(require("finance", "charity", "admin")),
                   as_of: LedgerDate | None = None, organisation_id: str | None = None) -> dict:
-    as_of = as_of or datetime.now(timezone.utc).date()
+    as_of = as_of or domain.today_in_uk()
     scope = _scope_of(principal, organisation_id)
     async with runtime_of(request).sessionmaker() as session:
         return await reports.arrears(session, as_of, **scope)
@@ -233,7 +233,7 @@ async def statement(organisation_id: str, request: Request,
                     principal: Principal = Depends(require("finance", "charity", "admin")),
                     from_: Annotated[LedgerDate | None, Query(alias="from")] = None,
                     to: LedgerDate | None = None, format: Literal["json", "csv"] = "json"):
-    to = to or datetime.now(timezone.utc).date()
+    to = to or domain.today_in_uk()
     from_ = from_ or domain.financial_year_start(to)
     if from_ > to:
         raise HTTPException(422, detail=f"from ({from_}) is after to ({to})")
@@ -267,9 +267,14 @@ async def reconciliation(request: Request, file: UploadFile = File(...), post: b
 
 @router.get("/trial-balance", tags=["ledger"], summary="Total debits and credits (always equal)")
 async def trial_balance(request: Request, principal: Principal = Depends(require("finance", "admin"))) -> dict:
+    query = select(func.coalesce(func.sum(journal_lines.c.debit_pence), 0),
+                   func.coalesce(func.sum(journal_lines.c.credit_pence), 0))
+    pcn_id = _scope_pcn(principal)
+    if pcn_id:
+        # Every account is `<kind>:<pcn>[:<org>]`: a finance officer sees only its own PCN's books
+        # (each entry stays within one PCN, so they balance on their own).
+        query = query.where(func.split_part(journal_lines.c.account, ":", 2) == pcn_id)
     async with runtime_of(request).sessionmaker() as session:
-        debits, credits = (await session.execute(
-            select(func.coalesce(func.sum(journal_lines.c.debit_pence), 0),
-                   func.coalesce(func.sum(journal_lines.c.credit_pence), 0)))).one()
-    assert debits == credits, "trial balance broken: debits != credits"
-    return {"debits_pence": int(debits), "credits_pence": int(credits), "balanced": debits == credits, "currency": "GBP"}
+        debits, credits = (await session.execute(query)).one()
+    return {"pcn_id": pcn_id, "debits_pence": int(debits), "credits_pence": int(credits),
+            "balanced": debits == credits, "currency": "GBP"}

@@ -64,7 +64,9 @@ async def settle_in(rt: ServiceRuntime, session: AsyncSession, pcn_id: str, requ
     await _lock(session, f"settle:{pcn_id}:{request.organisation_id}")
     existing = (await session.execute(select(settlements).where(or_(
         settlements.c.cause_key == request.cause_key(pcn_id),
-        (settlements.c.organisation_id == request.organisation_id) & (settlements.c.reference == request.reference),
+        # A reference is the PCN's own: another PCN paying this organisation may use the same one.
+        (settlements.c.pcn_id == pcn_id) & (settlements.c.organisation_id == request.organisation_id)
+        & (settlements.c.reference == request.reference),
     )))).mappings().first()
     if existing is not None:
         same = (existing["pcn_id"], existing["organisation_id"], existing["amount_pence"], existing["paid_on"],
@@ -94,7 +96,13 @@ async def settle_in(rt: ServiceRuntime, session: AsyncSession, pcn_id: str, requ
         organisation_id=request.organisation_id, amount_pence=request.amount_pence, paid_on=request.paid_on,
         reference=request.reference, allocations=[Allocation(payment_id=p, amount_pence=a) for p, a in chosen],
     )
-    assert await ledger.record_settlement(rt, session, settled, cause_key=cause_key)
+    # Never inside an assert: `python -O` drops asserts, and the settlement would go with it.
+    recorded = await ledger.record_settlement(rt, session, settled, cause_key=cause_key)
+    if not recorded:
+        # A concurrent request with the same Idempotency-Key for another organisation (a lock of
+        # its own) won the race to the same key: a clear 409, never a 500.
+        raise Refused(409, "another settlement with this Idempotency-Key or reference was recorded at the same "
+                           "moment; ask again to see it, or use a new key")
     return await settlement_view(session, settled.settlement_id), True
 
 
@@ -158,12 +166,29 @@ async def _grant_one(rt: ServiceRuntime, session: AsyncSession, agreement: domai
 
 
 def parse_remittance(text: str) -> list[domain.RemittanceLine | domain.MalformedLine]:
-    rows = list(csv.reader(io.StringIO(text)))
-    if not rows or tuple(cell.strip() for cell in rows[0]) != domain.REMITTANCE_HEADER:
+    rows = _read_rows(text)
+    header = rows[0] if rows else None
+    if not isinstance(header, list) or tuple(cell.strip() for cell in header) != domain.REMITTANCE_HEADER:
         raise Refused(422, "the CSV's first line must be the header " + ",".join(domain.REMITTANCE_HEADER))
     if len(rows) - 1 > MAX_RECONCILIATION_LINES:
         raise Refused(413, f"at most {MAX_RECONCILIATION_LINES} lines per file; split the remittance")
-    return [domain.parse_remittance_row(number, row) for number, row in enumerate(rows[1:], start=2) if row]
+    return [domain.MalformedLine(number, None, row) if isinstance(row, str)
+            else domain.parse_remittance_row(number, row)
+            for number, row in enumerate(rows[1:], start=2) if row]
+
+
+def _read_rows(text: str) -> list[list[str] | str]:
+    """Each record's cells, or why the csv module could not read it (a NUL byte, say): one bad
+    line is reported as malformed, the others go on."""
+    reader = csv.reader(io.StringIO(text))
+    rows: list[list[str] | str] = []
+    while True:
+        try:
+            rows.append(next(reader))
+        except StopIteration:
+            return rows
+        except csv.Error as exc:
+            rows.append(f"unreadable CSV line: {exc}")
 
 
 async def reconcile(rt: ServiceRuntime, pcn_id: str, text: str, post: bool) -> dict:

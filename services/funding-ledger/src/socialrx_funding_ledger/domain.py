@@ -7,10 +7,27 @@ Standard library only. Money is integer pence, never a float. The UK financial y
 from __future__ import annotations
 
 import calendar
+import re
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 BUCKETS = ("not_due", "days_1_30", "days_31_60", "days_61_90", "days_over_90")
+
+# PCNs and charities work, and count months, quarters and financial years, in UK local time:
+# 00:30 BST on 1 July is July's (Q2's) work although it is still 30 June in UTC.
+UK = ZoneInfo("Europe/London")
+
+
+def business_date_of(at: datetime) -> date:
+    """The UK calendar day an instant falls on (an aware datetime, any offset)."""
+    if at.tzinfo is None:
+        raise ValueError("a business date needs an aware datetime (with its UTC offset)")
+    return at.astimezone(UK).date()
+
+
+def today_in_uk(now: datetime | None = None) -> date:
+    return business_date_of(now or datetime.now(timezone.utc))
 
 
 @dataclass(frozen=True)
@@ -203,6 +220,15 @@ def days_outstanding(items: list[OpenItem], as_of: date) -> dict[str, int | None
 
 # --- money formatting -----------------------------------------------------------------------
 
+# A spreadsheet runs a cell starting with one of these as a formula (OWASP "CSV injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(text: str) -> str:
+    """Text a spreadsheet shows as text: a leading ' stops `=HYPERLINK(...)` in a reference running."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
 def pounds(pence: int) -> str:
     """Pence as pounds with two decimals, exactly (no float): -1234 -> "-12.34"."""
     sign = "-" if pence < 0 else ""
@@ -232,22 +258,36 @@ class MalformedLine:
     error: str
 
 
+# ASCII only: str.isdigit() and int() also take "١٢٣" (Arabic-Indic 123) and "²", and
+# date.fromisoformat() also takes "20260401" and "2026-W14-3"; a remittance is plain YYYY-MM-DD and pence.
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_PENCE = re.compile(r"[0-9]{1,12}")
+_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+FIRST_YEAR, LAST_YEAR = 2000, 2100
+
+
 def parse_remittance_row(line: int, row: list[str]) -> RemittanceLine | MalformedLine:
     reference = row[3].strip() if len(row) > 3 else None
     if len(row) != len(REMITTANCE_HEADER):
         return MalformedLine(line, reference, f"expected {len(REMITTANCE_HEADER)} columns, found {len(row)}")
     paid_on_text, organisation_id, amount_text, _ = (cell.strip() for cell in row)
     try:
+        if not _ISO_DATE.fullmatch(paid_on_text):
+            raise ValueError
         paid_on = date.fromisoformat(paid_on_text)
     except ValueError:
-        return MalformedLine(line, reference, f"paid_on {paid_on_text!r} is not an ISO date (YYYY-MM-DD)")
-    if not amount_text.isdigit():
-        return MalformedLine(line, reference, f"amount_pence {amount_text!r} is not a whole number of pence")
+        return MalformedLine(line, reference, f"paid_on {paid_on_text!r} is not an ISO date written YYYY-MM-DD")
+    if not FIRST_YEAR <= paid_on.year <= LAST_YEAR:
+        return MalformedLine(line, reference, f"paid_on {paid_on_text} is not a plausible date "
+                                              f"(years {FIRST_YEAR} to {LAST_YEAR})")
+    if not _PENCE.fullmatch(amount_text):
+        return MalformedLine(line, reference, f"amount_pence {amount_text!r} is not a whole number of pence "
+                                              "written with the digits 0-9")
     amount_pence = int(amount_text)
     if amount_pence <= 0 or amount_pence > 1_000_000_000:
         return MalformedLine(line, reference, f"amount_pence {amount_pence} is out of range (1 to 1000000000)")
-    if not organisation_id or len(organisation_id) > 64:
-        return MalformedLine(line, reference, "organisation_id is empty or longer than 64 characters")
+    if not _ID.fullmatch(organisation_id):
+        return MalformedLine(line, reference, "organisation_id must be 1 to 64 letters, digits or . _ : -")
     if not reference or len(reference) > MAX_REFERENCE:
         return MalformedLine(line, reference, f"reference is empty or longer than {MAX_REFERENCE} characters")
     return RemittanceLine(line, paid_on, organisation_id, amount_pence, reference)

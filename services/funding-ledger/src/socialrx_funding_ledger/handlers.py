@@ -27,7 +27,7 @@ async def accrue_outcome(rt: ServiceRuntime, session: AsyncSession, event: Outco
     # At most one outcome fee per referral per agreement, whichever qualifying outcome comes first.
     await ledger.accrue(rt, session, cause_key=f"outcome_recorded:{event.referral_id}:{agreement.id}",
                         agreement=agreement, basis="outcome_recorded", amount_pence=amount,
-                        business_date=event.recorded_at.date(), referral_id=event.referral_id)
+                        business_date=domain.business_date_of(event.recorded_at), referral_id=event.referral_id)
 
 
 def register(rt: ServiceRuntime) -> None:
@@ -35,7 +35,7 @@ def register(rt: ServiceRuntime) -> None:
 
     @consumer.on(REFERRAL_ACCEPTED.topic)
     async def on_accepted(session: AsyncSession, envelope: Envelope, event: ReferralAccepted) -> None:
-        accepted_on = event.accepted_at.date()
+        accepted_on = domain.business_date_of(event.accepted_at)  # the UK day, not the UTC one
         agreement = await ledger.agreement_in_force(session, event.pcn_id, event.organisation_id, accepted_on)
         inserted = await session.scalar(
             pg_insert(accepted_referrals).values(

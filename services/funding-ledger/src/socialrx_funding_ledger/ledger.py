@@ -41,6 +41,11 @@ def credit_account(pcn_id: str, organisation_id: str) -> str:
 HEADER_CAUSE = "ledger-cause-key"
 
 
+class LedgerBroken(RuntimeError):
+    """A money invariant would break: the transaction is rolled back. Raised, never asserted,
+    so `python -O` cannot turn the check off."""
+
+
 async def stage(rt: ServiceRuntime | None, session: AsyncSession, spec: EventSpec, data: Strict,
                 ledger_headers: dict[str, str]) -> None:
     """The shared outbox `stage`, with the ledger's own headers. `rt` None (a rebuild) publishes nothing."""
@@ -53,8 +58,10 @@ async def post_entry(session: AsyncSession, cause_key: str, business_date: date,
     """Post one balanced entry; None (and nothing posted) if this cause was posted before."""
     debits = sum(d for _, d, _ in lines)
     credits = sum(c for _, _, c in lines)
-    assert debits == credits, f"unbalanced entry {cause_key}: debits {debits} != credits {credits}"
-    assert all(d >= 0 and c >= 0 and (d == 0) != (c == 0) for _, d, c in lines), "a line is one-sided and positive"
+    if debits != credits:
+        raise LedgerBroken(f"unbalanced entry {cause_key}: debits {debits} != credits {credits}")
+    if not all(d >= 0 and c >= 0 and (d == 0) != (c == 0) for _, d, c in lines):
+        raise LedgerBroken(f"entry {cause_key}: every line must be one-sided and positive")
     entry_id = await session.scalar(
         pg_insert(journal_entries).values(cause_key=cause_key, business_date=business_date, memo=memo)
         .on_conflict_do_nothing(index_elements=["cause_key"]).returning(journal_entries.c.id)
@@ -144,7 +151,8 @@ async def record_payment(rt: ServiceRuntime | None, session: AsyncSession, payme
             (f"expense:{payment.pcn_id}", payment.amount_pence, 0),
             (payable_account(payment.pcn_id, payment.organisation_id), 0, payment.amount_pence),
         ])
-        assert posted is not None, f"journal already holds {cause_key} but payments did not"
+        if posted is None:
+            raise LedgerBroken(f"journal already holds {cause_key} but payments did not")
     await stage(rt, session, PAYMENT_DUE, payment, {HEADER_CAUSE: cause_key})
     return True
 
@@ -168,7 +176,8 @@ async def record_settlement(rt: ServiceRuntime | None, session: AsyncSession, se
     The caller has checked the allocations against open payments (and locked them)."""
     allocated_pence = sum(a.amount_pence for a in settled.allocations)
     unallocated_pence = settled.amount_pence - allocated_pence
-    assert unallocated_pence >= 0, "allocations exceed the amount paid"
+    if unallocated_pence < 0:
+        raise LedgerBroken(f"settlement {settled.settlement_id}: allocations exceed the amount paid")
     inserted = await session.scalar(
         pg_insert(settlements).values(
             settlement_id=settled.settlement_id, cause_key=cause_key, pcn_id=settled.pcn_id,
@@ -185,7 +194,8 @@ async def record_settlement(rt: ServiceRuntime | None, session: AsyncSession, se
                                    payments.c.pcn_id == settled.pcn_id,
                                    payments.c.open_pence >= allocation.amount_pence)
             .values(open_pence=payments.c.open_pence - allocation.amount_pence).returning(payments.c.payment_id))
-        assert reduced is not None, f"allocation to {allocation.payment_id} does not fit its open amount"
+        if reduced is None:
+            raise LedgerBroken(f"allocation to {allocation.payment_id} does not fit its open amount")
     if settled.allocations:
         await session.execute(insert(allocations), [
             {"settlement_id": settled.settlement_id, "payment_id": a.payment_id, "amount_pence": a.amount_pence}

@@ -137,4 +137,17 @@ def _csv_row(line: dict) -> list[str]:
     money = {f"{name}_gbp": domain.pounds(line[f"{name}_pence"])
              for name in ("charged", "paid", "balance") if isinstance(line.get(f"{name}_pence"), int)}
     merged = {**line, **money}
-    return ["" if merged.get(column) is None else str(merged.get(column, "")) for column in CSV_COLUMNS]
+    return [_cell(column, merged.get(column)) for column in CSV_COLUMNS]
+
+
+NUMBER_COLUMNS = frozenset(c for c in CSV_COLUMNS if c.endswith(("_pence", "_gbp")))
+
+
+def _cell(column: str, value) -> str:
+    """Figures we compute go out as they are (-500 is a number); any text, above all a reference
+    someone typed, is made safe to open in a spreadsheet."""
+    if value is None:
+        return ""
+    if column in NUMBER_COLUMNS:
+        return str(value)
+    return domain.spreadsheet_safe(str(value))

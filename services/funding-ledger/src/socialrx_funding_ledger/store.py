@@ -119,7 +119,7 @@ settlements = Table(
     Column("paid_on", Date, nullable=False),
     Column("reference", String(140), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    UniqueConstraint("organisation_id", "reference", name="uq_settlements_org_reference"),
+    UniqueConstraint("pcn_id", "organisation_id", "reference", name="uq_settlements_pcn_org_reference"),
     CheckConstraint("amount_pence > 0 AND unallocated_pence >= 0 AND unallocated_pence <= amount_pence",
                     name="amounts_sane"),
 )

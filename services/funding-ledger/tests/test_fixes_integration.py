@@ -1,0 +1,120 @@
+"""Regression tests of the issue-12 ledger defects, on the real broker and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import uuid
+from datetime import date, datetime, timezone
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from socialrx_devstack.testing import auth
+from socialrx_shared import events as ev
+from socialrx_shared.db import make_engine
+
+from .conftest import new_org, new_pcn
+
+AGREEMENT = {"per_referral_pence": 1000, "period": "monthly", "days_after_period_end": 30, "starts_on": "2026-04-01"}
+
+
+@pytest.mark.parametrize("statement", ["TRUNCATE journal_lines", "TRUNCATE journal_entries CASCADE",
+                                       "TRUNCATE journal_entries, journal_lines"])
+async def test_the_journal_refuses_truncate(ledger, statement: str) -> None:
+    pcn, org = new_pcn(), new_org()
+    await ledger.agree(pcn, organisation_id=org, **AGREEMENT)
+    await ledger.accept(pcn, org, date(2026, 4, 10))
+    await ledger.payments(pcn, org, 1)
+    engine = make_engine(ledger.database_url, pool_size=1)
+    try:
+        async with engine.connect() as connection:
+            with pytest.raises(DBAPIError, match="journal entries are immutable"):
+                await connection.execute(text(statement))
+            await connection.rollback()
+            assert await connection.scalar(text("SELECT count(*) FROM journal_lines")) > 0
+    finally:
+        await engine.dispose()
+
+
+async def test_two_pcns_may_pay_one_organisation_with_the_same_reference(ledger) -> None:
+    first, second, org = new_pcn(), new_pcn(), new_org()
+    for pcn in (first, second):
+        await ledger.agree(pcn, organisation_id=org, **AGREEMENT)
+        await ledger.accept(pcn, org, date(2026, 4, 10))
+        await ledger.payments(pcn, org, 1)
+    body = {"organisation_id": org, "amount_pence": 1000, "paid_on": "2026-06-01", "reference": "APRIL"}
+    paid = await ledger.client.post("/settlements", headers=ledger.finance(first), json=body)
+    assert paid.status_code == 201, paid.text
+    # The second PCN's reconciliation: the dry run and the post agree, and nothing names PCN one.
+    remittance = "paid_on,organisation_id,amount_pence,reference\n" + f"2026-06-01,{org},1000,APRIL\n"
+    upload = {"file": ("r.csv", remittance.encode(), "text/csv")}
+    dry = (await ledger.client.post("/reconciliation", headers=ledger.finance(second), files=upload)).json()
+    assert [(r["status"], r["recorded"]) for r in dry["lines"]] == [("matched", False)]
+    posted = await ledger.client.post("/reconciliation?post=true", headers=ledger.finance(second), files=upload)
+    assert posted.status_code == 200, posted.text
+    [line] = posted.json()["lines"]
+    assert line["status"] == "matched" and line["posted_settlement_id"] != paid.json()["settlement_id"]
+    again = await ledger.client.post("/settlements", headers=ledger.finance(second), json=body)
+    assert again.status_code == 200 and again.json()["settlement_id"] == line["posted_settlement_id"]
+    for pcn in (first, second):
+        settled = (await ledger.client.get("/settlements", headers=ledger.finance(pcn))).json()["items"]
+        assert [(s["pcn_id"], s["reference"]) for s in settled] == [(pcn, "APRIL")]
+
+
+async def test_a_race_on_one_idempotency_key_is_a_409_never_a_500(ledger) -> None:
+    pcn = new_pcn()
+    orgs = [new_org() for _ in range(2)]
+    for org in orgs:
+        await ledger.agree(pcn, organisation_id=org, **AGREEMENT)
+    for round_ in range(6):
+        headers = {**ledger.finance(pcn), "Idempotency-Key": f"race-{uuid.uuid4().hex}"}
+        answers = await asyncio.gather(*(ledger.client.post("/settlements", headers=headers, json={
+            "organisation_id": org, "amount_pence": 100, "paid_on": "2026-06-01", "reference": f"RACE-{round_}"})
+            for org in orgs))
+        assert sorted(a.status_code for a in answers) == [201, 409], [a.text for a in answers]
+        assert "Idempotency-Key" in next(a for a in answers if a.status_code == 409).json()["detail"]
+
+
+async def test_trial_balance_shows_a_finance_officer_only_their_pcn(ledger) -> None:
+    mine, theirs, org = new_pcn(), new_pcn(), new_org()
+    await ledger.agree(mine, organisation_id=org, **AGREEMENT)
+    await ledger.agree(theirs, organisation_id=org, **AGREEMENT | {"per_referral_pence": 7000})
+    await ledger.accept(mine, org, date(2026, 4, 10))
+    await ledger.accept(theirs, org, date(2026, 4, 10))
+    await ledger.payments(mine, org, 1)
+    await ledger.payments(theirs, org, 1)
+    own = (await ledger.client.get("/trial-balance", headers=ledger.finance(mine))).json()
+    assert (own["pcn_id"], own["debits_pence"], own["credits_pence"], own["balanced"]) == (mine, 1000, 1000, True)
+    everyone = (await ledger.client.get("/trial-balance", headers=auth(ledger.jwt_secret, "admin"))).json()
+    assert everyone["pcn_id"] is None and everyone["debits_pence"] >= 8000 and everyone["balanced"]
+
+
+async def test_statement_csv_cannot_carry_a_spreadsheet_formula(ledger) -> None:
+    pcn, org = new_pcn(), new_org()
+    await ledger.agree(pcn, organisation_id=org, **AGREEMENT)
+    await ledger.accept(pcn, org, date(2026, 4, 10))
+    await ledger.payments(pcn, org, 1)
+    for reference in ('=HYPERLINK("http://evil.example","x")', "+1+2", "-2+3", "@SUM(1)"):
+        paid = await ledger.client.post("/settlements", headers=ledger.finance(pcn), json={
+            "organisation_id": org, "amount_pence": 300, "paid_on": "2026-06-01", "reference": reference})
+        assert paid.status_code == 201, paid.text
+    answer = await ledger.client.get(f"/statements/{org}?from=2026-04-01&to=2026-06-30&format=csv",
+                                     headers=ledger.finance(pcn))
+    rows = list(csv.DictReader(io.StringIO(answer.text)))
+    references = sorted(r["reference"] for r in rows if r["type"] == "payment")
+    assert references == ["'+1+2", "'-2+3", "'=HYPERLINK(\"http://evil.example\",\"x\")", "'@SUM(1)"]
+    assert rows[-1]["balance_pence"] == "-200"  # figures stay numbers, a minus sign and all
+
+
+async def test_work_just_after_midnight_in_summer_time_is_the_uk_day(ledger) -> None:
+    pcn, org = new_pcn(), new_org()
+    await ledger.agree(pcn, organisation_id=org, **AGREEMENT | {"period": "quarterly"})
+    # 00:30 BST on 1 July = 23:30 UTC on 30 June: July's work (Q2), not June's (Q1).
+    await ledger.publish(ev.REFERRAL_ACCEPTED, ev.ReferralAccepted(
+        referral_id="r-" + uuid.uuid4().hex[:10], organisation_id=org, service_id="svc", pcn_id=pcn,
+        accepted_at=datetime(2026, 6, 30, 23, 30, tzinfo=timezone.utc)))
+    [payment] = await ledger.payments(pcn, org, 1)
+    assert (payment["business_date"], payment["period"], payment["due_date"]) == ("2026-07-01", "2026/27-Q2", "2026-10-30")
