@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from socialrx_devstack.testing import auth
+from socialrx_devstack.testing import auth, events_on_topic, wait_for
 from socialrx_shared import events as ev
 from socialrx_shared.db import make_engine
 
@@ -118,3 +118,52 @@ async def test_work_just_after_midnight_in_summer_time_is_the_uk_day(ledger) -> 
         accepted_at=datetime(2026, 6, 30, 23, 30, tzinfo=timezone.utc)))
     [payment] = await ledger.payments(pcn, org, 1)
     assert (payment["business_date"], payment["period"], payment["due_date"]) == ("2026-07-01", "2026/27-Q2", "2026-10-30")
+
+
+async def test_a_corrected_outcome_takes_its_paid_fee_back_as_a_credit(ledger) -> None:
+    pcn, org = new_pcn(), new_org()
+    finance = ledger.finance(pcn)
+    await ledger.agree(pcn, organisation_id=org, per_referral_pence=5000, per_outcome_pence=12000,
+                       period="quarterly", days_after_period_end=30, starts_on="2026-04-01")
+    referral = await ledger.accept(pcn, org, date(2026, 5, 4))
+    completed = ev.OutcomeRecorded(outcome_id="o-" + referral, referral_id=referral, organisation_id=org,
+                                   pcn_id=pcn, status="completed", sessions_attended=6,
+                                   recorded_at=datetime(2026, 6, 10, 10, tzinfo=timezone.utc))
+    await ledger.publish(ev.OUTCOME_RECORDED, completed)
+    await ledger.payments(pcn, org, 2)
+    paid = await ledger.client.post("/settlements", headers=finance, json={
+        "organisation_id": org, "amount_pence": 17000, "paid_on": "2026-07-15", "reference": "Q1"})
+    assert paid.status_code == 201 and paid.json()["unallocated_pence"] == 0, paid.text
+
+    corrected = completed.model_copy(update={"status": "engaged", "revision": 2,
+                                             "corrected_at": datetime(2026, 8, 3, 9, tzinfo=timezone.utc)})
+    await ledger.publish(ev.OUTCOME_RECORDED, corrected)
+    await ledger.publish(ev.OUTCOME_RECORDED, corrected)  # a redelivery takes nothing back twice
+
+    async def taken_back():
+        items = (await ledger.client.get(f"/payments?organisation_id={org}", headers=finance)).json()["items"]
+        return [p for p in items if p["reversed_pence"]] or None
+    [fee] = await wait_for(taken_back, what="the outcome fee taken back")
+    assert (fee["basis"], fee["amount_pence"], fee["reversed_pence"], fee["open_pence"]) == ("outcome_recorded", 12000, 12000, 0)
+
+    # The fee was paid: the organisation now holds 12000 of credit, in arrears, statements and settlements.
+    arrears = (await ledger.client.get("/arrears?as_of=2026-08-31", headers=finance)).json()
+    assert (arrears["total"]["owed_pence"], arrears["total"]["credit_held_pence"]) == (0, 12000)
+    before = (await ledger.client.get("/arrears?as_of=2026-08-02", headers=finance)).json()
+    assert before["total"]["credit_held_pence"] == 0  # dated by the correction
+    statement = (await ledger.client.get(f"/statements/{org}?from=2026-04-01&to=2026-08-31", headers=finance)).json()
+    assert [(line["type"], line["charged_pence"], line["paid_pence"]) for line in statement["lines"]] == [
+        ("accrual", 5000, 0), ("accrual", 12000, 0), ("payment", 0, 17000), ("reversal", -12000, 0)]
+    assert statement["closing_balance_pence"] == -12000
+    settled = (await ledger.client.get("/settlements", headers=finance)).json()["items"]
+    assert settled[0]["credit_held_pence"] == 12000
+    balance = (await ledger.client.get("/trial-balance", headers=finance)).json()
+    assert balance["balanced"] and balance["debits_pence"] == 5000 + 12000 + 17000 + 12000  # accruals, payment, reversal
+
+    async def published():
+        return await events_on_topic(ledger.bootstrap, ev.PAYMENT_REVERSED.topic, referral_id=referral) or None
+    [envelope] = await wait_for(published, what="payment.reversed on its topic")
+    event = envelope.payload()
+    assert (event.payment_id, event.reversed_pence, event.open_cancelled_pence, event.overpaid_pence,
+            event.business_date) == (fee["payment_id"], 12000, 0, 12000, date(2026, 8, 3))
+    assert "engaged" in event.reason

@@ -134,6 +134,24 @@ class PaymentDue(Strict):
     refused_over_cap_pence: Pence = 0
 
 
+class PaymentReversed(Strict):
+    """A payment due taken back, wholly, by a new reversing entry: a correction changed what is owed
+    (e.g. an outcome corrected from completed to engaged). What of it was still open is no longer
+    owed; what had already been paid is held as a credit for the organisation (never lost)."""
+    payment_id: Id
+    agreement_id: Id
+    pcn_id: OdsCode
+    organisation_id: Id
+    referral_id: Id | None
+    basis: PaymentBasis
+    reversed_pence: Pence  # the whole payment's amount
+    open_cancelled_pence: Pence  # of it, what was still owed
+    overpaid_pence: Pence  # of it, what had been paid: now a credit held for the organisation
+    currency: Literal["GBP"] = "GBP"
+    business_date: date  # the UK day of the correction
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=300)]
+
+
 class Allocation(Strict):
     payment_id: Id
     amount_pence: Pence
@@ -206,6 +224,7 @@ OUTCOME_RECORDED = EventSpec("outcome.recorded", 1, OutcomeRecorded, "referral_i
 PAYMENT_DUE = EventSpec("payment.due", 1, PaymentDue, "referral_id", "agreement_id")
 PAYMENT_SETTLED = EventSpec("payment.settled", 1, PaymentSettled, "organisation_id")
 SERVICE_UPDATED = EventSpec("service.updated", 1, ServiceUpdated, "service_id")
+PAYMENT_REVERSED = EventSpec("payment.reversed", 1, PaymentReversed, "referral_id", "agreement_id")
 
 ALL_EVENTS: tuple[EventSpec, ...] = (
     REFERRAL_CREATED,
@@ -215,6 +234,7 @@ ALL_EVENTS: tuple[EventSpec, ...] = (
     PAYMENT_DUE,
     PAYMENT_SETTLED,
     SERVICE_UPDATED,
+    PAYMENT_REVERSED,
 )
 BY_TOPIC = {spec.topic: spec for spec in ALL_EVENTS}
 BY_TYPE = {spec.ce_type: spec for spec in ALL_EVENTS}

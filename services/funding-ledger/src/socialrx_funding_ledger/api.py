@@ -134,7 +134,7 @@ async def list_payments(request: Request, principal: Principal = Depends(require
             .offset((page - 1) * per_page).limit(per_page))).mappings().all()
     items = [{k: r[k] for k in ("payment_id", "agreement_id", "pcn_id", "organisation_id", "referral_id", "basis",
                                 "amount_pence", "open_pence", "period", "due_date", "business_date",
-                                "refused_over_cap_pence")} | {"currency": "GBP"} for r in rows]
+                                "refused_over_cap_pence", "reversed_pence")} | {"currency": "GBP"} for r in rows]
     return {"items": items, "page": page, "per_page": per_page, "total": total}
 
 

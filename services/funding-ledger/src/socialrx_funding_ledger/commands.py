@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from socialrx_shared.events import Allocation, PaymentSettled
 from socialrx_shared.runtime import ServiceRuntime
 
-from . import domain, ledger
+from . import domain, ledger, reports
 from .store import agreements, allocations, payments, settlements
 
 SETTLEMENT_NAMESPACE = uuid.UUID("0d9a4f7e-2b55-4a8e-9c61-3f1e7a2c5b90")
@@ -133,11 +133,8 @@ async def settlement_view(session: AsyncSession, settlement_id: str) -> dict:
 
 
 async def credit_held_pence(session: AsyncSession, pcn_id: str, organisation_id: str, as_of: date | None = None) -> int:
-    query = select(func.coalesce(func.sum(settlements.c.unallocated_pence), 0)).where(
-        settlements.c.pcn_id == pcn_id, settlements.c.organisation_id == organisation_id)
-    if as_of is not None:
-        query = query.where(settlements.c.paid_on <= as_of)
-    return int(await session.scalar(query))
+    credits = await reports.credits_by_organisation(session, as_of, pcn_id=pcn_id, organisation_id=organisation_id)
+    return credits.get(organisation_id, 0)
 
 
 async def accrue_block_grants(rt: ServiceRuntime, pcn_id: str, on: date, agreement_id: str | None = None) -> list[dict]:

@@ -102,6 +102,29 @@ def fee(agreement: Agreement, basis: str, outcome_status: str | None = None) -> 
     raise ValueError(f"unknown basis {basis!r}")
 
 
+@dataclass(frozen=True)
+class OutcomeFact:
+    """The newest revision the ledger has seen of one outcome of a referral."""
+    outcome_id: str
+    status: str
+    recorded_at: datetime
+    corrected_at: datetime | None = None
+
+
+def qualifying_outcome(agreement: Agreement, facts: list[OutcomeFact]) -> OutcomeFact | None:
+    """The outcome a referral's outcome fee is owed for: the earliest recorded whose newest
+    revision has a status the agreement pays for; None when none has (then no fee is owed,
+    and one accrued earlier is taken back)."""
+    paying = [f for f in facts if f.status in agreement.outcome_statuses and agreement.per_outcome_pence > 0]
+    return min(paying, key=lambda f: (f.recorded_at, f.outcome_id), default=None)
+
+
+def correction_date(facts: list[OutcomeFact]) -> date:
+    """The UK day a fee is taken back on: the newest correction (or recording) among the facts,
+    so the date follows from the facts, not from when the ledger happened to read them."""
+    return business_date_of(max(f.corrected_at or f.recorded_at for f in facts))
+
+
 def apply_cap(amount_pence: int, accrued_this_year_pence: int, cap_pence_per_year: int | None) -> tuple[int, int]:
     """(owed, refused): beyond the yearly cap nothing more is owed, and what is refused is kept."""
     if cap_pence_per_year is None:

@@ -1,12 +1,16 @@
 """How the ledger turns accepted referrals and recorded outcomes into money owed.
 
-Events may arrive in any order: an outcome seen before its referral's acceptance waits in
-`pending_outcomes` and is accrued when the acceptance arrives, so the final ledger is the same.
+Events may arrive in any order and more than once. The ledger keeps the facts it has seen (every
+accepted referral, with or without an agreement; the newest revision of every outcome) and decides
+each referral's outcome fee from those facts alone, so any order of the same facts gives the same
+money owed: an outcome seen before its acceptance waits in `outcomes` until the acceptance; a
+correction that stops an outcome qualifying takes its fee back (a reversing entry, `payment.reversed`);
+one that makes it qualify again owes it again (a new payment).
 """
 
 from __future__ import annotations
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -15,61 +19,86 @@ from socialrx_shared.events import OUTCOME_RECORDED, REFERRAL_ACCEPTED, Envelope
 from socialrx_shared.runtime import ServiceRuntime
 
 from . import domain, ledger
-from .store import accepted_referrals, agreements, pending_outcomes
+from .store import accepted_referrals, agreements, outcomes, payment_reversals, payments
 
 
-async def accrue_outcome(rt: ServiceRuntime, session: AsyncSession, event: OutcomeRecorded, agreement_id: str | None) -> None:
-    if agreement_id is None:
-        return  # accepted outside any agreement: nothing is owed
-    row = (await session.execute(select(agreements).where(agreements.c.id == agreement_id))).mappings().one()
+def _fact(event: OutcomeRecorded) -> domain.OutcomeFact:
+    return domain.OutcomeFact(event.outcome_id, event.status, event.recorded_at, event.corrected_at)
+
+
+async def settle_outcome_fee(rt: ServiceRuntime, session: AsyncSession, referral_id: str) -> None:
+    """Make the referral's outcome fee what its known outcomes say it is: owed once if one of them
+    qualifies under the agreement the referral was accepted under, else not owed (taken back)."""
+    accepted = (await session.execute(
+        select(accepted_referrals).where(accepted_referrals.c.referral_id == referral_id))).mappings().first()
+    if accepted is None or accepted["agreement_id"] is None:
+        return  # not accepted yet (the outcomes wait), or accepted outside any agreement: nothing owed
+    row = (await session.execute(select(agreements).where(agreements.c.id == accepted["agreement_id"]))).mappings().one()
     agreement = ledger.agreement_from_row(dict(row))
-    amount = domain.fee(agreement, "outcome_recorded", event.status)
-    # At most one outcome fee per referral per agreement, whichever qualifying outcome comes first.
-    await ledger.accrue(rt, session, cause_key=f"outcome_recorded:{event.referral_id}:{agreement.id}",
-                        agreement=agreement, basis="outcome_recorded", amount_pence=amount,
-                        business_date=domain.business_date_of(event.recorded_at), referral_id=event.referral_id)
+    events = (await session.execute(select(outcomes.c.event).where(outcomes.c.referral_id == referral_id))).scalars().all()
+    facts = [_fact(OutcomeRecorded.model_validate(e)) for e in events]
+    cause_key = f"outcome_recorded:{referral_id}:{agreement.id}"
+    fees = (await session.execute(
+        select(payments.c.payment_id, payment_reversals.c.payment_id.label("reversed"))
+        .outerjoin(payment_reversals, payment_reversals.c.payment_id == payments.c.payment_id)
+        .where(payments.c.referral_id == referral_id, payments.c.agreement_id == agreement.id,
+               payments.c.basis == "outcome_recorded").order_by(payments.c.created_at, payments.c.payment_id)
+    )).all()
+    live = [fee.payment_id for fee in fees if fee.reversed is None]
+    qualifying = domain.qualifying_outcome(agreement, facts)
+    if qualifying is not None and not live:
+        # The first fee keeps the historical key; a fee owed again after a reversal is a new cause.
+        key = cause_key if not fees else f"{cause_key}:{len(fees) + 1}"
+        await ledger.accrue(rt, session, cause_key=key, agreement=agreement, basis="outcome_recorded",
+                            amount_pence=agreement.per_outcome_pence,
+                            business_date=domain.business_date_of(qualifying.recorded_at), referral_id=referral_id)
+    elif qualifying is None and live and facts:
+        # (A fee with no outcome known here predates this table: left as it is.)
+        newest = max(facts, key=lambda f: f.corrected_at or f.recorded_at)
+        for payment_id in live:
+            await ledger.reverse_payment(
+                rt, session, payment_id, business_date=domain.correction_date(facts),
+                reason=f"outcome {newest.outcome_id} is now {newest.status}, which this agreement does not pay for")
+
+
+async def on_accepted(rt: ServiceRuntime, session: AsyncSession, event: ReferralAccepted) -> None:
+    accepted_on = domain.business_date_of(event.accepted_at)  # the UK day, not the UTC one
+    agreement = await ledger.agreement_in_force(session, event.pcn_id, event.organisation_id, accepted_on)
+    inserted = await session.scalar(
+        pg_insert(accepted_referrals).values(
+            referral_id=event.referral_id, pcn_id=event.pcn_id, organisation_id=event.organisation_id,
+            accepted_on=accepted_on, agreement_id=agreement.id if agreement else None,
+        ).on_conflict_do_nothing(index_elements=["referral_id"]).returning(accepted_referrals.c.referral_id)
+    )
+    if inserted is None:
+        return
+    if agreement is not None:
+        await ledger.accrue(rt, session, cause_key=f"referral_accepted:{event.referral_id}",
+                            agreement=agreement, basis="referral_accepted",
+                            amount_pence=domain.fee(agreement, "referral_accepted"),
+                            business_date=accepted_on, referral_id=event.referral_id)
+    await settle_outcome_fee(rt, session, event.referral_id)  # outcomes that came first
+
+
+async def on_outcome(rt: ServiceRuntime, session: AsyncSession, event: OutcomeRecorded) -> None:
+    seen = pg_insert(outcomes).values(outcome_id=event.outcome_id, referral_id=event.referral_id,
+                                      revision=event.revision, event=event.model_dump(mode="json"))
+    # The newest revision wins; a redelivery or an older revision arriving late changes nothing.
+    changed = await session.scalar(seen.on_conflict_do_update(
+        index_elements=["outcome_id"], set_={"revision": seen.excluded.revision, "event": seen.excluded.event},
+        where=outcomes.c.revision < seen.excluded.revision,
+    ).returning(outcomes.c.outcome_id))
+    if changed is not None:
+        await settle_outcome_fee(rt, session, event.referral_id)
 
 
 def register(rt: ServiceRuntime) -> None:
     consumer: EventConsumer = rt.consumer
 
     @consumer.on(REFERRAL_ACCEPTED.topic)
-    async def on_accepted(session: AsyncSession, envelope: Envelope, event: ReferralAccepted) -> None:
-        accepted_on = domain.business_date_of(event.accepted_at)  # the UK day, not the UTC one
-        agreement = await ledger.agreement_in_force(session, event.pcn_id, event.organisation_id, accepted_on)
-        inserted = await session.scalar(
-            pg_insert(accepted_referrals).values(
-                referral_id=event.referral_id, pcn_id=event.pcn_id, organisation_id=event.organisation_id,
-                accepted_on=accepted_on, agreement_id=agreement.id if agreement else None,
-            ).on_conflict_do_nothing(index_elements=["referral_id"]).returning(accepted_referrals.c.referral_id)
-        )
-        if inserted is None:
-            return
-        if agreement is not None:
-            await ledger.accrue(rt, session, cause_key=f"referral_accepted:{event.referral_id}",
-                                agreement=agreement, basis="referral_accepted",
-                                amount_pence=domain.fee(agreement, "referral_accepted"),
-                                business_date=accepted_on, referral_id=event.referral_id)
-        waiting = (await session.execute(
-            delete(pending_outcomes).where(pending_outcomes.c.referral_id == event.referral_id)
-            .returning(pending_outcomes.c.event)
-        )).scalars().all()
-        for payload in sorted(waiting, key=lambda p: p["recorded_at"]):
-            await accrue_outcome(rt, session, OutcomeRecorded.model_validate(payload),
-                                 agreement.id if agreement else None)
+    async def accepted(session: AsyncSession, envelope: Envelope, event: ReferralAccepted) -> None:
+        await on_accepted(rt, session, event)
 
     @consumer.on(OUTCOME_RECORDED.topic)
-    async def on_outcome(session: AsyncSession, envelope: Envelope, event: OutcomeRecorded) -> None:
-        accepted = (await session.execute(
-            select(accepted_referrals).where(accepted_referrals.c.referral_id == event.referral_id)
-        )).mappings().first()
-        if accepted is None:
-            waiting = pg_insert(pending_outcomes).values(
-                outcome_id=event.outcome_id, referral_id=event.referral_id, event=event.model_dump(mode="json"))
-            # A correction of a waiting outcome replaces it (a higher revision); a redelivery does not.
-            await session.execute(waiting.on_conflict_do_update(
-                index_elements=["outcome_id"], set_={"event": waiting.excluded.event},
-                where=pending_outcomes.c.event["revision"].as_integer() < waiting.excluded.event["revision"].as_integer(),
-            ))
-            return
-        await accrue_outcome(rt, session, event, accepted["agreement_id"])
+    async def outcome(session: AsyncSession, envelope: Envelope, event: OutcomeRecorded) -> None:
+        await on_outcome(rt, session, event)

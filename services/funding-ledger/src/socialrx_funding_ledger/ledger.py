@@ -21,11 +21,13 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from socialrx_shared.events import PAYMENT_DUE, PAYMENT_SETTLED, EventSpec, PaymentDue, PaymentSettled, Strict
+from socialrx_shared.events import (
+    PAYMENT_DUE, PAYMENT_REVERSED, PAYMENT_SETTLED, EventSpec, PaymentDue, PaymentReversed, PaymentSettled, Strict,
+)
 from socialrx_shared.runtime import ServiceRuntime
 
 from . import domain
-from .store import agreements, allocations, journal_entries, journal_lines, payments, settlements
+from .store import agreements, allocations, journal_entries, journal_lines, payment_reversals, payments, settlements
 
 PAYMENT_NAMESPACE = uuid.UUID("6f1c1a52-7b1e-4c4a-9d38-5e0f0b9d8a11")
 
@@ -97,7 +99,8 @@ async def agreement_in_force(session: AsyncSession, pcn_id: str, organisation_id
 async def accrued_in_financial_year(session: AsyncSession, agreement_id: str, on: date) -> int:
     fy_start = domain.financial_year_start(on)
     total = await session.scalar(
-        select(func.coalesce(func.sum(payments.c.amount_pence), 0)).where(
+        # A payment taken back no longer counts against the cap.
+        select(func.coalesce(func.sum(payments.c.amount_pence - payments.c.reversed_pence), 0)).where(
             payments.c.agreement_id == agreement_id, payments.c.business_date >= fy_start,
             payments.c.business_date < date(fy_start.year + 1, 4, 1))
     )
@@ -211,11 +214,52 @@ async def record_settlement(rt: ServiceRuntime | None, session: AsyncSession, se
     return True
 
 
-async def reverse_entry(session: AsyncSession, entry_id: int, reason: str) -> int | None:
-    """Correct a posted entry by a new one with every line on the other side (entries are never
-    edited). Keyed by the entry reversed, so an entry is reversed at most once."""
-    original = (await session.execute(select(journal_entries).where(journal_entries.c.id == entry_id))).mappings().one()
-    lines = (await session.execute(select(journal_lines).where(journal_lines.c.entry_id == entry_id))).mappings().all()
-    return await post_entry(session, f"reversal:{entry_id}", original["business_date"],
-                            f"reverses {original['cause_key']}: {reason}",
-                            [(line["account"], line["credit_pence"], line["debit_pence"]) for line in lines])
+async def reverse_payment(rt: ServiceRuntime, session: AsyncSession, payment_id: str, *, business_date: date,
+                          reason: str) -> PaymentReversed | None:
+    """Take a whole payment back (a correction changed what is owed): what was still open is no
+    longer owed; what had been paid is held as a credit for the organisation. None if it was
+    taken back before."""
+    row = (await session.execute(select(payments).where(payments.c.payment_id == payment_id).with_for_update())
+           ).mappings().one()
+    if row["reversed_pence"] or await session.scalar(
+            select(payment_reversals.c.payment_id).where(payment_reversals.c.payment_id == payment_id)):
+        return None
+    reversed_ = PaymentReversed(
+        payment_id=payment_id, agreement_id=row["agreement_id"], pcn_id=row["pcn_id"],
+        organisation_id=row["organisation_id"], referral_id=row["referral_id"], basis=row["basis"],
+        reversed_pence=row["amount_pence"], open_cancelled_pence=row["open_pence"],
+        overpaid_pence=row["amount_pence"] - row["open_pence"], business_date=business_date, reason=reason)
+    recorded = await record_reversal(rt, session, reversed_, cause_key=f"reversal:payment:{payment_id}")
+    return reversed_ if recorded else None
+
+
+async def record_reversal(rt: ServiceRuntime | None, session: AsyncSession, event: PaymentReversed, *,
+                          cause_key: str) -> bool:
+    """Post a payment's reversal (live, or replayed by a rebuild): a new entry with the accrual's
+    lines on the other side, the paid part moved to the organisation's credit. False if recorded before."""
+    inserted = await session.scalar(
+        pg_insert(payment_reversals).values(
+            payment_id=event.payment_id, cause_key=cause_key, pcn_id=event.pcn_id,
+            organisation_id=event.organisation_id, reversed_pence=event.reversed_pence,
+            open_cancelled_pence=event.open_cancelled_pence, overpaid_pence=event.overpaid_pence,
+            business_date=event.business_date, reason=event.reason,
+        ).on_conflict_do_nothing().returning(payment_reversals.c.payment_id))
+    if inserted is None:
+        return False
+    changed = await session.scalar(
+        update(payments).where(payments.c.payment_id == event.payment_id, payments.c.reversed_pence == 0,
+                               payments.c.amount_pence == event.reversed_pence,
+                               payments.c.open_pence == event.open_cancelled_pence)
+        .values(reversed_pence=event.reversed_pence, open_pence=0).returning(payments.c.payment_id))
+    if changed is None:
+        raise LedgerBroken(f"reversal of {event.payment_id} does not match the payment's amount and open amount")
+    if event.reversed_pence:
+        lines = [(f"expense:{event.pcn_id}", 0, event.reversed_pence)]
+        if event.open_cancelled_pence:
+            lines.append((payable_account(event.pcn_id, event.organisation_id), event.open_cancelled_pence, 0))
+        if event.overpaid_pence:
+            lines.append((credit_account(event.pcn_id, event.organisation_id), event.overpaid_pence, 0))
+        await post_entry(session, cause_key, event.business_date,
+                         f"reverses {event.basis} {event.referral_id or event.payment_id}: {event.reason}", lines)
+    await stage(rt, session, PAYMENT_REVERSED, event, {HEADER_CAUSE: cause_key})
+    return True

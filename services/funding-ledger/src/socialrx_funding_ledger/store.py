@@ -77,8 +77,11 @@ payments = Table(
     Column("due_date", Date, nullable=False),
     Column("business_date", Date, nullable=False),
     Column("refused_over_cap_pence", BigInteger, nullable=False, server_default="0"),
+    # The whole amount once a correction took the payment back (payment_reversals says how).
+    Column("reversed_pence", BigInteger, nullable=False, server_default="0"),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     CheckConstraint("open_pence >= 0 AND open_pence <= amount_pence", name="open_within_amount"),
+    CheckConstraint("reversed_pence = 0 OR reversed_pence = amount_pence", name="reversed_wholly_or_not"),
     CheckConstraint("amount_pence >= 0 AND refused_over_cap_pence >= 0", name="amounts_not_negative"),
 )
 Index("ix_payments_org_due", payments.c.organisation_id, payments.c.due_date)
@@ -98,14 +101,35 @@ accepted_referrals = Table(
     Column("agreement_id", String(64)),
 )
 
-# An outcome seen before its referral's acceptance waits here; the acceptance releases it.
-pending_outcomes = Table(
-    "pending_outcomes",
+# The newest revision of every outcome seen, accepted or not yet, covered by an agreement or not:
+# what a referral's outcome fee is owed on is decided from these facts, whatever order they came in.
+outcomes = Table(
+    "outcomes",
     metadata,
     Column("outcome_id", String(64), primary_key=True),
     Column("referral_id", String(64), nullable=False, index=True),
+    Column("revision", Integer, nullable=False),
     Column("event", JSONB, nullable=False),
 )
+
+# A payment taken back by a correction: one reversing entry, at most once per payment.
+payment_reversals = Table(
+    "payment_reversals",
+    metadata,
+    Column("payment_id", String(64), ForeignKey("payments.payment_id"), primary_key=True),
+    Column("cause_key", String(200), nullable=False, unique=True),
+    Column("pcn_id", String(12), nullable=False),
+    Column("organisation_id", String(64), nullable=False),
+    Column("reversed_pence", BigInteger, nullable=False),
+    Column("open_cancelled_pence", BigInteger, nullable=False),
+    Column("overpaid_pence", BigInteger, nullable=False),  # held as a credit for the organisation
+    Column("business_date", Date, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("open_cancelled_pence >= 0 AND overpaid_pence >= 0 AND "
+                    "open_cancelled_pence + overpaid_pence = reversed_pence", name="parts_add_up"),
+)
+Index("ix_payment_reversals_pcn_org", payment_reversals.c.pcn_id, payment_reversals.c.organisation_id)
 
 settlements = Table(
     "settlements",
