@@ -81,3 +81,41 @@ def test_no_effect_inside_an_assert_in_running_code() -> None:
              *(p / "src" for p in (REPOSITORY / "services").iterdir())]
     found = [hit for root in roots if root.is_dir() for path in root.rglob("*.py") for hit in _effects_in_asserts(path)]
     assert found == []
+
+
+# --- allocation order within a day --------------------------------------------------------------
+
+from datetime import timedelta  # noqa: E402
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from socialrx_funding_ledger.domain import OpenPayment  # noqa: E402
+
+DAY = date(2026, 7, 1)
+DUE = date(2026, 10, 30)
+
+
+def test_a_referral_fee_is_paid_before_its_outcome_fee_of_the_same_day() -> None:
+    accepted_at = datetime(2026, 7, 1, 8, tzinfo=timezone.utc)
+    open_payments = [OpenPayment("a-outcome-fee", 12000, DUE, DAY, accepted_at + timedelta(hours=5)),
+                     OpenPayment("z-referral-fee", 5000, DUE, DAY, accepted_at)]
+    assert domain.allocate_oldest_first(5000, open_payments).allocations == [("z-referral-fee", 5000)]
+
+
+@given(st.lists(st.tuples(st.text("abcdef0123456789", min_size=1, max_size=8), st.integers(1, 5000),
+                          st.integers(0, 86_399)), min_size=1, max_size=8, unique_by=lambda t: t[0]),
+       st.integers(0, 40_000), st.randoms())
+def test_allocation_follows_the_causes_time_whatever_the_ids_and_input_order(rows, amount: int, rng) -> None:
+    start = datetime(2026, 7, 1, tzinfo=timezone.utc)
+    open_payments = [OpenPayment(pid, pence, DUE, DAY, start + timedelta(seconds=second)) for pid, pence, second in rows]
+    shuffled = open_payments[:]
+    rng.shuffle(shuffled)
+    result = domain.allocate_oldest_first(amount, shuffled)
+    assert result.allocations == domain.allocate_oldest_first(amount, open_payments).allocations
+    by_time = sorted(open_payments, key=lambda p: (p.caused_at, p.payment_id))
+    paid_ids = [pid for pid, _ in result.allocations]
+    assert paid_ids == [p.payment_id for p in by_time][:len(paid_ids)]  # a prefix, in the causes' order
+    # Every payment before the last one paid is paid in full.
+    opens = {p.payment_id: p.open_pence for p in open_payments}
+    assert all(pence == opens[pid] for pid, pence in result.allocations[:-1])

@@ -167,3 +167,28 @@ async def test_a_corrected_outcome_takes_its_paid_fee_back_as_a_credit(ledger) -
     assert (event.payment_id, event.reversed_pence, event.open_cancelled_pence, event.overpaid_pence,
             event.business_date) == (fee["payment_id"], 12000, 0, 12000, date(2026, 8, 3))
     assert "engaged" in event.reason
+
+
+async def test_a_settlement_pays_the_referral_fee_before_the_outcome_fee_of_the_same_day(ledger) -> None:
+    from socialrx_funding_ledger.ledger import PAYMENT_NAMESPACE
+    pcn, org = new_pcn(), new_org()
+    await ledger.agree(pcn, organisation_id=org, per_referral_pence=5000, per_outcome_pence=12000,
+                       period="quarterly", days_after_period_end=30, starts_on="2026-04-01")
+    agreement_id = (await ledger.client.get("/agreements", headers=ledger.finance(pcn))).json()["items"][0]["id"]
+    # A referral whose outcome fee's id sorts before its referral fee's: ordering by id gets it wrong.
+    while True:
+        referral = "r-" + uuid.uuid4().hex[:10]
+        referral_fee = str(uuid.uuid5(PAYMENT_NAMESPACE, f"referral_accepted:{referral}"))
+        outcome_fee = str(uuid.uuid5(PAYMENT_NAMESPACE, f"outcome_recorded:{referral}:{agreement_id}"))
+        if outcome_fee < referral_fee:
+            break
+    await ledger.publish(ev.REFERRAL_ACCEPTED, ev.ReferralAccepted(
+        referral_id=referral, organisation_id=org, service_id="svc", pcn_id=pcn,
+        accepted_at=datetime(2026, 7, 1, 8, tzinfo=timezone.utc)))
+    await ledger.publish(ev.OUTCOME_RECORDED, ev.OutcomeRecorded(
+        outcome_id="o-" + referral, referral_id=referral, organisation_id=org, pcn_id=pcn, status="completed",
+        sessions_attended=1, recorded_at=datetime(2026, 7, 1, 16, tzinfo=timezone.utc)))
+    await ledger.payments(pcn, org, 2)
+    paid = await ledger.client.post("/settlements", headers=ledger.finance(pcn), json={
+        "organisation_id": org, "amount_pence": 5000, "paid_on": "2026-11-01", "reference": "FIRST"})
+    assert [a["payment_id"] for a in paid.json()["allocations"]] == [referral_fee]

@@ -132,6 +132,9 @@ class PaymentDue(Strict):
     business_date: date | None = None
     # What the agreement's yearly cap refused of this fee (then amount_pence is what is owed).
     refused_over_cap_pence: Pence = 0
+    # The instant of the cause (accepted_at / recorded_at): settlements pay a referral's fee before
+    # its outcome fee when both fall due on one business day.
+    caused_at: AwareDatetime | None = None
 
 
 class PaymentReversed(Strict):

@@ -78,10 +78,12 @@ async def settle_in(rt: ServiceRuntime, session: AsyncSession, pcn_id: str, requ
         return await settlement_view(session, existing["settlement_id"]), False
     await _require_agreement(session, pcn_id, request.organisation_id)
     open_rows = (await session.execute(
-        select(payments.c.payment_id, payments.c.open_pence, payments.c.due_date, payments.c.business_date)
+        select(payments.c.payment_id, payments.c.open_pence, payments.c.due_date, payments.c.business_date,
+               payments.c.caused_at)
         .where(payments.c.pcn_id == pcn_id, payments.c.organisation_id == request.organisation_id,
                payments.c.open_pence > 0).with_for_update())).all()
-    open_payments = [domain.OpenPayment(r.payment_id, r.open_pence, r.due_date, r.business_date) for r in open_rows]
+    open_payments = [domain.OpenPayment(r.payment_id, r.open_pence, r.due_date, r.business_date, r.caused_at)
+                     for r in open_rows]
     if request.allocations is not None:
         problem = domain.check_allocations(request.amount_pence, request.allocations,
                                            {p.payment_id: p.open_pence for p in open_payments})
@@ -216,5 +218,5 @@ async def _classify(session: AsyncSession, pcn_id: str, lines: list) -> list[dic
     open_by_org: dict[str, list[domain.OpenPayment]] = {}
     for r in open_rows:
         open_by_org.setdefault(r["organisation_id"], []).append(
-            domain.OpenPayment(r["payment_id"], r["open_pence"], r["due_date"], r["business_date"]))
+            domain.OpenPayment(r["payment_id"], r["open_pence"], r["due_date"], r["business_date"], r["caused_at"]))
     return domain.reconcile(lines, recorded, open_by_org)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import calendar
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -154,6 +154,13 @@ class OpenPayment:
     open_pence: int
     due_date: date
     business_date: date
+    # When its cause happened (accepted_at, recorded_at): a referral's fee before its outcome fee
+    # when both fall due together on the same business day. None for payments older than this field.
+    caused_at: datetime | None = None
+
+    def allocation_order(self) -> tuple:
+        caused_at = self.caused_at or datetime.combine(self.business_date, datetime.min.time(), timezone.utc)
+        return (self.due_date, self.business_date, caused_at, self.payment_id)
 
 
 @dataclass
@@ -163,11 +170,12 @@ class Allocation:
 
 
 def allocate_oldest_first(amount_pence: int, open_payments: list[OpenPayment]) -> Allocation:
-    """Pay the earliest due first, then the earliest cause (business date), then by id."""
+    """Pay the earliest due first, then the earliest business date, then the earliest cause
+    (its time: accepted_at before recorded_at), and only then by id."""
     assert amount_pence >= 0
     result = Allocation()
     remaining = amount_pence
-    for payment in sorted(open_payments, key=lambda p: (p.due_date, p.business_date, p.payment_id)):
+    for payment in sorted(open_payments, key=OpenPayment.allocation_order):
         if remaining == 0:
             break
         take = min(remaining, payment.open_pence)
@@ -366,8 +374,7 @@ def _match_one(item: RemittanceLine, recorded: Recorded | None, open_payments: d
         return {"status": "unmatched", "recorded": False, "error": "no settlement with this reference and nothing open"}
     for payment_id, pence in allocation.allocations:  # later lines see what this one would use
         payment = open_payments[payment_id]
-        open_payments[payment_id] = OpenPayment(payment_id, payment.open_pence - pence, payment.due_date,
-                                                payment.business_date)
+        open_payments[payment_id] = replace(payment, open_pence=payment.open_pence - pence)
     proposed = [{"payment_id": pid, "amount_pence": pence} for pid, pence in allocation.allocations]
     status = "matched" if allocation.unallocated_pence == 0 else "part_matched"
     return {"status": status, "recorded": False, "allocations": proposed,

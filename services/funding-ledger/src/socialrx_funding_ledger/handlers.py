@@ -51,7 +51,8 @@ async def settle_outcome_fee(rt: ServiceRuntime, session: AsyncSession, referral
         key = cause_key if not fees else f"{cause_key}:{len(fees) + 1}"
         await ledger.accrue(rt, session, cause_key=key, agreement=agreement, basis="outcome_recorded",
                             amount_pence=agreement.per_outcome_pence,
-                            business_date=domain.business_date_of(qualifying.recorded_at), referral_id=referral_id)
+                            business_date=domain.business_date_of(qualifying.recorded_at), referral_id=referral_id,
+                            caused_at=qualifying.recorded_at)
     elif qualifying is None and live and facts:
         # (A fee with no outcome known here predates this table: left as it is.)
         newest = max(facts, key=lambda f: f.corrected_at or f.recorded_at)
@@ -76,7 +77,7 @@ async def on_accepted(rt: ServiceRuntime, session: AsyncSession, event: Referral
         await ledger.accrue(rt, session, cause_key=f"referral_accepted:{event.referral_id}",
                             agreement=agreement, basis="referral_accepted",
                             amount_pence=domain.fee(agreement, "referral_accepted"),
-                            business_date=accepted_on, referral_id=event.referral_id)
+                            business_date=accepted_on, referral_id=event.referral_id, caused_at=event.accepted_at)
     await settle_outcome_fee(rt, session, event.referral_id)  # outcomes that came first
 
 

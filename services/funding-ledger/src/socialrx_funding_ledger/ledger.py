@@ -15,7 +15,7 @@ ledger's own topics needs (see rebuild.py).
 from __future__ import annotations
 
 import uuid
-from datetime import date
+from datetime import date, datetime
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -108,7 +108,8 @@ async def accrued_in_financial_year(session: AsyncSession, agreement_id: str, on
 
 
 async def accrue(rt: ServiceRuntime, session: AsyncSession, *, cause_key: str, agreement: domain.Agreement,
-                 basis: str, amount_pence: int, business_date: date, referral_id: str | None) -> PaymentDue | None:
+                 basis: str, amount_pence: int, business_date: date, referral_id: str | None,
+                 caused_at: datetime | None = None) -> PaymentDue | None:
     """Record that the PCN owes for work done on `business_date`, and publish `payment.due`."""
     if amount_pence <= 0:
         return None
@@ -124,7 +125,7 @@ async def accrue(rt: ServiceRuntime, session: AsyncSession, *, cause_key: str, a
         pcn_id=agreement.pcn_id, organisation_id=agreement.organisation_id, referral_id=referral_id, basis=basis,
         amount_pence=owed, period=domain.period_of(business_date, agreement.period).label,
         due_date=domain.due_date(business_date, agreement.period, agreement.days_after_period_end),
-        business_date=business_date, refused_over_cap_pence=refused,
+        business_date=business_date, refused_over_cap_pence=refused, caused_at=caused_at,
     )
     recorded = await record_payment(rt, session, payment, cause_key=cause_key, business_date=business_date,
                                     refused_over_cap_pence=refused)
@@ -143,7 +144,7 @@ async def record_payment(rt: ServiceRuntime | None, session: AsyncSession, payme
             pcn_id=payment.pcn_id, organisation_id=payment.organisation_id, referral_id=payment.referral_id,
             basis=payment.basis, amount_pence=payment.amount_pence, open_pence=payment.amount_pence,
             period=payment.period, due_date=payment.due_date, business_date=business_date,
-            refused_over_cap_pence=refused_over_cap_pence,
+            caused_at=payment.caused_at, refused_over_cap_pence=refused_over_cap_pence,
         ).on_conflict_do_nothing(index_elements=["cause_key"]).returning(payments.c.payment_id)
     )
     if inserted is None:

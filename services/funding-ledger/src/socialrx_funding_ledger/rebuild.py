@@ -111,7 +111,7 @@ async def snapshot(session: AsyncSession, pcn_id: str | None) -> dict:
         .group_by(journal_lines.c.account))).all() if not pcn_id or account.split(":")[1] == pcn_id}
     payment_query = select(payments.c.payment_id, payments.c.organisation_id, payments.c.basis, payments.c.amount_pence,
                            payments.c.open_pence, payments.c.due_date, payments.c.business_date,
-                           payments.c.refused_over_cap_pence, payments.c.reversed_pence)
+                           payments.c.refused_over_cap_pence, payments.c.reversed_pence, payments.c.caused_at)
     settlement_query = select(settlements.c.settlement_id, settlements.c.organisation_id, settlements.c.amount_pence,
                               settlements.c.unallocated_pence, settlements.c.paid_on, settlements.c.reference)
     if pcn_id:

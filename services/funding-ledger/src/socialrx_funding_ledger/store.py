@@ -76,6 +76,8 @@ payments = Table(
     Column("period", String(16), nullable=False),
     Column("due_date", Date, nullable=False),
     Column("business_date", Date, nullable=False),
+    # The instant of the cause (accepted_at, recorded_at): orders a settlement within a business day.
+    Column("caused_at", DateTime(timezone=True)),
     Column("refused_over_cap_pence", BigInteger, nullable=False, server_default="0"),
     # The whole amount once a correction took the payment back (payment_reversals says how).
     Column("reversed_pence", BigInteger, nullable=False, server_default="0"),
