@@ -192,3 +192,44 @@ async def test_a_settlement_pays_the_referral_fee_before_the_outcome_fee_of_the_
     paid = await ledger.client.post("/settlements", headers=ledger.finance(pcn), json={
         "organisation_id": org, "amount_pence": 5000, "paid_on": "2026-11-01", "reference": "FIRST"})
     assert [a["payment_id"] for a in paid.json()["allocations"]] == [referral_fee]
+
+
+@pytest.mark.parametrize("organisation_id", ["0", "org-never-registered"])
+async def test_an_agreement_for_an_organisation_nobody_registered_is_refused(ledger, organisation_id: str) -> None:
+    pcn = new_pcn()
+    response = await ledger.client.post("/agreements", headers=ledger.finance(pcn),
+                                        json={"organisation_id": organisation_id, **AGREEMENT})
+    assert response.status_code == 422
+    assert f"no organisation with id '{organisation_id}'" in response.json()["detail"]
+    assert (await ledger.client.get("/agreements", headers=ledger.finance(pcn))).json()["items"] == []
+
+
+async def test_organisations_are_learnt_from_registrations_and_services(ledger) -> None:
+    pcn, registered, with_service = new_pcn(), new_org(), new_org()
+    await ledger.agree(pcn, organisation_id=registered, **AGREEMENT)  # organisation.registered
+    await ledger.publish(ev.SERVICE_UPDATED, ev.ServiceUpdated(
+        service_id="svc-" + uuid.uuid4().hex[:8], organisation_id=with_service, name="Walk", status="active",
+        capacity_available=3, safeguarding_policy_valid_until=None, accepting_referrals=True,
+        updated_at=datetime.now(timezone.utc)))
+    from .conftest import post_once_known
+    answer = await post_once_known(ledger.client, "/agreements", ledger.finance(pcn),
+                                   {"organisation_id": with_service, **AGREEMENT})
+    assert answer.status_code == 201, answer.text
+
+
+async def test_a_settlement_for_an_unknown_organisation_is_refused_even_with_an_old_agreement(ledger) -> None:
+    pcn, ghost = new_pcn(), "ghost-" + uuid.uuid4().hex[:6]
+    engine = make_engine(ledger.database_url, pool_size=1)
+    try:  # an agreement made before organisations were checked
+        async with engine.begin() as connection:
+            await connection.execute(text(
+                "INSERT INTO agreements (id, pcn_id, organisation_id, per_referral_pence, per_outcome_pence, "
+                "outcome_statuses, block_grant_pence_per_period, period, days_after_period_end, starts_on, created_by) "
+                "VALUES (:id, :pcn, :org, 1000, 0, '[\"completed\"]', 0, 'monthly', 30, '2026-04-01', 'test')"),
+                {"id": str(uuid.uuid4()), "pcn": pcn, "org": ghost})
+    finally:
+        await engine.dispose()
+    response = await ledger.client.post("/settlements", headers=ledger.finance(pcn), json={
+        "organisation_id": ghost, "amount_pence": 100, "paid_on": "2026-06-01", "reference": "X"})
+    assert response.status_code == 422 and f"no organisation with id '{ghost}'" in response.json()["detail"]
+    assert (await ledger.client.get("/settlements", headers=ledger.finance(pcn))).json()["items"] == []

@@ -190,6 +190,14 @@ class ServiceUpdated(Strict):
     updated_at: AwareDatetime
 
 
+class OrganisationRegistered(Strict):
+    """The directory added an organisation (a charity or community group): other services learn
+    which organisation ids are real from this, not from what a form was typed with."""
+    organisation_id: Id
+    name: Annotated[str, StringConstraints(min_length=1, max_length=300)]
+    registered_at: AwareDatetime
+
+
 @dataclass(frozen=True)
 class EventSpec:
     """What is fixed about one event type: its topic, its `type`, its model and its key field."""
@@ -228,6 +236,7 @@ PAYMENT_DUE = EventSpec("payment.due", 1, PaymentDue, "referral_id", "agreement_
 PAYMENT_SETTLED = EventSpec("payment.settled", 1, PaymentSettled, "organisation_id")
 SERVICE_UPDATED = EventSpec("service.updated", 1, ServiceUpdated, "service_id")
 PAYMENT_REVERSED = EventSpec("payment.reversed", 1, PaymentReversed, "referral_id", "agreement_id")
+ORGANISATION_REGISTERED = EventSpec("organisation.registered", 1, OrganisationRegistered, "organisation_id")
 
 ALL_EVENTS: tuple[EventSpec, ...] = (
     REFERRAL_CREATED,
@@ -238,6 +247,7 @@ ALL_EVENTS: tuple[EventSpec, ...] = (
     PAYMENT_SETTLED,
     SERVICE_UPDATED,
     PAYMENT_REVERSED,
+    ORGANISATION_REGISTERED,
 )
 BY_TOPIC = {spec.topic: spec for spec in ALL_EVENTS}
 BY_TYPE = {spec.ce_type: spec for spec in ALL_EVENTS}

@@ -86,6 +86,10 @@ async def create_agreement(body: NewAgreement, request: Request, principal: Prin
     rt = runtime_of(request)
     far_future = date(9999, 12, 31)
     async with rt.transaction() as session:
+        try:
+            await commands.require_organisation(session, body.organisation_id)
+        except commands.Refused as exc:
+            raise refused(exc) from None
         # Serialise agreements of one pair (even the first, when there is no row to lock) so two
         # overlapping requests cannot both pass the check.
         await session.execute(select(func.pg_advisory_xact_lock(

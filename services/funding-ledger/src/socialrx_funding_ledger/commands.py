@@ -19,7 +19,7 @@ from socialrx_shared.events import Allocation, PaymentSettled
 from socialrx_shared.runtime import ServiceRuntime
 
 from . import domain, ledger, reports
-from .store import agreements, allocations, payments, settlements
+from .store import agreements, allocations, organisations, payments, settlements
 
 SETTLEMENT_NAMESPACE = uuid.UUID("0d9a4f7e-2b55-4a8e-9c61-3f1e7a2c5b90")
 MAX_RECONCILIATION_LINES = 10_000
@@ -77,6 +77,7 @@ async def settle_in(rt: ServiceRuntime, session: AsyncSession, pcn_id: str, requ
                                "Idempotency-Key with other details: use a new reference or key")
         return await settlement_view(session, existing["settlement_id"]), False
     await _require_agreement(session, pcn_id, request.organisation_id)
+    await require_organisation(session, request.organisation_id)  # agreements made before this check
     open_rows = (await session.execute(
         select(payments.c.payment_id, payments.c.open_pence, payments.c.due_date, payments.c.business_date,
                payments.c.caused_at)
@@ -106,6 +107,15 @@ async def settle_in(rt: ServiceRuntime, session: AsyncSession, pcn_id: str, requ
         raise Refused(409, "another settlement with this Idempotency-Key or reference was recorded at the same "
                            "moment; ask again to see it, or use a new key")
     return await settlement_view(session, settled.settlement_id), True
+
+
+async def require_organisation(session: AsyncSession, organisation_id: str) -> None:
+    """Only organisations the directory announced: a typo (or "0") must not be funded or paid."""
+    if not await session.scalar(select(organisations.c.organisation_id)
+                                .where(organisations.c.organisation_id == organisation_id)):
+        raise Refused(422, f"no organisation with id {organisation_id!r} is known to the ledger: organisations "
+                           "are added in the directory (POST /organizations), and a new one reaches the ledger "
+                           "within seconds; check the id")
 
 
 async def _require_agreement(session: AsyncSession, pcn_id: str, organisation_id: str) -> None:

@@ -15,11 +15,14 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from socialrx_shared.consumer import EventConsumer
-from socialrx_shared.events import OUTCOME_RECORDED, REFERRAL_ACCEPTED, Envelope, OutcomeRecorded, ReferralAccepted
+from socialrx_shared.events import (
+    ORGANISATION_REGISTERED, OUTCOME_RECORDED, REFERRAL_ACCEPTED, SERVICE_UPDATED, Envelope, OrganisationRegistered,
+    OutcomeRecorded, ReferralAccepted, ServiceUpdated,
+)
 from socialrx_shared.runtime import ServiceRuntime
 
 from . import domain, ledger
-from .store import accepted_referrals, agreements, outcomes, payment_reversals, payments
+from .store import accepted_referrals, agreements, organisations, outcomes, payment_reversals, payments
 
 
 def _fact(event: OutcomeRecorded) -> domain.OutcomeFact:
@@ -62,7 +65,19 @@ async def settle_outcome_fee(rt: ServiceRuntime, session: AsyncSession, referral
                 reason=f"outcome {newest.outcome_id} is now {newest.status}, which this agreement does not pay for")
 
 
+async def learn_organisation(session: AsyncSession, organisation_id: str, learnt_from: str,
+                             name: str | None = None) -> None:
+    """Remember that the directory has this organisation (idempotent; a registration's name wins)."""
+    known = pg_insert(organisations).values(organisation_id=organisation_id, name=name, learnt_from=learnt_from)
+    if name is None:
+        await session.execute(known.on_conflict_do_nothing(index_elements=["organisation_id"]))
+    else:
+        await session.execute(known.on_conflict_do_update(index_elements=["organisation_id"],
+                                                          set_={"name": name, "learnt_from": learnt_from}))
+
+
 async def on_accepted(rt: ServiceRuntime, session: AsyncSession, event: ReferralAccepted) -> None:
+    await learn_organisation(session, event.organisation_id, "referral.accepted")
     accepted_on = domain.business_date_of(event.accepted_at)  # the UK day, not the UTC one
     agreement = await ledger.agreement_in_force(session, event.pcn_id, event.organisation_id, accepted_on)
     inserted = await session.scalar(
@@ -103,3 +118,12 @@ def register(rt: ServiceRuntime) -> None:
     @consumer.on(OUTCOME_RECORDED.topic)
     async def outcome(session: AsyncSession, envelope: Envelope, event: OutcomeRecorded) -> None:
         await on_outcome(rt, session, event)
+
+    @consumer.on(ORGANISATION_REGISTERED.topic)
+    async def registered(session: AsyncSession, envelope: Envelope, event: OrganisationRegistered) -> None:
+        await learn_organisation(session, event.organisation_id, "organisation.registered", event.name)
+
+    @consumer.on(SERVICE_UPDATED.topic)
+    async def service_updated(session: AsyncSession, envelope: Envelope, event: ServiceUpdated) -> None:
+        # Organisations added before organisation.registered existed are learnt from their services.
+        await learn_organisation(session, event.organisation_id, "service.updated")

@@ -114,6 +114,17 @@ outcomes = Table(
     Column("event", JSONB, nullable=False),
 )
 
+# Organisations the ledger knows exist, learnt from the directory's events (organisation.registered,
+# service.updated, referral.accepted): agreements and settlements name only these.
+organisations = Table(
+    "organisations",
+    metadata,
+    Column("organisation_id", String(64), primary_key=True),
+    Column("name", Text),
+    Column("learnt_from", String(40), nullable=False),
+    Column("learnt_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
 # A payment taken back by a correction: one reversing entry, at most once per payment.
 payment_reversals = Table(
     "payment_reversals",
