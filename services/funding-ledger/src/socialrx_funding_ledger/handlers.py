@@ -10,7 +10,7 @@ one that makes it qualify again owes it again (a new payment).
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -48,12 +48,18 @@ async def settle_outcome_fee(rt: ServiceRuntime, session: AsyncSession, referral
                payments.c.basis == "outcome_recorded").order_by(payments.c.created_at, payments.c.payment_id)
     )).all()
     live = [fee.payment_id for fee in fees if fee.reversed is None]
-    qualifying = domain.qualifying_outcome(agreement, facts)
+    # Each outcome is judged by the terms in force on the day it was recorded.
+    candidates = []
+    for fact in facts:
+        terms = await ledger.terms_on(session, agreement, domain.business_date_of(fact.recorded_at))
+        if domain.qualifying_outcome(terms, [fact]) is not None:
+            candidates.append((fact, terms))
+    qualifying, terms = min(candidates, key=lambda c: (c[0].recorded_at, c[0].outcome_id), default=(None, agreement))
     if qualifying is not None and not live:
         # The first fee keeps the historical key; a fee owed again after a reversal is a new cause.
         key = cause_key if not fees else f"{cause_key}:{len(fees) + 1}"
-        await ledger.accrue(rt, session, cause_key=key, agreement=agreement, basis="outcome_recorded",
-                            amount_pence=agreement.per_outcome_pence,
+        await ledger.accrue(rt, session, cause_key=key, agreement=terms, basis="outcome_recorded",
+                            amount_pence=terms.per_outcome_pence,
                             business_date=domain.business_date_of(qualifying.recorded_at), referral_id=referral_id,
                             caused_at=qualifying.recorded_at)
     elif qualifying is None and live and facts:
@@ -80,20 +86,54 @@ async def on_accepted(rt: ServiceRuntime, session: AsyncSession, event: Referral
     await learn_organisation(session, event.organisation_id, "referral.accepted")
     accepted_on = domain.business_date_of(event.accepted_at)  # the UK day, not the UTC one
     agreement = await ledger.agreement_in_force(session, event.pcn_id, event.organisation_id, accepted_on)
+    # Kept even when no agreement covers it: an agreement made later, back-dated, may.
     inserted = await session.scalar(
         pg_insert(accepted_referrals).values(
             referral_id=event.referral_id, pcn_id=event.pcn_id, organisation_id=event.organisation_id,
-            accepted_on=accepted_on, agreement_id=agreement.id if agreement else None,
+            accepted_on=accepted_on, accepted_at=event.accepted_at, agreement_id=agreement.id if agreement else None,
         ).on_conflict_do_nothing(index_elements=["referral_id"]).returning(accepted_referrals.c.referral_id)
     )
     if inserted is None:
         return
     if agreement is not None:
-        await ledger.accrue(rt, session, cause_key=f"referral_accepted:{event.referral_id}",
-                            agreement=agreement, basis="referral_accepted",
-                            amount_pence=domain.fee(agreement, "referral_accepted"),
-                            business_date=accepted_on, referral_id=event.referral_id, caused_at=event.accepted_at)
+        await accrue_referral_fee(rt, session, agreement, event.referral_id, accepted_on, event.accepted_at)
     await settle_outcome_fee(rt, session, event.referral_id)  # outcomes that came first
+
+
+async def accrue_referral_fee(rt: ServiceRuntime, session: AsyncSession, agreement: domain.Agreement,
+                              referral_id: str, accepted_on, accepted_at) -> None:
+    terms = await ledger.terms_on(session, agreement, accepted_on)
+    await ledger.accrue(rt, session, cause_key=f"referral_accepted:{referral_id}", agreement=terms,
+                        basis="referral_accepted", amount_pence=domain.fee(terms, "referral_accepted"),
+                        business_date=accepted_on, referral_id=referral_id, caused_at=accepted_at)
+
+
+async def cover_past_work(rt: ServiceRuntime, session: AsyncSession, agreement: domain.Agreement) -> dict[str, int]:
+    """A back-dated (or extended) agreement covers the referrals accepted inside its dates that no
+    agreement covered, oldest first (the cap sees them in the order the work was done): their
+    referral fees, and the outcome fees their known outcomes earn. Once each: a covered referral
+    is no longer uncovered, and every fee is keyed by its cause."""
+    query = select(accepted_referrals).where(
+        accepted_referrals.c.pcn_id == agreement.pcn_id, accepted_referrals.c.organisation_id == agreement.organisation_id,
+        accepted_referrals.c.agreement_id.is_(None), accepted_referrals.c.accepted_on >= agreement.starts_on)
+    if agreement.ends_on is not None:
+        query = query.where(accepted_referrals.c.accepted_on <= agreement.ends_on)
+    rows = (await session.execute(query.order_by(accepted_referrals.c.accepted_on, accepted_referrals.c.accepted_at,
+                                                 accepted_referrals.c.referral_id).with_for_update())).mappings().all()
+    outcome_fees = 0
+    for row in rows:
+        await session.execute(update(accepted_referrals).where(accepted_referrals.c.referral_id == row["referral_id"])
+                              .values(agreement_id=agreement.id))
+        await accrue_referral_fee(rt, session, agreement, row["referral_id"], row["accepted_on"], row["accepted_at"])
+        before = await _outcome_fee_count(session, row["referral_id"])
+        await settle_outcome_fee(rt, session, row["referral_id"])
+        outcome_fees += await _outcome_fee_count(session, row["referral_id"]) - before
+    return {"referrals": len(rows), "outcome_fees": outcome_fees}
+
+
+async def _outcome_fee_count(session: AsyncSession, referral_id: str) -> int:
+    return await session.scalar(select(func.count()).select_from(payments).where(
+        payments.c.referral_id == referral_id, payments.c.basis == "outcome_recorded"))
 
 
 async def on_outcome(rt: ServiceRuntime, session: AsyncSession, event: OutcomeRecorded) -> None:

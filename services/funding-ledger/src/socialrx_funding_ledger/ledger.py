@@ -14,6 +14,7 @@ ledger's own topics needs (see rebuild.py).
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import date, datetime
 
@@ -27,7 +28,7 @@ from socialrx_shared.events import (
 from socialrx_shared.runtime import ServiceRuntime
 
 from . import domain
-from .store import agreements, allocations, journal_entries, journal_lines, payment_reversals, payments, settlements
+from .store import agreement_versions, agreements, allocations, journal_entries, journal_lines, payment_reversals, payments, settlements
 
 PAYMENT_NAMESPACE = uuid.UUID("6f1c1a52-7b1e-4c4a-9d38-5e0f0b9d8a11")
 
@@ -94,6 +95,23 @@ async def agreement_in_force(session: AsyncSession, pcn_id: str, organisation_id
         ).order_by(agreements.c.starts_on.desc()).limit(1)
     )).mappings().first()
     return agreement_from_row(dict(row)) if row else None
+
+
+async def terms_on(session: AsyncSession, agreement: domain.Agreement, on: date) -> domain.Agreement:
+    """The agreement with the fees, statuses, grant and cap of the version in force on `on`."""
+    version = (await session.execute(
+        select(agreement_versions).where(agreement_versions.c.agreement_id == agreement.id,
+                                         agreement_versions.c.effective_from <= on)
+        # The newest change that applies to that day (a later change may be back-dated further).
+        .order_by(agreement_versions.c.version.desc()).limit(1)
+    )).mappings().first()
+    if version is None:
+        return agreement
+    return dataclasses.replace(
+        agreement, per_referral_pence=version["per_referral_pence"], per_outcome_pence=version["per_outcome_pence"],
+        outcome_statuses=tuple(version["outcome_statuses"]),
+        block_grant_pence_per_period=version["block_grant_pence_per_period"],
+        cap_pence_per_year=version["cap_pence_per_year"])
 
 
 async def accrued_in_financial_year(session: AsyncSession, agreement_id: str, on: date) -> int:
@@ -167,6 +185,7 @@ async def accrue_block_grant(rt: ServiceRuntime, session: AsyncSession, agreemen
     business_date = domain.grant_business_date(agreement, on)
     if business_date is None:
         return None
+    agreement = await terms_on(session, agreement, business_date)
     period = domain.period_of(on, agreement.period)
     return await accrue(rt, session, cause_key=f"block_grant:{agreement.id}:{period.label}", agreement=agreement,
                         basis="block_grant", amount_pence=agreement.block_grant_pence_per_period,

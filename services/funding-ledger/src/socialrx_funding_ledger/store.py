@@ -37,6 +37,26 @@ agreements = Table(
 )
 Index("ix_agreements_parties", agreements.c.pcn_id, agreements.c.organisation_id)
 
+# Every version of an agreement's terms, kept: version 1 is the terms it was made with; a change
+# (PATCH /agreements/{id}) adds one, effective from a date. Work is accrued under the version in
+# force on its business date, and accruals already made keep the terms they were made under.
+agreement_versions = Table(
+    "agreement_versions",
+    metadata,
+    Column("agreement_id", String(64), ForeignKey("agreements.id"), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("effective_from", Date, nullable=False),
+    Column("per_referral_pence", BigInteger, nullable=False),
+    Column("per_outcome_pence", BigInteger, nullable=False),
+    Column("outcome_statuses", JSONB, nullable=False),
+    Column("block_grant_pence_per_period", BigInteger, nullable=False),
+    Column("cap_pence_per_year", BigInteger),
+    Column("ends_on", Date),
+    Column("reason", Text),
+    Column("changed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("changed_by", String(200), nullable=False),
+)
+
 # Immutable once written: a mistake is reversed by a new entry. `cause_key` names the event or
 # request that caused the entry, so the same cause never posts twice.
 journal_entries = Table(
@@ -100,6 +120,8 @@ accepted_referrals = Table(
     Column("pcn_id", String(12), nullable=False),
     Column("organisation_id", String(64), nullable=False),
     Column("accepted_on", Date, nullable=False),
+    Column("accepted_at", DateTime(timezone=True)),
+    # None: no agreement covered it when it was accepted (a back-dated agreement may cover it later).
     Column("agreement_id", String(64)),
 )
 
