@@ -37,7 +37,7 @@ from socialrx_shared.events import (
 )
 
 from . import ledger
-from .store import agreements, journal_entries, journal_lines, payments, settlements
+from .store import agreement_versions, agreements, journal_entries, journal_lines, payments, settlements
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -140,6 +140,10 @@ async def _copy_agreements(source: AsyncSession, target: AsyncSession, pcn_id: s
     rows = [dict(r) for r in (await source.execute(query)).mappings().all()]
     if rows:
         await target.execute(insert(agreements), rows)
+        versions = [dict(r) for r in (await source.execute(select(agreement_versions).where(
+            agreement_versions.c.agreement_id.in_([r["id"] for r in rows])))).mappings().all()]
+        if versions:  # every version of their terms, as they were changed
+            await target.execute(insert(agreement_versions), versions)
     return len(rows)
 
 
