@@ -72,6 +72,11 @@ async def test_an_agreement_is_amended_from_a_date_and_ended_and_every_change_is
     await ledger.accept(pcn, org, date(2026, 6, 10))
     items = await ledger.payments(pcn, org, 2)
     assert [(p["business_date"], p["amount_pence"]) for p in items] == [("2026-05-10", 1000), ("2026-06-10", 2000)]
+    # May's work reported late is still paid at May's terms: the version in force on its business date.
+    await ledger.accept(pcn, org, date(2026, 5, 20))
+    items = await ledger.payments(pcn, org, 3)
+    assert [(p["business_date"], p["amount_pence"]) for p in items] == [
+        ("2026-05-10", 1000), ("2026-05-20", 1000), ("2026-06-10", 2000)]
 
     too_early = await ledger.client.patch(path, headers=finance, json={"ends_on": "2026-05-31"})
     assert too_early.status_code == 409 and "work on 2026-06-10 is already accrued" in too_early.json()["detail"]
@@ -88,7 +93,7 @@ async def test_an_agreement_is_amended_from_a_date_and_ended_and_every_change_is
     follow_on = await ledger.agree(pcn, organisation_id=org, per_referral_pence=3000, period="monthly",
                                    starts_on="2026-07-01")
     assert follow_on["covered_past_work"]["referrals"] == 1
-    items = await ledger.payments(pcn, org, 3)
+    items = await ledger.payments(pcn, org, 4)
     assert (items[-1]["referral_id"], items[-1]["amount_pence"], items[-1]["agreement_id"]) == (late, 3000, follow_on["id"])
     listed = (await ledger.client.get("/agreements", headers=finance)).json()["items"]
     assert [len(a["versions"]) for a in listed] == [3, 1]
