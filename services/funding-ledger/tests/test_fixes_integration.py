@@ -144,6 +144,10 @@ async def test_a_corrected_outcome_takes_its_paid_fee_back_as_a_credit(ledger) -
         items = (await ledger.client.get(f"/payments?organisation_id={org}", headers=finance)).json()["items"]
         return [p for p in items if p["reversed_pence"]] or None
     [fee] = await wait_for(taken_back, what="the outcome fee taken back")
+    listed = (await ledger.client.get(f"/payments?organisation_id={org}&status=reversed", headers=finance)).json()
+    assert [p["payment_id"] for p in listed["items"]] == [fee["payment_id"]]
+    settled_only = (await ledger.client.get(f"/payments?organisation_id={org}&status=settled", headers=finance)).json()
+    assert [p["basis"] for p in settled_only["items"]] == ["referral_accepted"]
     assert (fee["basis"], fee["amount_pence"], fee["reversed_pence"], fee["open_pence"]) == ("outcome_recorded", 12000, 12000, 0)
 
     # The fee was paid: the organisation now holds 12000 of credit, in arrears, statements and settlements.

@@ -129,15 +129,17 @@ async def list_agreements(request: Request, principal: Principal = Depends(requi
 @router.get("/payments", tags=["payments"], summary="Payments due, with what is still open")
 async def list_payments(request: Request, principal: Principal = Depends(require("finance", "charity", "admin")),
                         organisation_id: str | None = None,
-                        status: Literal["open", "settled"] | None = None,
+                        status: Literal["open", "settled", "reversed"] | None = None,
                         referral_id: str | None = None,
                         page: Annotated[int, Query(ge=1)] = 1,
                         per_page: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict:
     query = _scope(select(payments), payments, principal, organisation_id)
     if status == "open":
         query = query.where(payments.c.open_pence > 0)
-    elif status == "settled":
-        query = query.where(payments.c.open_pence == 0)
+    elif status == "settled":  # paid in full (a payment taken back is not settled: status=reversed)
+        query = query.where(payments.c.open_pence == 0, payments.c.reversed_pence == 0)
+    elif status == "reversed":
+        query = query.where(payments.c.reversed_pence > 0)
     if referral_id:
         query = query.where(payments.c.referral_id == referral_id)
     async with runtime_of(request).sessionmaker() as session:
