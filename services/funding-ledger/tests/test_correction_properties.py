@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, insert, select
 
-from socialrx_funding_ledger import domain, handlers, ledger
+from socialrx_funding_ledger import domain, handlers
 from socialrx_funding_ledger.rebuild import MIGRATIONS
 from socialrx_funding_ledger.store import agreements, journal_lines, outbox, payment_reversals, payments
 from socialrx_shared import events as ev
