@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -65,10 +66,15 @@ def make_world(platform: Platform, secret: str, *, capacity: int = 50, per_refer
     assert created.status_code == 201, created.text
     finance = auth(secret, "finance", pcn_id=PCN)
     if fund:
-        agreement = httpx.post(platform.url("funding-ledger") + "/agreements", headers=finance, timeout=10, json={
-            "organisation_id": organisation_id, "per_referral_pence": per_referral_pence,
-            "per_outcome_pence": per_outcome_pence, "period": "quarterly", "days_after_period_end": 30,
-            "starts_on": "2026-04-01"})
+        body = {"organisation_id": organisation_id, "per_referral_pence": per_referral_pence,
+                "per_outcome_pence": per_outcome_pence, "period": "quarterly", "days_after_period_end": 30,
+                "starts_on": "2026-04-01"}
+        deadline = time.monotonic() + 30
+        while True:  # the ledger learns of the new organisation from the directory's organisation.registered
+            agreement = httpx.post(platform.url("funding-ledger") + "/agreements", headers=finance, timeout=10, json=body)
+            if "no organisation with id" not in agreement.text or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         assert agreement.status_code == 201, agreement.text
     return World(platform, secret, organisation_id, created.json()["id"], admin, charity,
                  auth(secret, "link_worker", pcn_id=PCN, practice_id=PRACTICE), finance)

@@ -58,6 +58,7 @@ RULES: dict[str, dict[tuple[str, str], str | set[str]]] = {
     },
     "funding-ledger": {
         ("POST", "/agreements"): {"finance"},
+        ("PATCH", "/agreements/{agreement_id}"): {"finance"},
         ("GET", "/agreements"): {"finance", "charity", "admin"},
         ("GET", "/agreements/{agreement_id}/cap"): {"finance", "charity", "admin"},
         ("GET", "/payments"): {"finance", "charity", "admin"},

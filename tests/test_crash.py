@@ -12,7 +12,7 @@ from support import PCN
 
 from socialrx_devstack.platform import DEV_PERSON_REF_KEY, ServiceProcess, service_env
 from socialrx_devstack.procs import free_port
-from socialrx_devstack.testing import auth, events_on_topic, wait_for
+from socialrx_devstack.testing import auth, events_on_topic, publish_event, wait_for
 from socialrx_shared import events as ev
 
 REFERRALS = 1500
@@ -57,10 +57,15 @@ async def test_ledger_killed_mid_stream_handles_each_referral_once(kafka, postgr
         organisation_id = "org-crash-" + uuid.uuid4().hex[:6]
         finance = auth(jwt_secret, "finance", pcn_id=PCN)
         payments_url = f"{ledger.url}/payments?organisation_id={organisation_id}&per_page=1"
+        await publish_event(kafka.bootstrap_servers, ev.ORGANISATION_REGISTERED, ev.OrganisationRegistered(
+            organisation_id=organisation_id, name="Crash test neighbours", registered_at=datetime.now(timezone.utc)))
         async with httpx.AsyncClient(timeout=10) as client:
-            agreement = await client.post(f"{ledger.url}/agreements", headers=finance, json={
-                "organisation_id": organisation_id, "per_referral_pence": FEE_PENCE, "period": "monthly",
-                "days_after_period_end": 14, "starts_on": "2026-04-01"})
+            async def agreed():  # once the ledger has read the registration
+                answer = await client.post(f"{ledger.url}/agreements", headers=finance, json={
+                    "organisation_id": organisation_id, "per_referral_pence": FEE_PENCE, "period": "monthly",
+                    "days_after_period_end": 14, "starts_on": "2026-04-01"})
+                return None if "no organisation with id" in answer.text else answer
+            agreement = await wait_for(agreed, what="the ledger to know the organisation")
             assert agreement.status_code == 201, agreement.text
             referral_ids = await _publish_acceptances(kafka.bootstrap_servers, organisation_id)
 

@@ -17,7 +17,8 @@ CONSUMERS = {
     ev.REFERRAL_ACCEPTED.topic: {"referral-intake", "outcomes", "funding-ledger"},
     ev.REFERRAL_DECLINED.topic: {"referral-intake", "outcomes"},
     ev.OUTCOME_RECORDED.topic: {"referral-intake", "directory", "funding-ledger"},
-    ev.SERVICE_UPDATED.topic: {"referral-intake"},
+    ev.SERVICE_UPDATED.topic: {"referral-intake", "funding-ledger"},
+    ev.ORGANISATION_REGISTERED.topic: {"funding-ledger"},
 }
 
 
@@ -35,6 +36,7 @@ def _poisons(marker: str) -> dict[str, bytes]:
         ev.REFERRAL_DECLINED.topic: json.dumps(unknown_version | {"marker": marker}).encode(),
         ev.OUTCOME_RECORDED.topic: json.dumps(wrong_type | {"marker": marker}).encode(),
         ev.SERVICE_UPDATED.topic: json.dumps({"specversion": "1.0", "marker": marker}).encode(),
+        ev.ORGANISATION_REGISTERED.topic: json.dumps(valid_accepted | {"marker": marker}).encode(),  # wrong type
     }
 
 

@@ -37,12 +37,18 @@ SAMPLES: dict[str, ev.Strict] = {
         service_id="svc-1", organisation_id="org-1", name="Walking group", status="active", needs=["loneliness"],
         capacity_available=4, safeguarding_policy_valid_until=date(2027, 6, 1), accepting_referrals=True,
         version=2, updated_at=NOW),
+    ev.PAYMENT_REVERSED.topic: ev.PaymentReversed(
+        payment_id="p-2", agreement_id="a-1", pcn_id="U12345", organisation_id="org-1", referral_id="r-1",
+        basis="outcome_recorded", reversed_pence=12000, open_cancelled_pence=2000, overpaid_pence=10000,
+        business_date=date(2027, 2, 3), reason="outcome o-1 is now engaged"),
+    ev.ORGANISATION_REGISTERED.topic: ev.OrganisationRegistered(
+        organisation_id="org-1", name="Leeds Walking Friends", registered_at=NOW),
 }
 
 
 def test_every_event_has_a_sample() -> None:
     assert set(SAMPLES) == set(ev.ALL_TOPICS)
-    assert len(ev.ALL_TOPICS) == 7
+    assert len(ev.ALL_TOPICS) == 9
 
 
 @pytest.mark.parametrize("topic", sorted(SAMPLES))

@@ -102,7 +102,8 @@ async def test_asyncapi_document_lists_the_directorys_topics(kafka, postgres, jw
                                kafka=kafka.bootstrap_servers, jwt_secret=jwt_secret) as (_app, client):
         doc = (await client.get("/asyncapi")).json()
     assert doc["asyncapi"].startswith("2.")
-    assert set(doc["channels"]) == {"referral.accepted.v1", "referral.declined.v1", "service.updated.v1"}
+    assert set(doc["channels"]) == {"referral.accepted.v1", "referral.declined.v1", "service.updated.v1",
+                                    "organisation.registered.v1"}
     assert "#/$defs/" not in str(doc)
     declined = doc["channels"]["referral.declined.v1"]["subscribe"]["message"]["payload"]
     assert "no_response" in str(declined["properties"]["data"])

@@ -49,10 +49,24 @@ class Ledger:
         assert len(items) == count, items
         return items
 
+    async def register(self, organisation_id: str) -> None:
+        """Announce an organisation as the directory does (the ledger funds only known ones)."""
+        await self.publish(ev.ORGANISATION_REGISTERED, ev.OrganisationRegistered(
+            organisation_id=organisation_id, name=f"Test {organisation_id}", registered_at=datetime.now(timezone.utc)))
+
     async def agree(self, pcn_id: str, **body) -> dict:
-        response = await self.client.post("/agreements", headers=self.finance(pcn_id), json=body)
+        await self.register(body["organisation_id"])
+        response = await post_once_known(self.client, "/agreements", self.finance(pcn_id), body)
         assert response.status_code == 201, response.text
         return response.json()
+
+
+async def post_once_known(client: httpx.AsyncClient, path: str, headers: dict, body: dict) -> httpx.Response:
+    """POST, again while the ledger has not yet read the organisation's registration."""
+    async def answered():
+        response = await client.post(path, headers=headers, json=body)
+        return None if response.status_code == 422 and "no organisation with id" in response.text else response
+    return await wait_for(answered, what=f"the ledger to know organisation {body.get('organisation_id')}")
 
 
 def new_pcn() -> str:

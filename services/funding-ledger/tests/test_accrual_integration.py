@@ -9,6 +9,13 @@ from socialrx_devstack.testing import auth, publish_event, running_service, wait
 from socialrx_funding_ledger.app import Settings, build
 from socialrx_shared import events as ev
 
+from .conftest import post_once_known
+
+
+async def _register(kafka, organisation_id: str) -> None:
+    await publish_event(kafka.bootstrap_servers, ev.ORGANISATION_REGISTERED, ev.OrganisationRegistered(
+        organisation_id=organisation_id, name="Test organisation", registered_at=datetime.now(timezone.utc)))
+
 
 async def test_outcome_before_acceptance_posts_the_same_as_in_order(kafka, postgres, jwt_secret) -> None:
     url = postgres.new_database("ledger")
@@ -16,7 +23,8 @@ async def test_outcome_before_acceptance_posts_the_same_as_in_order(kafka, postg
     finance = auth(jwt_secret, "finance", pcn_id="U12345")
     async with running_service(build, Settings, database_url=url, kafka=kafka.bootstrap_servers,
                                jwt_secret=jwt_secret) as (_app, client):
-        created = await client.post("/agreements", headers=finance, json={
+        await _register(kafka, org)
+        created = await post_once_known(client, "/agreements", finance, {
             "organisation_id": org, "per_referral_pence": 5000, "per_outcome_pence": 12000,
             "period": "quarterly", "days_after_period_end": 30, "starts_on": "2026-04-01"})
         assert created.status_code == 201, created.text
@@ -49,7 +57,8 @@ async def test_a_correction_of_a_waiting_outcome_replaces_it(kafka, postgres, jw
     finance = auth(jwt_secret, "finance", pcn_id="U12345")
     async with running_service(build, Settings, database_url=url, kafka=kafka.bootstrap_servers,
                                jwt_secret=jwt_secret) as (_app, client):
-        created = await client.post("/agreements", headers=finance, json={
+        await _register(kafka, org)
+        created = await post_once_known(client, "/agreements", finance, {
             "organisation_id": org, "per_outcome_pence": 9000, "starts_on": "2026-04-01"})
         assert created.status_code == 201, created.text
         referral = "r-" + uuid.uuid4().hex[:8]

@@ -16,7 +16,9 @@ from sqlalchemy import func, insert, select
 
 from socialrx_funding_ledger import commands, domain, ledger
 from socialrx_funding_ledger.rebuild import MIGRATIONS
-from socialrx_funding_ledger.store import agreements, journal_entries, journal_lines, outbox, payments, settlements
+from socialrx_funding_ledger.store import (
+    agreements, journal_entries, journal_lines, organisations, outbox, payments, settlements,
+)
 from socialrx_shared.db import make_engine, make_sessionmaker, run_migrations
 from socialrx_shared.outbox import stage
 
@@ -54,6 +56,7 @@ async def _run(url: str, steps: list, cap: int | None, replay: bool) -> None:
                 _stage_into, outbox))
             agreement = domain.Agreement("agr-prop", PCN, ORG, 5000, 12000, ("completed",), 20000, cap,
                                          "quarterly", 30, START)
+            await session.execute(insert(organisations).values(organisation_id=ORG, learnt_from="test"))
             await session.execute(insert(agreements).values(
                 **(agreement.__dict__ | {"outcome_statuses": list(agreement.outcome_statuses)}), created_by="test"))
             for step in steps:

@@ -13,7 +13,7 @@ from sqlalchemy.exc import DBAPIError
 from socialrx_devstack.testing import wait_for
 from socialrx_funding_ledger import ledger as ledger_module
 from socialrx_funding_ledger import rebuild
-from socialrx_funding_ledger.store import journal_entries, journal_lines, outbox
+from socialrx_funding_ledger.store import journal_lines, outbox
 from socialrx_shared import events as ev
 from socialrx_shared.db import make_engine, make_sessionmaker
 
@@ -40,6 +40,18 @@ async def test_rebuild_from_topics_equals_live_ledger(ledger, postgres) -> None:
             "organisation_id": org, "amount_pence": pence, "paid_on": "2026-10-01", "reference": ref})
         assert response.status_code == 201, response.text
 
+    # The outcome is corrected to engaged: its (capped) fee is taken back by a reversal.
+    await ledger.publish(ev.OUTCOME_RECORDED, ev.OutcomeRecorded(
+        outcome_id="o-" + referrals[0], referral_id=referrals[0], organisation_id=org_a, pcn_id=pcn,
+        status="engaged", sessions_attended=6, recorded_at="2026-09-01T10:00:00Z", revision=2,
+        corrected_at="2026-09-20T10:00:00Z"))
+
+    async def reversed_fee():
+        items = (await ledger.client.get(f"/payments?organisation_id={org_a}", headers=finance)).json()["items"]
+        return [p for p in items if p["reversed_pence"]] or None
+    [fee] = await wait_for(reversed_fee, what="the outcome fee taken back")
+    assert (fee["basis"], fee["amount_pence"], fee["reversed_pence"], fee["open_pence"]) == ("outcome_recorded", 5000, 5000, 0)
+
     engine = make_engine(ledger.database_url, pool_size=1)
     try:
         async def outbox_drained() -> bool:  # a rebuild sees what has been published
@@ -52,17 +64,17 @@ async def test_rebuild_from_topics_equals_live_ledger(ledger, postgres) -> None:
         assert report["equal"], report["differences"]
         assert (report["payments"], report["settlements"], report["agreements_copied"]) == (8, 2, 2)
         assert report["replayed"]["payment_due"] == 8 and report["replayed"]["payment_settled"] == 2
+        assert report["replayed"]["payment_reversed"] == 1
 
         with pytest.raises(SystemExit, match="already holds a ledger"):  # never into a used database
             await rebuild.rebuild(ledger.bootstrap, target, pcn_id=pcn)
 
-        # The comparison does catch a difference: the live ledger with one more (reversing) entry.
+        # The comparison does catch a difference: the live ledger with one more entry.
         async with make_sessionmaker(engine)() as session, session.begin():
-            entry_id = await session.scalar(select(journal_entries.c.id).where(
-                journal_entries.c.cause_key.like("referral_accepted:%"),
-                journal_entries.c.memo.contains(referrals[0])))
-            assert await ledger_module.reverse_entry(session, entry_id, "accepted in error") is not None
-            assert await ledger_module.reverse_entry(session, entry_id, "twice") is None  # reversed once
+            assert await ledger_module.post_entry(session, "manual:test", date(2026, 10, 2), "a by-hand entry", [
+                (ledger_module.payable_account(pcn, org_a), 100, 0), (f"expense:{pcn}", 0, 100)]) is not None
+            assert await ledger_module.post_entry(session, "manual:test", date(2026, 10, 2), "twice", [
+                (ledger_module.payable_account(pcn, org_a), 100, 0), (f"expense:{pcn}", 0, 100)]) is None  # once
         async with make_sessionmaker(make_engine(target, pool_size=1))() as rebuilt_session, \
                 make_sessionmaker(engine)() as live_session:
             found = rebuild.differences(await rebuild.snapshot(live_session, pcn), await rebuild.snapshot(rebuilt_session, pcn))

@@ -132,6 +132,27 @@ class PaymentDue(Strict):
     business_date: date | None = None
     # What the agreement's yearly cap refused of this fee (then amount_pence is what is owed).
     refused_over_cap_pence: Pence = 0
+    # The instant of the cause (accepted_at / recorded_at): settlements pay a referral's fee before
+    # its outcome fee when both fall due on one business day.
+    caused_at: AwareDatetime | None = None
+
+
+class PaymentReversed(Strict):
+    """A payment due taken back, wholly, by a new reversing entry: a correction changed what is owed
+    (e.g. an outcome corrected from completed to engaged). What of it was still open is no longer
+    owed; what had already been paid is held as a credit for the organisation (never lost)."""
+    payment_id: Id
+    agreement_id: Id
+    pcn_id: OdsCode
+    organisation_id: Id
+    referral_id: Id | None
+    basis: PaymentBasis
+    reversed_pence: Pence  # the whole payment's amount
+    open_cancelled_pence: Pence  # of it, what was still owed
+    overpaid_pence: Pence  # of it, what had been paid: now a credit held for the organisation
+    currency: Literal["GBP"] = "GBP"
+    business_date: date  # the UK day of the correction
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=300)]
 
 
 class Allocation(Strict):
@@ -167,6 +188,14 @@ class ServiceUpdated(Strict):
     # Monotonic per service: a consumer keeps the newest view even if an older update is replayed.
     version: Annotated[int, Field(ge=1)] = 1
     updated_at: AwareDatetime
+
+
+class OrganisationRegistered(Strict):
+    """The directory added an organisation (a charity or community group): other services learn
+    which organisation ids are real from this, not from what a form was typed with."""
+    organisation_id: Id
+    name: Annotated[str, StringConstraints(min_length=1, max_length=300)]
+    registered_at: AwareDatetime
 
 
 @dataclass(frozen=True)
@@ -206,6 +235,8 @@ OUTCOME_RECORDED = EventSpec("outcome.recorded", 1, OutcomeRecorded, "referral_i
 PAYMENT_DUE = EventSpec("payment.due", 1, PaymentDue, "referral_id", "agreement_id")
 PAYMENT_SETTLED = EventSpec("payment.settled", 1, PaymentSettled, "organisation_id")
 SERVICE_UPDATED = EventSpec("service.updated", 1, ServiceUpdated, "service_id")
+PAYMENT_REVERSED = EventSpec("payment.reversed", 1, PaymentReversed, "referral_id", "agreement_id")
+ORGANISATION_REGISTERED = EventSpec("organisation.registered", 1, OrganisationRegistered, "organisation_id")
 
 ALL_EVENTS: tuple[EventSpec, ...] = (
     REFERRAL_CREATED,
@@ -215,6 +246,8 @@ ALL_EVENTS: tuple[EventSpec, ...] = (
     PAYMENT_DUE,
     PAYMENT_SETTLED,
     SERVICE_UPDATED,
+    PAYMENT_REVERSED,
+    ORGANISATION_REGISTERED,
 )
 BY_TOPIC = {spec.topic: spec for spec in ALL_EVENTS}
 BY_TYPE = {spec.ce_type: spec for spec in ALL_EVENTS}

@@ -58,9 +58,14 @@ async def make_world(client: httpx.AsyncClient, urls: dict[str, str], secret: st
             "organization_id": org_id, "name": f"Bench walk and talk {i}", "needs": ["loneliness"],
             "capacity": 100_000, "postcode": "LS1 4AP", "safeguarding_policy_valid_until": "2099-01-01"})
         service.raise_for_status()
-        agreement = await client.post(urls["funding-ledger"] + "/agreements", headers=finance, json={
-            "organisation_id": org_id, "per_referral_pence": FEE_REFERRAL_PENCE, "per_outcome_pence": FEE_OUTCOME_PENCE,
-            "period": "quarterly", "days_after_period_end": 30, "starts_on": "2020-04-01"})
+        for _ in range(300):  # the ledger learns of the organisation from the directory's organisation.registered
+            agreement = await client.post(urls["funding-ledger"] + "/agreements", headers=finance, json={
+                "organisation_id": org_id, "per_referral_pence": FEE_REFERRAL_PENCE,
+                "per_outcome_pence": FEE_OUTCOME_PENCE, "period": "quarterly", "days_after_period_end": 30,
+                "starts_on": "2020-04-01"})
+            if "no organisation with id" not in agreement.text:
+                break
+            await asyncio.sleep(0.1)
         agreement.raise_for_status()
         orgs.append(org_id)
         services.append(service.json()["id"])

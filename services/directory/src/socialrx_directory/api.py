@@ -11,7 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from sqlalchemy import func, insert, select, update
 
 from socialrx_shared.auth import Principal, forbidden, require
-from socialrx_shared.events import DeclineReason, NeedCode, ServiceStatus
+from socialrx_shared.events import (
+    ORGANISATION_REGISTERED, DeclineReason, NeedCode, OrganisationRegistered, ServiceStatus,
+)
 from socialrx_shared.http import Page, PerPage
 from socialrx_shared.runtime import ServiceRuntime
 
@@ -120,8 +122,12 @@ async def create_organization(body: NewOrganization, request: Request,
                               principal: Principal = Depends(require("admin"))) -> dict:
     now = datetime.now(timezone.utc)
     row = {"id": str(uuid.uuid4()), **body.model_dump(), "created_at": now, "updated_at": now}
-    async with runtime_of(request).transaction() as session:
+    rt = runtime_of(request)
+    async with rt.transaction() as session:
         await session.execute(insert(organizations).values(**row))
+        # Announced through the outbox with the row: the ledger funds only organisations it has heard of.
+        await rt.stage(session, ORGANISATION_REGISTERED,
+                       OrganisationRegistered(organisation_id=row["id"], name=row["name"], registered_at=now))
     return row
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from socialrx_shared.events import REFERRAL_ACCEPTED, REFERRAL_DECLINED, SERVICE_UPDATED, json_schemas
+from socialrx_shared.events import (
+    ORGANISATION_REGISTERED, REFERRAL_ACCEPTED, REFERRAL_DECLINED, SERVICE_UPDATED, json_schemas,
+)
 
 PUBLISHED = (
     (REFERRAL_ACCEPTED, "A charity accepted a referral (key: referral_id)."),
@@ -13,6 +15,7 @@ PUBLISHED = (
                         "(reason no_response) (key: referral_id)."),
     (SERVICE_UPDATED, "A service changed, or its referral gate flipped by itself (a safeguarding policy "
                       "expired) (key: service_id; keep the highest `version`)."),
+    (ORGANISATION_REGISTERED, "An organisation was added to the directory (key: organisation_id)."),
 )
 
 

@@ -27,6 +27,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from socialrx_shared.events import ORGANISATION_REGISTERED, OrganisationRegistered
 from socialrx_shared.runtime import ServiceRuntime
 
 from . import commands, domain
@@ -119,17 +120,21 @@ async def _needs(session: AsyncSession, record: dict) -> list[str]:
     return sorted(set(codes))[:20]
 
 
-async def _ensure_org(session: AsyncSession, org: dict, now: datetime) -> None:
-    await session.execute(pg_insert(organizations).values(
+async def _ensure_org(rt: ServiceRuntime, session: AsyncSession, org: dict, now: datetime) -> None:
+    added = await session.scalar(pg_insert(organizations).values(
         id=org["id"], name=org["name"], description=org.get("description") or "",
         email=(org.get("email") or None), website=(org.get("website") or None), created_at=now, updated_at=now,
-    ).on_conflict_do_nothing(index_elements=["id"]))
+    ).on_conflict_do_nothing(index_elements=["id"]).returning(organizations.c.id))
+    if added is not None:  # a new organisation is announced, as one an admin adds is
+        await rt.stage(session, ORGANISATION_REGISTERED,
+                       OrganisationRegistered(organisation_id=org["id"], name=org["name"][:300] or org["id"],
+                                              registered_at=now))
 
 
 async def import_record(rt: ServiceRuntime, session: AsyncSession, record: dict, org: dict) -> str:
     """Upsert one checked record; 'created' or 'updated'."""
     now = datetime.now(timezone.utc)
-    await _ensure_org(session, org, now)
+    await _ensure_org(rt, session, org, now)
     fields = {"name": record["name"], "description": record.get("description") or "", "status": record["status"],
               "url": record.get("url"), "email": record.get("email"), "needs": await _needs(session, record),
               **_location(record)}

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
-from datetime import date, datetime, timezone
+from datetime import date
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, File, Header, HTTPException, Query, Request, Response, UploadFile
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 
 from socialrx_shared.auth import Principal, forbidden, require
 from socialrx_shared.events import Id, OutcomeStatus
@@ -84,34 +83,48 @@ def _scope(query, table, principal: Principal, organisation_id: str | None):
 
 @router.post("/agreements", status_code=201, tags=["agreements"], summary="Agree funding with an organisation (finance)")
 async def create_agreement(body: NewAgreement, request: Request, principal: Principal = Depends(require("finance"))) -> dict:
-    rt = runtime_of(request)
-    far_future = date(9999, 12, 31)
-    async with rt.transaction() as session:
-        # Serialise agreements of one pair (even the first, when there is no row to lock) so two
-        # overlapping requests cannot both pass the check.
-        await session.execute(select(func.pg_advisory_xact_lock(
-            func.hashtext(f"agreement:{principal.pcn_id}:{body.organisation_id}"))))
-        existing = (await session.execute(
-            select(agreements.c.id, agreements.c.starts_on, agreements.c.ends_on)
-            .where(agreements.c.pcn_id == principal.pcn_id, agreements.c.organisation_id == body.organisation_id)
-            .with_for_update()
-        )).all()
-        for other in existing:
-            if body.starts_on <= (other.ends_on or far_future) and other.starts_on <= (body.ends_on or far_future):
-                raise HTTPException(409, detail=f"overlaps agreement {other.id} ({other.starts_on} to "
-                                                f"{other.ends_on or 'open-ended'}); end it first or change the dates")
-        row = {"id": str(uuid.uuid4()), "pcn_id": principal.pcn_id, **body.model_dump(), "created_by": principal.sub}
-        await session.execute(insert(agreements).values(**row))
-    return row
+    try:
+        return await commands.create_agreement(runtime_of(request), principal.pcn_id, principal.sub, body.model_dump())
+    except commands.Refused as exc:
+        raise refused(exc) from None
 
 
-@router.get("/agreements", tags=["agreements"], summary="Agreements in your scope")
+class AgreementPatch(BaseModel):
+    """End an agreement (ends_on; null makes it open-ended again), or amend its terms from a date."""
+    model_config = ConfigDict(extra="forbid")
+    ends_on: LedgerDate | None = None
+    effective_from: LedgerDate | None = None
+    per_referral_pence: Pence | None = None
+    per_outcome_pence: Pence | None = None
+    outcome_statuses: list[OutcomeStatus] | None = Field(None, min_length=1)
+    block_grant_pence_per_period: Pence | None = None
+    cap_pence_per_year: Pence | None = None
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300)] | None = None
+
+
+@router.patch("/agreements/{agreement_id}", tags=["agreements"],
+              summary="End an agreement, or amend its fees or cap from a date (finance of its PCN)")
+async def change_agreement(agreement_id: str, body: AgreementPatch, request: Request,
+                           principal: Principal = Depends(require("finance"))) -> dict:
+    given = body.model_fields_set
+    terms = {k: getattr(body, k) for k in commands.TERMS if k in given}
+    if any(v is None for k, v in terms.items() if k != "cap_pence_per_year"):
+        raise HTTPException(422, detail=f"{', '.join(k for k, v in terms.items() if v is None)} cannot be null")
+    change = commands.AgreementChange(ends_on=body.ends_on, ends_on_given="ends_on" in given,
+                                      effective_from=body.effective_from, terms=terms or None, reason=body.reason)
+    try:
+        return await commands.change_agreement(runtime_of(request), principal.pcn_id, principal.sub, agreement_id, change)
+    except commands.Refused as exc:
+        raise refused(exc) from None
+
+
+@router.get("/agreements", tags=["agreements"], summary="Agreements in your scope, each with its versions")
 async def list_agreements(request: Request, principal: Principal = Depends(require("finance", "charity", "admin")),
                           organisation_id: str | None = None) -> dict:
-    query = _scope(select(agreements), agreements, principal, organisation_id).order_by(agreements.c.starts_on)
+    query = _scope(select(agreements.c.id), agreements, principal, organisation_id).order_by(agreements.c.starts_on)
     async with runtime_of(request).sessionmaker() as session:
-        rows = (await session.execute(query)).mappings().all()
-    return {"items": [dict(r) for r in rows]}
+        ids = (await session.execute(query)).scalars().all()
+        return {"items": [await commands.agreement_view(session, agreement_id) for agreement_id in ids]}
 
 
 PaymentsPerPage = per_page_up_to(1000)
@@ -120,14 +133,16 @@ PaymentsPerPage = per_page_up_to(1000)
 @router.get("/payments", tags=["payments"], summary="Payments due, with what is still open")
 async def list_payments(request: Request, principal: Principal = Depends(require("finance", "charity", "admin")),
                         organisation_id: str | None = None,
-                        status: Literal["open", "settled"] | None = None,
+                        status: Literal["open", "settled", "reversed"] | None = None,
                         referral_id: str | None = None,
                         page: Page = 1, per_page: PaymentsPerPage = 100) -> dict:
     query = _scope(select(payments), payments, principal, organisation_id)
     if status == "open":
         query = query.where(payments.c.open_pence > 0)
-    elif status == "settled":
-        query = query.where(payments.c.open_pence == 0)
+    elif status == "settled":  # paid in full (a payment taken back is not settled: status=reversed)
+        query = query.where(payments.c.open_pence == 0, payments.c.reversed_pence == 0)
+    elif status == "reversed":
+        query = query.where(payments.c.reversed_pence > 0)
     if referral_id:
         query = query.where(payments.c.referral_id == referral_id)
     async with runtime_of(request).sessionmaker() as session:
@@ -137,26 +152,27 @@ async def list_payments(request: Request, principal: Principal = Depends(require
             .offset((page - 1) * per_page).limit(per_page))).mappings().all()
     items = [{k: r[k] for k in ("payment_id", "agreement_id", "pcn_id", "organisation_id", "referral_id", "basis",
                                 "amount_pence", "open_pence", "period", "due_date", "business_date",
-                                "refused_over_cap_pence")} | {"currency": "GBP"} for r in rows]
+                                "refused_over_cap_pence", "reversed_pence")} | {"currency": "GBP"} for r in rows]
     return {"items": items, "page": page, "per_page": per_page, "total": total}
 
 
 @router.get("/agreements/{agreement_id}/cap", tags=["agreements"], summary="Cap use in a financial year")
 async def cap_use(agreement_id: str, request: Request, principal: Principal = Depends(require("finance", "charity", "admin")),
                   on: LedgerDate | None = None) -> dict:
-    on = on or datetime.now(timezone.utc).date()
+    on = on or domain.today_in_uk()
     async with runtime_of(request).sessionmaker() as session:
         row = (await session.execute(_scope(select(agreements), agreements, principal, None)
                                      .where(agreements.c.id == agreement_id))).mappings().first()
         if row is None:
             raise HTTPException(404, detail=f"no agreement {agreement_id} in your scope")
-        return await reports.cap_use(session, ledger.agreement_from_row(dict(row)), on)
+        terms = await ledger.terms_on(session, ledger.agreement_from_row(dict(row)), on)  # the cap then in force
+        return await reports.cap_use(session, terms, on)
 
 
 @router.get("/arrears", tags=["payments"], summary="What is owed, aged by days past its due date")
 async def arrears(request: Request, principal: Principal = Depends(require("finance", "charity", "admin")),
                   as_of: LedgerDate | None = None, organisation_id: str | None = None) -> dict:
-    as_of = as_of or datetime.now(timezone.utc).date()
+    as_of = as_of or domain.today_in_uk()
     scope = _scope_of(principal, organisation_id)
     async with runtime_of(request).sessionmaker() as session:
         return await reports.arrears(session, as_of, **scope)
@@ -236,7 +252,7 @@ async def statement(organisation_id: str, request: Request,
                     principal: Principal = Depends(require("finance", "charity", "admin")),
                     from_: Annotated[LedgerDate | None, Query(alias="from")] = None,
                     to: LedgerDate | None = None, format: Literal["json", "csv"] = "json"):
-    to = to or datetime.now(timezone.utc).date()
+    to = to or domain.today_in_uk()
     from_ = from_ or domain.financial_year_start(to)
     if from_ > to:
         raise HTTPException(422, detail=f"from ({from_}) is after to ({to})")
@@ -274,9 +290,14 @@ async def reconciliation(request: Request, file: UploadFile = File(...), post: b
 
 @router.get("/trial-balance", tags=["ledger"], summary="Total debits and credits (always equal)")
 async def trial_balance(request: Request, principal: Principal = Depends(require("finance", "admin"))) -> dict:
+    query = select(func.coalesce(func.sum(journal_lines.c.debit_pence), 0),
+                   func.coalesce(func.sum(journal_lines.c.credit_pence), 0))
+    pcn_id = _scope_pcn(principal)
+    if pcn_id:
+        # Every account is `<kind>:<pcn>[:<org>]`: a finance officer sees only its own PCN's books
+        # (each entry stays within one PCN, so they balance on their own).
+        query = query.where(func.split_part(journal_lines.c.account, ":", 2) == pcn_id)
     async with runtime_of(request).sessionmaker() as session:
-        debits, credits = (await session.execute(
-            select(func.coalesce(func.sum(journal_lines.c.debit_pence), 0),
-                   func.coalesce(func.sum(journal_lines.c.credit_pence), 0)))).one()
-    assert debits == credits, "trial balance broken: debits != credits"
-    return {"debits_pence": int(debits), "credits_pence": int(credits), "balanced": debits == credits, "currency": "GBP"}
+        debits, credits = (await session.execute(query)).one()
+    return {"pcn_id": pcn_id, "debits_pence": int(debits), "credits_pence": int(credits),
+            "balanced": debits == credits, "currency": "GBP"}

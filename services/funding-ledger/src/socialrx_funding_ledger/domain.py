@@ -7,10 +7,27 @@ Standard library only. Money is integer pence, never a float. The UK financial y
 from __future__ import annotations
 
 import calendar
-from dataclasses import dataclass, field
-from datetime import date, timedelta
+import re
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 BUCKETS = ("not_due", "days_1_30", "days_31_60", "days_61_90", "days_over_90")
+
+# PCNs and charities work, and count months, quarters and financial years, in UK local time:
+# 00:30 BST on 1 July is July's (Q2's) work although it is still 30 June in UTC.
+UK = ZoneInfo("Europe/London")
+
+
+def business_date_of(at: datetime) -> date:
+    """The UK calendar day an instant falls on (an aware datetime, any offset)."""
+    if at.tzinfo is None:
+        raise ValueError("a business date needs an aware datetime (with its UTC offset)")
+    return at.astimezone(UK).date()
+
+
+def today_in_uk(now: datetime | None = None) -> date:
+    return business_date_of(now or datetime.now(timezone.utc))
 
 
 @dataclass(frozen=True)
@@ -85,6 +102,29 @@ def fee(agreement: Agreement, basis: str, outcome_status: str | None = None) -> 
     raise ValueError(f"unknown basis {basis!r}")
 
 
+@dataclass(frozen=True)
+class OutcomeFact:
+    """The newest revision the ledger has seen of one outcome of a referral."""
+    outcome_id: str
+    status: str
+    recorded_at: datetime
+    corrected_at: datetime | None = None
+
+
+def qualifying_outcome(agreement: Agreement, facts: list[OutcomeFact]) -> OutcomeFact | None:
+    """The outcome a referral's outcome fee is owed for: the earliest recorded whose newest
+    revision has a status the agreement pays for; None when none has (then no fee is owed,
+    and one accrued earlier is taken back)."""
+    paying = [f for f in facts if f.status in agreement.outcome_statuses and agreement.per_outcome_pence > 0]
+    return min(paying, key=lambda f: (f.recorded_at, f.outcome_id), default=None)
+
+
+def correction_date(facts: list[OutcomeFact]) -> date:
+    """The UK day a fee is taken back on: the newest correction (or recording) among the facts,
+    so the date follows from the facts, not from when the ledger happened to read them."""
+    return business_date_of(max(f.corrected_at or f.recorded_at for f in facts))
+
+
 def apply_cap(amount_pence: int, accrued_this_year_pence: int, cap_pence_per_year: int | None) -> tuple[int, int]:
     """(owed, refused): beyond the yearly cap nothing more is owed, and what is refused is kept."""
     if cap_pence_per_year is None:
@@ -114,6 +154,13 @@ class OpenPayment:
     open_pence: int
     due_date: date
     business_date: date
+    # When its cause happened (accepted_at, recorded_at): a referral's fee before its outcome fee
+    # when both fall due together on the same business day. None for payments older than this field.
+    caused_at: datetime | None = None
+
+    def allocation_order(self) -> tuple:
+        caused_at = self.caused_at or datetime.combine(self.business_date, datetime.min.time(), timezone.utc)
+        return (self.due_date, self.business_date, caused_at, self.payment_id)
 
 
 @dataclass
@@ -123,11 +170,12 @@ class Allocation:
 
 
 def allocate_oldest_first(amount_pence: int, open_payments: list[OpenPayment]) -> Allocation:
-    """Pay the earliest due first, then the earliest cause (business date), then by id."""
+    """Pay the earliest due first, then the earliest business date, then the earliest cause
+    (its time: accepted_at before recorded_at), and only then by id."""
     assert amount_pence >= 0
     result = Allocation()
     remaining = amount_pence
-    for payment in sorted(open_payments, key=lambda p: (p.due_date, p.business_date, p.payment_id)):
+    for payment in sorted(open_payments, key=OpenPayment.allocation_order):
         if remaining == 0:
             break
         take = min(remaining, payment.open_pence)
@@ -203,6 +251,15 @@ def days_outstanding(items: list[OpenItem], as_of: date) -> dict[str, int | None
 
 # --- money formatting -----------------------------------------------------------------------
 
+# A spreadsheet runs a cell starting with one of these as a formula (OWASP "CSV injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(text: str) -> str:
+    """Text a spreadsheet shows as text: a leading ' stops `=HYPERLINK(...)` in a reference running."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
 def pounds(pence: int) -> str:
     """Pence as pounds with two decimals, exactly (no float): -1234 -> "-12.34"."""
     sign = "-" if pence < 0 else ""
@@ -232,22 +289,36 @@ class MalformedLine:
     error: str
 
 
+# ASCII only: str.isdigit() and int() also take "١٢٣" (Arabic-Indic 123) and "²", and
+# date.fromisoformat() also takes "20260401" and "2026-W14-3"; a remittance is plain YYYY-MM-DD and pence.
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_PENCE = re.compile(r"[0-9]{1,12}")
+_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+FIRST_YEAR, LAST_YEAR = 2000, 2100
+
+
 def parse_remittance_row(line: int, row: list[str]) -> RemittanceLine | MalformedLine:
     reference = row[3].strip() if len(row) > 3 else None
     if len(row) != len(REMITTANCE_HEADER):
         return MalformedLine(line, reference, f"expected {len(REMITTANCE_HEADER)} columns, found {len(row)}")
     paid_on_text, organisation_id, amount_text, _ = (cell.strip() for cell in row)
     try:
+        if not _ISO_DATE.fullmatch(paid_on_text):
+            raise ValueError
         paid_on = date.fromisoformat(paid_on_text)
     except ValueError:
-        return MalformedLine(line, reference, f"paid_on {paid_on_text!r} is not an ISO date (YYYY-MM-DD)")
-    if not amount_text.isdigit():
-        return MalformedLine(line, reference, f"amount_pence {amount_text!r} is not a whole number of pence")
+        return MalformedLine(line, reference, f"paid_on {paid_on_text!r} is not an ISO date written YYYY-MM-DD")
+    if not FIRST_YEAR <= paid_on.year <= LAST_YEAR:
+        return MalformedLine(line, reference, f"paid_on {paid_on_text} is not a plausible date "
+                                              f"(years {FIRST_YEAR} to {LAST_YEAR})")
+    if not _PENCE.fullmatch(amount_text):
+        return MalformedLine(line, reference, f"amount_pence {amount_text!r} is not a whole number of pence "
+                                              "written with the digits 0-9")
     amount_pence = int(amount_text)
     if amount_pence <= 0 or amount_pence > 1_000_000_000:
         return MalformedLine(line, reference, f"amount_pence {amount_pence} is out of range (1 to 1000000000)")
-    if not organisation_id or len(organisation_id) > 64:
-        return MalformedLine(line, reference, "organisation_id is empty or longer than 64 characters")
+    if not _ID.fullmatch(organisation_id):
+        return MalformedLine(line, reference, "organisation_id must be 1 to 64 letters, digits or . _ : -")
     if not reference or len(reference) > MAX_REFERENCE:
         return MalformedLine(line, reference, f"reference is empty or longer than {MAX_REFERENCE} characters")
     return RemittanceLine(line, paid_on, organisation_id, amount_pence, reference)
@@ -303,8 +374,7 @@ def _match_one(item: RemittanceLine, recorded: Recorded | None, open_payments: d
         return {"status": "unmatched", "recorded": False, "error": "no settlement with this reference and nothing open"}
     for payment_id, pence in allocation.allocations:  # later lines see what this one would use
         payment = open_payments[payment_id]
-        open_payments[payment_id] = OpenPayment(payment_id, payment.open_pence - pence, payment.due_date,
-                                                payment.business_date)
+        open_payments[payment_id] = replace(payment, open_pence=payment.open_pence - pence)
     proposed = [{"payment_id": pid, "amount_pence": pence} for pid, pence in allocation.allocations]
     status = "matched" if allocation.unallocated_pence == 0 else "part_matched"
     return {"status": status, "recorded": False, "allocations": proposed,

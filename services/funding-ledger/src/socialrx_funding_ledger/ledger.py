@@ -14,18 +14,21 @@ ledger's own topics needs (see rebuild.py).
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
-from datetime import date
+from datetime import date, datetime
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from socialrx_shared.events import PAYMENT_DUE, PAYMENT_SETTLED, EventSpec, PaymentDue, PaymentSettled, Strict
+from socialrx_shared.events import (
+    PAYMENT_DUE, PAYMENT_REVERSED, PAYMENT_SETTLED, EventSpec, PaymentDue, PaymentReversed, PaymentSettled, Strict,
+)
 from socialrx_shared.runtime import ServiceRuntime
 
 from . import domain
-from .store import agreements, allocations, journal_entries, journal_lines, payments, settlements
+from .store import agreement_versions, agreements, allocations, journal_entries, journal_lines, payment_reversals, payments, settlements
 
 PAYMENT_NAMESPACE = uuid.UUID("6f1c1a52-7b1e-4c4a-9d38-5e0f0b9d8a11")
 
@@ -41,6 +44,11 @@ def credit_account(pcn_id: str, organisation_id: str) -> str:
 HEADER_CAUSE = "ledger-cause-key"
 
 
+class LedgerBroken(RuntimeError):
+    """A money invariant would break: the transaction is rolled back. Raised, never asserted,
+    so `python -O` cannot turn the check off."""
+
+
 async def stage(rt: ServiceRuntime | None, session: AsyncSession, spec: EventSpec, data: Strict,
                 ledger_headers: dict[str, str]) -> None:
     """The shared outbox `stage`, with the ledger's own headers. `rt` None (a rebuild) publishes nothing."""
@@ -53,8 +61,10 @@ async def post_entry(session: AsyncSession, cause_key: str, business_date: date,
     """Post one balanced entry; None (and nothing posted) if this cause was posted before."""
     debits = sum(d for _, d, _ in lines)
     credits = sum(c for _, _, c in lines)
-    assert debits == credits, f"unbalanced entry {cause_key}: debits {debits} != credits {credits}"
-    assert all(d >= 0 and c >= 0 and (d == 0) != (c == 0) for _, d, c in lines), "a line is one-sided and positive"
+    if debits != credits:
+        raise LedgerBroken(f"unbalanced entry {cause_key}: debits {debits} != credits {credits}")
+    if not all(d >= 0 and c >= 0 and (d == 0) != (c == 0) for _, d, c in lines):
+        raise LedgerBroken(f"entry {cause_key}: every line must be one-sided and positive")
     entry_id = await session.scalar(
         pg_insert(journal_entries).values(cause_key=cause_key, business_date=business_date, memo=memo)
         .on_conflict_do_nothing(index_elements=["cause_key"]).returning(journal_entries.c.id)
@@ -87,10 +97,28 @@ async def agreement_in_force(session: AsyncSession, pcn_id: str, organisation_id
     return agreement_from_row(dict(row)) if row else None
 
 
+async def terms_on(session: AsyncSession, agreement: domain.Agreement, on: date) -> domain.Agreement:
+    """The agreement with the fees, statuses, grant and cap of the version in force on `on`."""
+    version = (await session.execute(
+        select(agreement_versions).where(agreement_versions.c.agreement_id == agreement.id,
+                                         agreement_versions.c.effective_from <= on)
+        # The newest change that applies to that day (a later change may be back-dated further).
+        .order_by(agreement_versions.c.version.desc()).limit(1)
+    )).mappings().first()
+    if version is None:
+        return agreement
+    return dataclasses.replace(
+        agreement, per_referral_pence=version["per_referral_pence"], per_outcome_pence=version["per_outcome_pence"],
+        outcome_statuses=tuple(version["outcome_statuses"]),
+        block_grant_pence_per_period=version["block_grant_pence_per_period"],
+        cap_pence_per_year=version["cap_pence_per_year"])
+
+
 async def accrued_in_financial_year(session: AsyncSession, agreement_id: str, on: date) -> int:
     fy_start = domain.financial_year_start(on)
     total = await session.scalar(
-        select(func.coalesce(func.sum(payments.c.amount_pence), 0)).where(
+        # A payment taken back no longer counts against the cap.
+        select(func.coalesce(func.sum(payments.c.amount_pence - payments.c.reversed_pence), 0)).where(
             payments.c.agreement_id == agreement_id, payments.c.business_date >= fy_start,
             payments.c.business_date < date(fy_start.year + 1, 4, 1))
     )
@@ -98,7 +126,8 @@ async def accrued_in_financial_year(session: AsyncSession, agreement_id: str, on
 
 
 async def accrue(rt: ServiceRuntime, session: AsyncSession, *, cause_key: str, agreement: domain.Agreement,
-                 basis: str, amount_pence: int, business_date: date, referral_id: str | None) -> PaymentDue | None:
+                 basis: str, amount_pence: int, business_date: date, referral_id: str | None,
+                 caused_at: datetime | None = None) -> PaymentDue | None:
     """Record that the PCN owes for work done on `business_date`, and publish `payment.due`."""
     if amount_pence <= 0:
         return None
@@ -114,7 +143,7 @@ async def accrue(rt: ServiceRuntime, session: AsyncSession, *, cause_key: str, a
         pcn_id=agreement.pcn_id, organisation_id=agreement.organisation_id, referral_id=referral_id, basis=basis,
         amount_pence=owed, period=domain.period_of(business_date, agreement.period).label,
         due_date=domain.due_date(business_date, agreement.period, agreement.days_after_period_end),
-        business_date=business_date, refused_over_cap_pence=refused,
+        business_date=business_date, refused_over_cap_pence=refused, caused_at=caused_at,
     )
     recorded = await record_payment(rt, session, payment, cause_key=cause_key, business_date=business_date,
                                     refused_over_cap_pence=refused)
@@ -133,7 +162,7 @@ async def record_payment(rt: ServiceRuntime | None, session: AsyncSession, payme
             pcn_id=payment.pcn_id, organisation_id=payment.organisation_id, referral_id=payment.referral_id,
             basis=payment.basis, amount_pence=payment.amount_pence, open_pence=payment.amount_pence,
             period=payment.period, due_date=payment.due_date, business_date=business_date,
-            refused_over_cap_pence=refused_over_cap_pence,
+            caused_at=payment.caused_at, refused_over_cap_pence=refused_over_cap_pence,
         ).on_conflict_do_nothing(index_elements=["cause_key"]).returning(payments.c.payment_id)
     )
     if inserted is None:
@@ -144,7 +173,8 @@ async def record_payment(rt: ServiceRuntime | None, session: AsyncSession, payme
             (f"expense:{payment.pcn_id}", payment.amount_pence, 0),
             (payable_account(payment.pcn_id, payment.organisation_id), 0, payment.amount_pence),
         ])
-        assert posted is not None, f"journal already holds {cause_key} but payments did not"
+        if posted is None:
+            raise LedgerBroken(f"journal already holds {cause_key} but payments did not")
     await stage(rt, session, PAYMENT_DUE, payment, {HEADER_CAUSE: cause_key})
     return True
 
@@ -155,6 +185,7 @@ async def accrue_block_grant(rt: ServiceRuntime, session: AsyncSession, agreemen
     business_date = domain.grant_business_date(agreement, on)
     if business_date is None:
         return None
+    agreement = await terms_on(session, agreement, business_date)
     period = domain.period_of(on, agreement.period)
     return await accrue(rt, session, cause_key=f"block_grant:{agreement.id}:{period.label}", agreement=agreement,
                         basis="block_grant", amount_pence=agreement.block_grant_pence_per_period,
@@ -168,7 +199,8 @@ async def record_settlement(rt: ServiceRuntime | None, session: AsyncSession, se
     The caller has checked the allocations against open payments (and locked them)."""
     allocated_pence = sum(a.amount_pence for a in settled.allocations)
     unallocated_pence = settled.amount_pence - allocated_pence
-    assert unallocated_pence >= 0, "allocations exceed the amount paid"
+    if unallocated_pence < 0:
+        raise LedgerBroken(f"settlement {settled.settlement_id}: allocations exceed the amount paid")
     inserted = await session.scalar(
         pg_insert(settlements).values(
             settlement_id=settled.settlement_id, cause_key=cause_key, pcn_id=settled.pcn_id,
@@ -185,7 +217,8 @@ async def record_settlement(rt: ServiceRuntime | None, session: AsyncSession, se
                                    payments.c.pcn_id == settled.pcn_id,
                                    payments.c.open_pence >= allocation.amount_pence)
             .values(open_pence=payments.c.open_pence - allocation.amount_pence).returning(payments.c.payment_id))
-        assert reduced is not None, f"allocation to {allocation.payment_id} does not fit its open amount"
+        if reduced is None:
+            raise LedgerBroken(f"allocation to {allocation.payment_id} does not fit its open amount")
     if settled.allocations:
         await session.execute(insert(allocations), [
             {"settlement_id": settled.settlement_id, "payment_id": a.payment_id, "amount_pence": a.amount_pence}
@@ -201,11 +234,52 @@ async def record_settlement(rt: ServiceRuntime | None, session: AsyncSession, se
     return True
 
 
-async def reverse_entry(session: AsyncSession, entry_id: int, reason: str) -> int | None:
-    """Correct a posted entry by a new one with every line on the other side (entries are never
-    edited). Keyed by the entry reversed, so an entry is reversed at most once."""
-    original = (await session.execute(select(journal_entries).where(journal_entries.c.id == entry_id))).mappings().one()
-    lines = (await session.execute(select(journal_lines).where(journal_lines.c.entry_id == entry_id))).mappings().all()
-    return await post_entry(session, f"reversal:{entry_id}", original["business_date"],
-                            f"reverses {original['cause_key']}: {reason}",
-                            [(line["account"], line["credit_pence"], line["debit_pence"]) for line in lines])
+async def reverse_payment(rt: ServiceRuntime, session: AsyncSession, payment_id: str, *, business_date: date,
+                          reason: str) -> PaymentReversed | None:
+    """Take a whole payment back (a correction changed what is owed): what was still open is no
+    longer owed; what had been paid is held as a credit for the organisation. None if it was
+    taken back before."""
+    row = (await session.execute(select(payments).where(payments.c.payment_id == payment_id).with_for_update())
+           ).mappings().one()
+    if row["reversed_pence"] or await session.scalar(
+            select(payment_reversals.c.payment_id).where(payment_reversals.c.payment_id == payment_id)):
+        return None
+    reversed_ = PaymentReversed(
+        payment_id=payment_id, agreement_id=row["agreement_id"], pcn_id=row["pcn_id"],
+        organisation_id=row["organisation_id"], referral_id=row["referral_id"], basis=row["basis"],
+        reversed_pence=row["amount_pence"], open_cancelled_pence=row["open_pence"],
+        overpaid_pence=row["amount_pence"] - row["open_pence"], business_date=business_date, reason=reason)
+    recorded = await record_reversal(rt, session, reversed_, cause_key=f"reversal:payment:{payment_id}")
+    return reversed_ if recorded else None
+
+
+async def record_reversal(rt: ServiceRuntime | None, session: AsyncSession, event: PaymentReversed, *,
+                          cause_key: str) -> bool:
+    """Post a payment's reversal (live, or replayed by a rebuild): a new entry with the accrual's
+    lines on the other side, the paid part moved to the organisation's credit. False if recorded before."""
+    inserted = await session.scalar(
+        pg_insert(payment_reversals).values(
+            payment_id=event.payment_id, cause_key=cause_key, pcn_id=event.pcn_id,
+            organisation_id=event.organisation_id, reversed_pence=event.reversed_pence,
+            open_cancelled_pence=event.open_cancelled_pence, overpaid_pence=event.overpaid_pence,
+            business_date=event.business_date, reason=event.reason,
+        ).on_conflict_do_nothing().returning(payment_reversals.c.payment_id))
+    if inserted is None:
+        return False
+    changed = await session.scalar(
+        update(payments).where(payments.c.payment_id == event.payment_id, payments.c.reversed_pence == 0,
+                               payments.c.amount_pence == event.reversed_pence,
+                               payments.c.open_pence == event.open_cancelled_pence)
+        .values(reversed_pence=event.reversed_pence, open_pence=0).returning(payments.c.payment_id))
+    if changed is None:
+        raise LedgerBroken(f"reversal of {event.payment_id} does not match the payment's amount and open amount")
+    if event.reversed_pence:
+        lines = [(f"expense:{event.pcn_id}", 0, event.reversed_pence)]
+        if event.open_cancelled_pence:
+            lines.append((payable_account(event.pcn_id, event.organisation_id), event.open_cancelled_pence, 0))
+        if event.overpaid_pence:
+            lines.append((credit_account(event.pcn_id, event.organisation_id), event.overpaid_pence, 0))
+        await post_entry(session, cause_key, event.business_date,
+                         f"reverses {event.basis} {event.referral_id or event.payment_id}: {event.reason}", lines)
+    await stage(rt, session, PAYMENT_REVERSED, event, {HEADER_CAUSE: cause_key})
+    return True

@@ -1,9 +1,10 @@
 """Rebuild the ledger from its Kafka topics into a fresh database, and prove it equals the live one.
 
 What is replayed: the ledger's own facts, `payment.due.v1` (every accrual with its amount after
-the cap, due date, period, business date and refused amount; a header carries its cause) and
+the cap, due date, period, business date and refused amount; a header carries its cause),
 `payment.settled.v1` (every settlement with its allocations; what is not allocated is the credit
-held). Why not the inputs (`referral.accepted`, `outcome.recorded`)? The cap makes an accrual
+held) and `payment.reversed.v1` (a payment taken back by a correction, with what of it was open
+and what had been paid). Why not the inputs (`referral.accepted`, `outcome.recorded`)? The cap makes an accrual
 depend on what was accrued before it, so replaying inputs in another interleaving could cap a
 different referral; the published facts are order-free. Agreements are HTTP commands, not events:
 they are copied from the live database when one is given (`--source-url`).
@@ -30,10 +31,13 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from socialrx_shared.db import make_engine, make_sessionmaker, run_migrations
-from socialrx_shared.events import PAYMENT_DUE, PAYMENT_SETTLED, PaymentDue, PaymentSettled, PoisonMessage, parse_event
+from socialrx_shared.events import (
+    PAYMENT_DUE, PAYMENT_REVERSED, PAYMENT_SETTLED, PaymentDue, PaymentReversed, PaymentSettled, PoisonMessage,
+    parse_event,
+)
 
 from . import ledger
-from .store import agreements, journal_entries, journal_lines, payments, settlements
+from .store import agreement_versions, agreements, journal_entries, journal_lines, payments, settlements
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -63,10 +67,15 @@ def _headers(record: Any) -> dict[str, str]:
     return {k: v.decode(errors="replace") for k, v in (record.headers or [])}
 
 
-async def replay(session: AsyncSession, due_records: list, settled_records: list, pcn_id: str | None) -> dict:
-    counts = {"payment_due": 0, "payment_settled": 0, "duplicates": 0, "unreadable": 0, "other_pcn": 0}
-    # Every payment before any settlement: a settlement's allocations name payments.
-    for spec, records in ((PAYMENT_DUE, due_records), (PAYMENT_SETTLED, settled_records)):
+async def replay(session: AsyncSession, due_records: list, settled_records: list, pcn_id: str | None,
+                 reversed_records: list = ()) -> dict:
+    counts = {"payment_due": 0, "payment_settled": 0, "payment_reversed": 0, "duplicates": 0, "unreadable": 0,
+              "other_pcn": 0}
+    # Every payment before any settlement: a settlement's allocations name payments. Reversals
+    # last: a reversed payment is never allocated to afterwards (nothing of it is open), so every
+    # allocation it had came before its reversal, whose split (open / already paid) it carries.
+    for spec, records in ((PAYMENT_DUE, due_records), (PAYMENT_SETTLED, settled_records),
+                          (PAYMENT_REVERSED, reversed_records)):
         for record in records:
             try:
                 _, event = parse_event(spec.topic, record.value)
@@ -81,7 +90,11 @@ async def replay(session: AsyncSession, due_records: list, settled_records: list
     return counts
 
 
-async def _apply(session: AsyncSession, event: PaymentDue | PaymentSettled, headers: dict[str, str]) -> bool:
+async def _apply(session: AsyncSession, event: PaymentDue | PaymentSettled | PaymentReversed,
+                 headers: dict[str, str]) -> bool:
+    if isinstance(event, PaymentReversed):
+        return await ledger.record_reversal(
+            None, session, event, cause_key=headers.get(ledger.HEADER_CAUSE, f"reversal:payment:{event.payment_id}"))
     if isinstance(event, PaymentDue):
         # An event without a business date (from another producer) is dated by its due date.
         return await ledger.record_payment(
@@ -98,7 +111,7 @@ async def snapshot(session: AsyncSession, pcn_id: str | None) -> dict:
         .group_by(journal_lines.c.account))).all() if not pcn_id or account.split(":")[1] == pcn_id}
     payment_query = select(payments.c.payment_id, payments.c.organisation_id, payments.c.basis, payments.c.amount_pence,
                            payments.c.open_pence, payments.c.due_date, payments.c.business_date,
-                           payments.c.refused_over_cap_pence)
+                           payments.c.refused_over_cap_pence, payments.c.reversed_pence, payments.c.caused_at)
     settlement_query = select(settlements.c.settlement_id, settlements.c.organisation_id, settlements.c.amount_pence,
                               settlements.c.unallocated_pence, settlements.c.paid_on, settlements.c.reference)
     if pcn_id:
@@ -127,6 +140,10 @@ async def _copy_agreements(source: AsyncSession, target: AsyncSession, pcn_id: s
     rows = [dict(r) for r in (await source.execute(query)).mappings().all()]
     if rows:
         await target.execute(insert(agreements), rows)
+        versions = [dict(r) for r in (await source.execute(select(agreement_versions).where(
+            agreement_versions.c.agreement_id.in_([r["id"] for r in rows])))).mappings().all()]
+        if versions:  # every version of their terms, as they were changed
+            await target.execute(insert(agreement_versions), versions)
     return len(rows)
 
 
@@ -137,11 +154,12 @@ async def rebuild(bootstrap: str, target_url: str, *, source_url: str | None = N
     try:
         due = await read_topic(bootstrap, PAYMENT_DUE.topic)
         settled = await read_topic(bootstrap, PAYMENT_SETTLED.topic)
+        reversed_ = await read_topic(bootstrap, PAYMENT_REVERSED.topic)
         async with make_sessionmaker(target_engine)() as target, target.begin():
             if await target.scalar(select(func.count()).select_from(journal_entries)) or \
                     await target.scalar(select(func.count()).select_from(payments)):
                 raise SystemExit("the target database already holds a ledger: rebuild into a fresh database")
-            report: dict[str, Any] = {"replayed": await replay(target, due, settled, pcn_id)}
+            report: dict[str, Any] = {"replayed": await replay(target, due, settled, pcn_id, reversed_)}
             if source_engine is None:
                 return report | {"compared": False}
             async with make_sessionmaker(source_engine)() as source:

@@ -10,13 +10,13 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from . import domain
-from .store import allocations, payments, settlements
+from .store import allocations, payment_reversals, payments, settlements
 
 
 async def cap_use(session: AsyncSession, agreement: domain.Agreement, on: date) -> dict:
     fy_start = domain.financial_year_start(on)
     accrued, refused = (await session.execute(
-        select(func.coalesce(func.sum(payments.c.amount_pence), 0),
+        select(func.coalesce(func.sum(payments.c.amount_pence - payments.c.reversed_pence), 0),
                func.coalesce(func.sum(payments.c.refused_over_cap_pence), 0))
         .where(payments.c.agreement_id == agreement.id, payments.c.business_date >= fy_start,
                payments.c.business_date < date(fy_start.year + 1, 4, 1)))).one()
@@ -40,7 +40,9 @@ async def arrears(session: AsyncSession, as_of: date, *, pcn_id: str | None, org
         select(allocations.c.payment_id, func.sum(allocations.c.amount_pence).label("paid_pence"))
         .join(settlements, settlements.c.settlement_id == allocations.c.settlement_id)
         .where(settlements.c.paid_on <= as_of).group_by(allocations.c.payment_id).subquery())
-    open_pence = payments.c.amount_pence - func.coalesce(paid_by_then.c.paid_pence, 0)
+    # A reversal dated on or before as_of cancels what was then open (the paid part became a credit).
+    cancelled = func.coalesce(payment_reversals.c.open_cancelled_pence, 0)
+    open_pence = payments.c.amount_pence - func.coalesce(paid_by_then.c.paid_pence, 0) - cancelled
     # Summed per organisation and pair of dates in SQL: ageing depends only on the dates and is
     # linear in pence, so the domain's rules give the same figures over a few hundred groups as
     # over a million rows, without carrying every row into Python.
@@ -48,6 +50,8 @@ async def arrears(session: AsyncSession, as_of: date, *, pcn_id: str | None, org
         select(payments.c.organisation_id, payments.c.due_date, payments.c.business_date,
                func.sum(open_pence).label("open_pence"))
         .outerjoin(paid_by_then, paid_by_then.c.payment_id == payments.c.payment_id)
+        .outerjoin(payment_reversals, (payment_reversals.c.payment_id == payments.c.payment_id)
+                   & (payment_reversals.c.business_date <= as_of))
         .where(payments.c.business_date <= as_of, open_pence > 0)
         .group_by(payments.c.organisation_id, payments.c.due_date, payments.c.business_date),
         payments, pcn_id, organisation_id)
@@ -55,10 +59,7 @@ async def arrears(session: AsyncSession, as_of: date, *, pcn_id: str | None, org
     for row in (await session.execute(query)).all():
         items_by_org.setdefault(row.organisation_id, []).append(
             domain.OpenItem(int(row.open_pence), row.due_date, row.business_date))
-    credits = dict((await session.execute(_scoped(
-        select(settlements.c.organisation_id, func.sum(settlements.c.unallocated_pence))
-        .where(settlements.c.paid_on <= as_of).group_by(settlements.c.organisation_id),
-        settlements, pcn_id, organisation_id))).all())
+    credits = await credits_by_organisation(session, as_of, pcn_id=pcn_id, organisation_id=organisation_id)
     organisations = sorted(set(items_by_org) | {org for org, pence in credits.items() if pence})
     by_org = [{"organisation_id": org, **_summary(items_by_org.get(org, []), as_of, int(credits.get(org) or 0))}
               for org in organisations]
@@ -66,6 +67,23 @@ async def arrears(session: AsyncSession, as_of: date, *, pcn_id: str | None, org
     total_credit = sum(int(v or 0) for v in credits.values())
     return {"as_of": as_of.isoformat(), "currency": "GBP", "total": _summary(everything, as_of, total_credit),
             "by_organisation": by_org}
+
+
+async def credits_by_organisation(session: AsyncSession, as_of: date | None, *, pcn_id: str | None,
+                                  organisation_id: str | None) -> dict[str, int]:
+    """Credit held for each organisation: money paid beyond what was open, and fees already paid
+    that a correction took back. Shown, never lost; not yet applied to later payments by itself."""
+    paid_over = _scoped(select(settlements.c.organisation_id, settlements.c.unallocated_pence.label("pence")),
+                        settlements, pcn_id, organisation_id)
+    taken_back = _scoped(select(payment_reversals.c.organisation_id, payment_reversals.c.overpaid_pence.label("pence")),
+                         payment_reversals, pcn_id, organisation_id)
+    if as_of is not None:
+        paid_over = paid_over.where(settlements.c.paid_on <= as_of)
+        taken_back = taken_back.where(payment_reversals.c.business_date <= as_of)
+    both = paid_over.union_all(taken_back).subquery()
+    rows = (await session.execute(select(both.c.organisation_id, func.sum(both.c.pence))
+                                  .group_by(both.c.organisation_id))).all()
+    return {org: int(pence or 0) for org, pence in rows}
 
 
 def _summary(items: list[domain.OpenItem], as_of: date, credit_pence: int) -> dict:
@@ -82,9 +100,16 @@ async def statement(session: AsyncSession, organisation_id: str, pcn_id: str | N
                                      .where(payments.c.business_date <= to))).mappings().all()
     paid = (await session.execute(_scoped(select(settlements), settlements, pcn_id, organisation_id)
                                   .where(settlements.c.paid_on <= to))).mappings().all()
+    taken_back = (await session.execute(
+        _scoped(select(payment_reversals, payments.c.basis, payments.c.referral_id, payments.c.period)
+                .join(payments, payments.c.payment_id == payment_reversals.c.payment_id),
+                payment_reversals, pcn_id, organisation_id)
+        .where(payment_reversals.c.business_date <= to))).mappings().all()
     opening = (sum(p["amount_pence"] for p in accrued if p["business_date"] < from_)
+               - sum(r["reversed_pence"] for r in taken_back if r["business_date"] < from_)
                - sum(s["amount_pence"] for s in paid if s["paid_on"] < from_))
     lines = [_accrual_line(p) for p in accrued if p["business_date"] >= from_]
+    lines += [_reversal_line(r) for r in taken_back if r["business_date"] >= from_]
     lines += [_payment_line(s) for s in paid if s["paid_on"] >= from_]
     lines.sort(key=lambda line: (line["date"], line["type"], line["payment_id"] or line["settlement_id"]))
     balance = opening
@@ -103,6 +128,15 @@ def _accrual_line(p) -> dict:
             "payment_id": p["payment_id"], "settlement_id": None, "reference": None,
             "charged_pence": p["amount_pence"], "paid_pence": 0,
             "refused_over_cap_pence": p["refused_over_cap_pence"], "open_pence": p["open_pence"]}
+
+
+def _reversal_line(r) -> dict:
+    """A fee taken back: a negative charge, so a fee already paid leaves a credit (negative balance)."""
+    return {"date": r["business_date"].isoformat(), "type": "reversal", "pcn_id": r["pcn_id"], "basis": r["basis"],
+            "referral_id": r["referral_id"], "period": r["period"], "due_date": None,
+            "payment_id": r["payment_id"], "settlement_id": None, "reference": None,
+            "charged_pence": -r["reversed_pence"], "paid_pence": 0, "refused_over_cap_pence": 0,
+            "open_pence": None, "overpaid_pence": r["overpaid_pence"], "reason": r["reason"]}
 
 
 def _payment_line(s) -> dict:
@@ -137,4 +171,17 @@ def _csv_row(line: dict) -> list[str]:
     money = {f"{name}_gbp": domain.pounds(line[f"{name}_pence"])
              for name in ("charged", "paid", "balance") if isinstance(line.get(f"{name}_pence"), int)}
     merged = {**line, **money}
-    return ["" if merged.get(column) is None else str(merged.get(column, "")) for column in CSV_COLUMNS]
+    return [_cell(column, merged.get(column)) for column in CSV_COLUMNS]
+
+
+NUMBER_COLUMNS = frozenset(c for c in CSV_COLUMNS if c.endswith(("_pence", "_gbp")))
+
+
+def _cell(column: str, value) -> str:
+    """Figures we compute go out as they are (-500 is a number); any text, above all a reference
+    someone typed, is made safe to open in a spreadsheet."""
+    if value is None:
+        return ""
+    if column in NUMBER_COLUMNS:
+        return str(value)
+    return domain.spreadsheet_safe(str(value))

@@ -37,6 +37,26 @@ agreements = Table(
 )
 Index("ix_agreements_parties", agreements.c.pcn_id, agreements.c.organisation_id)
 
+# Every version of an agreement's terms, kept: version 1 is the terms it was made with; a change
+# (PATCH /agreements/{id}) adds one, effective from a date. Work is accrued under the version in
+# force on its business date, and accruals already made keep the terms they were made under.
+agreement_versions = Table(
+    "agreement_versions",
+    metadata,
+    Column("agreement_id", String(64), ForeignKey("agreements.id"), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("effective_from", Date, nullable=False),
+    Column("per_referral_pence", BigInteger, nullable=False),
+    Column("per_outcome_pence", BigInteger, nullable=False),
+    Column("outcome_statuses", JSONB, nullable=False),
+    Column("block_grant_pence_per_period", BigInteger, nullable=False),
+    Column("cap_pence_per_year", BigInteger),
+    Column("ends_on", Date),
+    Column("reason", Text),
+    Column("changed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("changed_by", String(200), nullable=False),
+)
+
 # Immutable once written: a mistake is reversed by a new entry. `cause_key` names the event or
 # request that caused the entry, so the same cause never posts twice.
 journal_entries = Table(
@@ -76,9 +96,14 @@ payments = Table(
     Column("period", String(16), nullable=False),
     Column("due_date", Date, nullable=False),
     Column("business_date", Date, nullable=False),
+    # The instant of the cause (accepted_at, recorded_at): orders a settlement within a business day.
+    Column("caused_at", DateTime(timezone=True)),
     Column("refused_over_cap_pence", BigInteger, nullable=False, server_default="0"),
+    # The whole amount once a correction took the payment back (payment_reversals says how).
+    Column("reversed_pence", BigInteger, nullable=False, server_default="0"),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     CheckConstraint("open_pence >= 0 AND open_pence <= amount_pence", name="open_within_amount"),
+    CheckConstraint("reversed_pence = 0 OR reversed_pence = amount_pence", name="reversed_wholly_or_not"),
     CheckConstraint("amount_pence >= 0 AND refused_over_cap_pence >= 0", name="amounts_not_negative"),
 )
 Index("ix_payments_org_due", payments.c.organisation_id, payments.c.due_date)
@@ -95,17 +120,51 @@ accepted_referrals = Table(
     Column("pcn_id", String(12), nullable=False),
     Column("organisation_id", String(64), nullable=False),
     Column("accepted_on", Date, nullable=False),
+    Column("accepted_at", DateTime(timezone=True)),
+    # None: no agreement covered it when it was accepted (a back-dated agreement may cover it later).
     Column("agreement_id", String(64)),
 )
 
-# An outcome seen before its referral's acceptance waits here; the acceptance releases it.
-pending_outcomes = Table(
-    "pending_outcomes",
+# The newest revision of every outcome seen, accepted or not yet, covered by an agreement or not:
+# what a referral's outcome fee is owed on is decided from these facts, whatever order they came in.
+outcomes = Table(
+    "outcomes",
     metadata,
     Column("outcome_id", String(64), primary_key=True),
     Column("referral_id", String(64), nullable=False, index=True),
+    Column("revision", Integer, nullable=False),
     Column("event", JSONB, nullable=False),
 )
+
+# Organisations the ledger knows exist, learnt from the directory's events (organisation.registered,
+# service.updated, referral.accepted): agreements and settlements name only these.
+organisations = Table(
+    "organisations",
+    metadata,
+    Column("organisation_id", String(64), primary_key=True),
+    Column("name", Text),
+    Column("learnt_from", String(40), nullable=False),
+    Column("learnt_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# A payment taken back by a correction: one reversing entry, at most once per payment.
+payment_reversals = Table(
+    "payment_reversals",
+    metadata,
+    Column("payment_id", String(64), ForeignKey("payments.payment_id"), primary_key=True),
+    Column("cause_key", String(200), nullable=False, unique=True),
+    Column("pcn_id", String(12), nullable=False),
+    Column("organisation_id", String(64), nullable=False),
+    Column("reversed_pence", BigInteger, nullable=False),
+    Column("open_cancelled_pence", BigInteger, nullable=False),
+    Column("overpaid_pence", BigInteger, nullable=False),  # held as a credit for the organisation
+    Column("business_date", Date, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("open_cancelled_pence >= 0 AND overpaid_pence >= 0 AND "
+                    "open_cancelled_pence + overpaid_pence = reversed_pence", name="parts_add_up"),
+)
+Index("ix_payment_reversals_pcn_org", payment_reversals.c.pcn_id, payment_reversals.c.organisation_id)
 
 settlements = Table(
     "settlements",
@@ -119,7 +178,7 @@ settlements = Table(
     Column("paid_on", Date, nullable=False),
     Column("reference", String(140), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    UniqueConstraint("organisation_id", "reference", name="uq_settlements_org_reference"),
+    UniqueConstraint("pcn_id", "organisation_id", "reference", name="uq_settlements_pcn_org_reference"),
     CheckConstraint("amount_pence > 0 AND unallocated_pence >= 0 AND unallocated_pence <= amount_pence",
                     name="amounts_sane"),
 )
