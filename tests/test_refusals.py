@@ -69,6 +69,9 @@ async def test_service_with_expired_safeguarding_policy_is_refused(platform, kaf
         ({"needs": []}, "needs"),
         ({"person": dict(PERSON, date_of_birth="2999-01-01")}, "date of birth"),
         ({"surprise": True}, "Extra inputs are not permitted"),
+        ({"needs": ["no-such-need-anywhere"]}, "not in the directory's needs taxonomy"),
+        ({"needs": ["loneliness", "housing-" + uuid.uuid4().hex[:6]]}, "not in the directory's needs taxonomy"),
+        ({"consent": {"given": True, "recorded_at": "2099-01-01T10:00:00Z"}}, "in the future"),
     ],
 )
 async def test_invalid_referrals_are_refused(platform, kafka, jwt_secret, client, change, expected) -> None:
@@ -114,3 +117,33 @@ async def test_another_organisation_cannot_decide(platform, jwt_secret, client) 
 async def _in_inbox(client, world, rid: str) -> bool:
     inbox = (await client.get(world.url("directory", "/inbox"), headers=world.charity)).json()
     return any(item["referral_id"] == rid for item in inbox["items"])
+
+
+async def test_need_the_service_does_not_serve_is_refused(platform, kafka, jwt_secret, client) -> None:
+    world = make_world(platform, jwt_secret)
+    other = make_world(platform, jwt_secret)
+    # A need the directory knows (another service serves it) but this service does not.
+    patched = await client.patch(other.url("directory", f"/services/{other.service_id}"), headers=other.charity,
+                                 json={"needs": ["food"]})
+    assert patched.status_code == 200, patched.text
+    body = referral_body(world.service_id, needs=["physical-activity", "food"])
+
+    async def refused_as_not_served() -> httpx.Response | None:
+        answer = await client.post(world.url("referral-intake", "/referrals"), headers=world.link_worker, json=body)
+        assert answer.status_code in (404, 422), answer.text  # 404 until intake knows the service
+        return answer if "does not serve" in answer.json()["detail"] else None
+
+    answer = await wait_for(refused_as_not_served, what="refusal for a need the service does not serve")
+    assert "this service does not serve 'food'; it serves 'loneliness', 'physical-activity'" in answer.json()["detail"]
+    assert await _created_events_for(kafka, world.service_id) == 0
+
+
+async def test_empty_idempotency_key_is_refused(platform, kafka, jwt_secret, client) -> None:
+    world = make_world(platform, jwt_secret)
+    await _known_to_intake(client, world)
+    # What `-H "Idempotency-Key: $(uuidgen)"` sends where uuidgen is missing.
+    answer = await client.post(world.url("referral-intake", "/referrals"),
+                               headers={**world.link_worker, "Idempotency-Key": ""}, json=referral_body(world.service_id))
+    assert answer.status_code == 400, answer.text
+    assert "Idempotency-Key is empty" in answer.json()["detail"]
+    assert await _created_events_for(kafka, world.service_id) == 0

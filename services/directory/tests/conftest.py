@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -84,9 +85,11 @@ def example(name: str) -> dict:
 class Receiver:
     """A real local HTTP endpoint that verifies signatures and can fail its first N calls."""
 
-    def __init__(self, fail_first: int = 0) -> None:
+    def __init__(self, fail_first: int = 0, delay_s: float = 0.0) -> None:
         self.secret: str | None = None
         self.fail_first = fail_first
+        self.delay_s = delay_s  # a slow receiver: it answers only after this long
+        self.arrived_at: list[float] = []  # time.monotonic() of each call's arrival
         self.calls: list[dict] = []  # every request, as received
         self.accepted: list[dict] = []  # events it answered 2xx to
         receiver = self
@@ -104,6 +107,20 @@ class Receiver:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def handle(self, headers: dict, body: bytes, handler: BaseHTTPRequestHandler) -> None:
+        self.arrived_at.append(time.monotonic())
+        if self.delay_s:
+            # Slow the way that defeats a per-read timeout: an answer trickled out a byte at a time.
+            self.calls.append({"event": json.loads(body), "signature_valid": None, "headers": headers})
+            answer = b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n"
+            try:
+                for byte in answer:
+                    handler.wfile.write(bytes([byte]))
+                    handler.wfile.flush()
+                    time.sleep(self.delay_s / len(answer))
+            except OSError:
+                pass  # the caller gave up, as it should
+            handler.close_connection = True
+            return
         timestamp = headers.get("X-Socialrx-Timestamp", "")
         expected = "v1=" + hmac.new((self.secret or "").encode(), timestamp.encode() + b"." + body,
                                     hashlib.sha256).hexdigest()

@@ -5,13 +5,15 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
+from typing import Any
 
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
 from socialrx_devstack.testing import auth, running_service
+from socialrx_outcomes import reports
 from socialrx_outcomes.app import Settings, build
 from socialrx_shared import events as ev
 
@@ -21,6 +23,19 @@ class Outcomes:
     client: httpx.AsyncClient
     kafka: str
     jwt_secret: str
+    app: Any = None
+
+    async def raw_report(self, kind: str = "outcomes", *, pcn_id: str | None = None, organisation_id: str | None = None,
+                         from_: date | None = None, to: date | None = None, group_by: str = "pcn") -> dict:
+        """A report's exact figures, before disclosure control: to check the maths on a small population.
+
+        The HTTP API never serves these (its tests check that); this reads the service's database.
+        """
+        scope = reports.Scope(pcn_id, organisation_id, from_, to)
+        runtime = self.app.state.runtime
+        if kind == "outcomes":
+            return await reports.outcomes_report(runtime, scope, reports.parse_group_by(group_by), disclosure_control=False)
+        return await reports.inclusion_report(runtime, scope, disclosure_control=False)
 
     def charity(self, organisation_id: str) -> dict[str, str]:
         return auth(self.jwt_secret, "charity", organisation_id=organisation_id)
@@ -48,8 +63,8 @@ class Outcomes:
 @pytest.fixture(scope="module")
 async def outcomes(kafka, postgres, jwt_secret) -> AsyncIterator[Outcomes]:
     async with running_service(build, Settings, database_url=postgres.new_database("outcomes"),
-                               kafka=kafka.bootstrap_servers, jwt_secret=jwt_secret) as (_app, client):
-        yield Outcomes(client, kafka.bootstrap_servers, jwt_secret)
+                               kafka=kafka.bootstrap_servers, jwt_secret=jwt_secret) as (app, client):
+        yield Outcomes(client, kafka.bootstrap_servers, jwt_secret, app)
 
 
 def new_pcn() -> str:

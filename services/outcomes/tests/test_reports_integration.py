@@ -1,16 +1,22 @@
 """Reports over a generated population, sent as events through the real broker and recorded through the
-API into the real database, checked against figures worked out by hand."""
+API into the real database, checked against figures worked out by hand.
+
+Twelve referrals are far too few to publish (disclosure control hides 1-7 and rounds to 5), so the
+maths is checked on the exact figures read from the service (`raw_report`), and what the HTTP API
+serves is checked separately: the same report under the disclosure rule."""
 
 from __future__ import annotations
 
 import csv
 import io
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
 from socialrx_devstack.testing import wait_for
+from socialrx_outcomes import reports
+from socialrx_shared import disclosure
 
 MAY = datetime(2026, 5, 4, 9, tzinfo=timezone.utc)
 JUNE = datetime(2026, 6, 8, 9, tzinfo=timezone.utc)
@@ -131,9 +137,7 @@ async def population(outcomes) -> Population:
     await outcomes.publish(*people.events(outcomes))
 
     async def all_arrived():
-        answer = await outcomes.client.get("/reports/outcomes", headers=outcomes.admin(),
-                                           params={"pcn_id": people.pcn, "group_by": "link_worker"})
-        report = answer.json()
+        report = await outcomes.raw_report(pcn_id=people.pcn, group_by="link_worker")
         arrived = (report["total"]["referrals_made"], report["total"]["accepted"], report["total"]["declined"])
         return arrived == (12, 8, 3) and all(i["link_worker_id"] != "unknown" for i in report["items"])
     await wait_for(all_arrived, timeout_s=60, what="the population's referral events")
@@ -156,12 +160,30 @@ def _figures(row: dict) -> dict:
 
 
 async def test_outcomes_report_matches_the_hand_computed_figures(outcomes, population) -> None:
-    by_org = await _report(outcomes, outcomes.finance(population.pcn), group_by="organisation")
+    by_org = await outcomes.raw_report(pcn_id=population.pcn, group_by="organisation")
     assert _figures(by_org["total"]) == TOTAL
     rows = {r["organisation_id"]: r for r in by_org["items"]}
     assert set(rows) == {population.org_a, population.org_b}
     assert _figures(rows[population.org_a]) == ORG_A
     assert _figures(rows[population.org_b]) == ORG_B
+
+
+async def test_the_api_serves_the_report_under_disclosure_control(outcomes, population) -> None:
+    served = await _report(outcomes, outcomes.finance(population.pcn), group_by="organisation")
+    raw = await outcomes.raw_report(pcn_id=population.pcn, group_by="organisation")
+    assert "1 to 7" in served["suppression"]
+    rows = {r["organisation_id"]: r for r in served["items"]}
+    # B made 4 referrals: hidden whole. A made 8 (shown as 10), the total 12 (10): then 12 - 8 would
+    # give B's 4 back, so one of them is hidden too.
+    assert {v for k, v in rows[population.org_b].items() if k != "organisation_id"} == {"*"}
+    for column in reports.COUNT_COLUMNS:
+        cells = [rows[population.org_a][column], rows[population.org_b][column], served["total"][column]]
+        assert sum(1 for cell in cells if cell == "*") != 1, (column, cells)
+        exact = [r[column] for r in raw["items"]] + [raw["total"][column]]
+        for cell, value in zip(cells, exact):
+            assert cell == "*" or (cell == disclosure.rounded(value) and not 1 <= value <= 7), (column, cells, exact)
+    # Means over fewer than 8 people are never served.
+    assert served["total"]["wemwbs_mean_change"] == "*" and served["total"]["days_to_acceptance_mean"] == 2.75
 
 
 async def test_outcomes_lead_and_the_referral_count_is_one_column_among_them(outcomes, population) -> None:
@@ -173,16 +195,18 @@ async def test_outcomes_lead_and_the_referral_count_is_one_column_among_them(out
 
 
 async def test_grouping_by_link_worker_and_period_and_a_date_range(outcomes, population) -> None:
-    headers = outcomes.link_worker(population.pcn)
-    by_worker = await _report(outcomes, headers, group_by="link_worker,period")
+    pcn = population.pcn
+    by_worker = await outcomes.raw_report(pcn_id=pcn, group_by="link_worker,period")
     assert [(r["link_worker_id"], r["period"], r["referrals_made"], r["accepted"]) for r in by_worker["items"]] == [
         ("lw-1", "2026-05", 6, 6), ("lw-2", "2026-06", 6, 2)]
-    june = await _report(outcomes, headers, **{"from": "2026-06-01", "to": "2026-06-30"})
+    june = await outcomes.raw_report(pcn_id=pcn, from_=date(2026, 6, 1), to=date(2026, 6, 30))
     assert (june["total"]["referrals_made"], june["total"]["accepted"], june["total"]["declined"]) == (6, 2, 3)
     assert june["total"]["wemwbs_mean_change"] == 10.0  # r9 only
-    may_only = await _report(outcomes, headers, **{"from": "2026-05-04", "to": "2026-05-04"})
+    may_only = await outcomes.raw_report(pcn_id=pcn, from_=date(2026, 5, 4), to=date(2026, 5, 4))
     assert may_only["total"]["referrals_made"] == 6
-    by_service = await _report(outcomes, headers, group_by="service")
+    served = await _report(outcomes, outcomes.link_worker(pcn), **{"from": "2026-05-04", "to": "2026-05-04"})
+    assert served["total"]["referrals_made"] == "*"  # six people: too few to publish
+    by_service = await outcomes.raw_report(pcn_id=pcn, group_by="service")
     assert {r["service_id"]: r["referrals_made"] for r in by_service["items"]} == {"svc-a": 8, "svc-b": 4}
 
 
@@ -207,21 +231,26 @@ async def test_csv_and_json_agree(outcomes, population) -> None:
 
 
 async def test_inclusion_report_breaks_down_and_suppresses_small_groups(outcomes, population) -> None:
-    report = await _report(outcomes, outcomes.finance(population.pcn), "/reports/inclusion")
+    served = await _report(outcomes, outcomes.finance(population.pcn), "/reports/inclusion")
+    served_rows = {(r["dimension"], r["group"]): r for r in served["items"]}
+    # Served: every group of fewer than 8 referrals hidden whole; LS6's 10 shown; LS6 = 12 - LS7 would
+    # give LS7's 2 back from the outcomes report's total, so LS6's referral count is hidden too.
+    for key, row in served_rows.items():
+        if key != ("postcode_district", "LS6"):
+            assert {v for k, v in row.items() if k not in ("dimension", "group")} == {"*"}, key
+    assert served_rows[("postcode_district", "LS6")]["referrals_made"] == "*"
+    assert served_rows[("postcode_district", "LS6")]["wemwbs_mean_change"] == "*"  # four people measured
+
+    report = await outcomes.raw_report("inclusion", pcn_id=population.pcn)
     rows = {(r["dimension"], r["group"]): r for r in report["items"]}
     assert set(rows) == {("age_band", "25-34"), ("age_band", "65-74"), ("age_band", "85+"),
                          ("postcode_district", "LS6"), ("postcode_district", "LS7"),
                          ("accessibility_needs", "bsl"), ("accessibility_needs", "none"),
                          ("accessibility_needs", "wheelchair")}
-    for small in (("age_band", "85+"), ("postcode_district", "LS7"), ("accessibility_needs", "bsl")):
-        assert {v for k, v in rows[small].items() if k not in ("dimension", "group")} == {"<5"}, small
-
-    older = rows[("age_band", "65-74")]  # exactly five: shown
+    older = rows[("age_band", "65-74")]
     assert (older["referrals_made"], older["accepted"], older["declined"], older["declined_no_capacity"]) == (5, 2, 3, 2)
     assert older["days_to_acceptance_mean"] == 4.5
-    # One person measured with WEMWBS and one with ONS4 in this group: their changes would be theirs alone.
-    assert older["wemwbs_people_measured"] == older["wemwbs_mean_change"] == "<5"
-    assert older["ons4_anxious_yesterday_mean_change"] == "<5"
+    assert older["wemwbs_people_measured"] == 1 and older["wemwbs_mean_change"] == 10.0
     assert older["swemwbs_people_measured"] == 0 and older["swemwbs_mean_change"] is None
 
     wheelchair = rows[("accessibility_needs", "wheelchair")]  # r1-r6: r6 also counts under bsl
@@ -229,7 +258,6 @@ async def test_inclusion_report_breaks_down_and_suppresses_small_groups(outcomes
     assert wheelchair["days_to_acceptance_mean"] == 2.17
     assert rows[("accessibility_needs", "none")]["referrals_made"] == 6
     assert rows[("postcode_district", "LS6")]["referrals_made"] == 10
-    assert rows[("postcode_district", "LS6")]["wemwbs_mean_change"] == "<5"  # four people measured
 
 
 async def test_who_may_read_which_report(outcomes, population) -> None:
@@ -241,7 +269,9 @@ async def test_who_may_read_which_report(outcomes, population) -> None:
     assert own_only["items"] == [] and own_only["total"]["referrals_made"] == 0
 
     charity_b = await _report(outcomes, outcomes.charity(population.org_b), pcn_id=population.pcn)
-    assert charity_b["total"]["referrals_made"] == 4 and charity_b["scope"]["organisation_id"] == population.org_b
+    assert charity_b["total"]["referrals_made"] == "*" and charity_b["scope"]["organisation_id"] == population.org_b
+    assert (await outcomes.raw_report(pcn_id=population.pcn, organisation_id=population.org_b))["total"][
+        "referrals_made"] == 4
     not_theirs = await client.get("/reports/inclusion", headers=outcomes.charity(population.org_b),
                                   params={"organisation_id": population.org_a})
     assert not_theirs.status_code == 403

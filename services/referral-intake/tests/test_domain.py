@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from datetime import date
+from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
@@ -22,6 +22,8 @@ def test_valid_nhs_numbers(number: str) -> None:
         ("943476591", "10 digits"),
         ("94347659190", "10 digits"),
         ("94347659a9", "10 digits"),
+        ("\u0669\u0664\u0663\u0664\u0667\u0666\u0665\u0669\u0661\u0669", "10 digits"),  # Arabic-Indic 9434765919
+        ("\uff19\uff14\uff13\uff14\uff17\uff16\uff15\uff19\uff11\uff19", "10 digits"),  # full-width 9434765919
         ("", "10 digits"),
     ],
 )
@@ -104,3 +106,19 @@ def test_unknown_status_is_an_error() -> None:
 def test_service_refusal(service, reason) -> None:
     refusal = domain.service_refusal(service)
     assert (refusal is None) if reason is None else (reason in refusal)
+
+
+def test_needs_must_be_in_the_taxonomy_and_served_by_the_service() -> None:
+    served = ["loneliness", "physical-activity"]
+    assert domain.needs_problem(["loneliness"], served, set()) is None
+    assert "not in the directory's needs taxonomy" in domain.needs_problem(["made-up"], served, {"housing"})
+    refused = domain.needs_problem(["housing", "loneliness"], served, {"housing"})
+    assert "does not serve 'housing'" in refused and "'loneliness'" in refused
+
+
+def test_consent_in_the_future_is_refused_beyond_clock_skew() -> None:
+    now = datetime(2026, 11, 26, 10, 0, tzinfo=timezone.utc)
+    assert domain.consent_problem(now - timedelta(days=3), now) is None
+    assert domain.consent_problem(now + timedelta(minutes=4), now) is None  # a device clock a little fast
+    assert "in the future" in domain.consent_problem(now + timedelta(minutes=6), now)
+    assert "in the future" in domain.consent_problem(now + timedelta(days=1), now)

@@ -7,17 +7,19 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from socialrx_shared.http import create_app, serve
+from socialrx_shared.logging import get_logger
 from socialrx_shared.runtime import ServiceRuntime
 from socialrx_shared.settings import ServiceSettings
 
-from . import api, handlers, oruk_api, subscriptions_api, sweeps
+from . import api, domain, emails, handlers, oruk_api, subscriptions_api, sweeps
 from .store import inbox, metadata, outbox
 from .webhooks import DeliveryWorker
 
 SERVICE = "directory"
+log = get_logger(__name__)
 
 
 class Settings(ServiceSettings):
@@ -35,18 +37,49 @@ class Settings(ServiceSettings):
     webhook_max_attempts: int = Field(12, ge=1, validation_alias="DIRECTORY_WEBHOOK_MAX_ATTEMPTS")
     # Plain-http webhook URLs only for local development and tests.
     webhook_allow_http: bool = Field(False, validation_alias="DIRECTORY_WEBHOOK_ALLOW_HTTP")
+    # Webhooks to loopback/private/link-local addresses only for local development and tests: a charity
+    # chooses the URL, and the directory must not be its way into the network it runs in.
+    webhook_allow_private_networks: bool = Field(False, validation_alias="DIRECTORY_WEBHOOK_ALLOW_PRIVATE_NETWORKS")
+    # The whole of one delivery (resolve, connect, send, answer) must fit in this.
+    webhook_timeout_s: float = Field(10.0, gt=0, validation_alias="DIRECTORY_WEBHOOK_TIMEOUT_S")
+    # Subscriptions delivered at once (each one's own events still go one at a time, in order).
+    webhook_concurrency: int = Field(8, ge=1, le=100, validation_alias="DIRECTORY_WEBHOOK_CONCURRENCY")
+    # Emails to organisations (a referral arrived; one will be declined in 2 days). None configured: none sent.
+    smtp_url: str | None = Field(None, validation_alias="SOCIALRX_SMTP_URL")
+    smtp_from: str = Field("socialrx <no-reply@socialrx.invalid>", validation_alias="SOCIALRX_SMTP_FROM")
+    web_base_url: str = Field("http://127.0.0.1:8080", validation_alias="SOCIALRX_WEB_BASE_URL")
+    email_poll_interval_s: float = Field(5.0, gt=0, validation_alias="DIRECTORY_EMAIL_POLL_INTERVAL_S")
+    email_retry_base_s: float = Field(30.0, gt=0, validation_alias="DIRECTORY_EMAIL_RETRY_BASE_S")
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url(cls, value: str | None) -> str | None:
+        if value:
+            domain.smtp_target(value)  # refuse a malformed URL at start-up, not at the first email
+        return value or None
 
 
 def _background_jobs(runtime: ServiceRuntime, settings: Settings, clock: sweeps.Clock) -> list[sweeps.Periodic]:
     worker = DeliveryWorker(runtime, retry_base_s=settings.webhook_retry_base_s,
-                            retry_cap_s=settings.webhook_retry_cap_s, max_attempts=settings.webhook_max_attempts)
-    return [
+                            retry_cap_s=settings.webhook_retry_cap_s, max_attempts=settings.webhook_max_attempts,
+                            timeout_s=settings.webhook_timeout_s, concurrency=settings.webhook_concurrency,
+                            allow_private_networks=settings.webhook_allow_private_networks)
+    jobs = [
         sweeps.Periodic("safeguarding-sweep", settings.safeguarding_sweep_interval_s,
                         lambda: sweeps.safeguarding_sweep(runtime, clock())),
         sweeps.Periodic("auto-decline-sweep", settings.auto_decline_sweep_interval_s,
                         lambda: sweeps.auto_decline_sweep(runtime, clock())),
-        sweeps.Periodic("webhook-deliveries", settings.webhook_poll_interval_s, worker.run_once),
+        sweeps.Periodic("webhook-deliveries", settings.webhook_poll_interval_s, worker.poll, on_stop=worker.drain),
     ]
+    if not settings.smtp_url:
+        log.info("notification emails are off: SOCIALRX_SMTP_URL is not set")
+        return jobs
+    sender = emails.EmailSender(runtime, smtp_url=settings.smtp_url, web_base_url=settings.web_base_url,
+                                sender=settings.smtp_from, retry_base_s=settings.email_retry_base_s)
+    return [*jobs,
+            sweeps.Periodic("email-reminders", settings.auto_decline_sweep_interval_s,
+                            lambda: emails.reminder_sweep(runtime, clock())),
+            sweeps.Periodic("emails", settings.email_poll_interval_s, sender.run_once)]
 
 
 def _with_background_jobs(app: FastAPI, jobs: list[sweeps.Periodic]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -10,7 +12,7 @@ from socialrx_shared.consumer import EventConsumer
 from socialrx_shared.events import OUTCOME_RECORDED, REFERRAL_CREATED, Envelope, OutcomeRecorded, ReferralCreated
 from socialrx_shared.runtime import ServiceRuntime
 
-from . import domain
+from . import domain, emails
 from .commands import stage_service_updated
 from .store import referral_inbox, services
 from .webhooks import enqueue
@@ -31,6 +33,8 @@ def register(rt: ServiceRuntime) -> None:
         )
         # The charity's webhook gets the referral exactly as it travelled on Kafka.
         await enqueue(session, event.organisation_id, envelope)
+        if rt.settings.smtp_url:  # type: ignore[attr-defined]
+            await emails.enqueue(session, event.referral_id, event.organisation_id, "arrived", datetime.now(timezone.utc))
 
     @consumer.on(OUTCOME_RECORDED.topic)
     async def on_outcome(session: AsyncSession, envelope: Envelope, event: OutcomeRecorded) -> None:

@@ -119,3 +119,24 @@ webhook_deliveries = Table(
 Index("ix_webhook_deliveries_due", webhook_deliveries.c.next_attempt_at,
       postgresql_where=webhook_deliveries.c.status == "pending")
 Index("uq_webhook_deliveries_event", webhook_deliveries.c.subscription_id, webhook_deliveries.c.event_id, unique=True)
+
+# One email per referral and reason, whatever the restarts and replicas: the unique key makes the
+# second enqueue a no-op, and a sender claims a row with FOR UPDATE SKIP LOCKED.
+email_notifications = Table(
+    "email_notifications",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("referral_id", String(64), nullable=False),
+    Column("reason", String(20), nullable=False),  # arrived | reminder
+    Column("organisation_id", String(64), nullable=False),
+    Column("status", String(20), nullable=False),  # pending | sent | skipped
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    Column("last_error", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("sent_at", DateTime(timezone=True)),
+)
+Index("uq_email_notifications_referral_reason", email_notifications.c.referral_id, email_notifications.c.reason,
+      unique=True)
+Index("ix_email_notifications_due", email_notifications.c.next_attempt_at,
+      postgresql_where=email_notifications.c.status == "pending")

@@ -14,7 +14,7 @@ from socialrx_shared.auth import Principal, require
 
 from . import domain
 from .store import subscriptions, webhook_deliveries
-from .webhooks import new_secret
+from .webhooks import new_secret, url_refusal
 
 router = APIRouter(tags=["subscriptions"])
 MAX_SUBSCRIPTIONS = 10
@@ -48,6 +48,11 @@ async def create_subscription(body: NewSubscription, request: Request,
                               principal: Principal = Depends(require("charity"))) -> dict:
     if body.url.startswith("http://") and not request.app.state.settings.webhook_allow_http:
         raise HTTPException(422, detail="a webhook url must use https:// (events are about people's referrals)")
+    settings = request.app.state.settings
+    where = await url_refusal(body.url, settings.webhook_allow_private_networks)
+    if where:
+        raise HTTPException(422, detail=f"this webhook url cannot be used: {where}. Use a public https:// address "
+                                        "of your own service")
     if len(set(body.events)) != len(body.events):
         raise HTTPException(422, detail="events lists an event twice")
     row = {"id": str(uuid.uuid4()), "organisation_id": principal.organisation_id, "url": body.url,

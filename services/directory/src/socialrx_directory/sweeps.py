@@ -72,10 +72,12 @@ async def auto_decline_sweep(rt: ServiceRuntime, now: datetime) -> list[str]:
 class Periodic:
     """Runs `job` every `interval_s` until stopped; a failing run is logged and tried again next time."""
 
-    def __init__(self, name: str, interval_s: float, job: Callable[[], Awaitable[object]]) -> None:
+    def __init__(self, name: str, interval_s: float, job: Callable[[], Awaitable[object]],
+                 on_stop: Callable[[], Awaitable[object]] | None = None) -> None:
         self.name = name
         self.interval_s = interval_s
         self.job = job
+        self.on_stop = on_stop  # work the job started and did not wait for (webhook calls in flight)
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -89,6 +91,8 @@ class Periodic:
                 await asyncio.wait_for(self._task, timeout=15)
             except (asyncio.TimeoutError, asyncio.CancelledError):
                 log.warning("background job stopped before finishing", job=self.name)
+        if self.on_stop is not None:
+            await self.on_stop()
 
     async def _run(self) -> None:
         while not self._stop.is_set():

@@ -20,6 +20,7 @@ from typing import Any, get_args
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from socialrx_shared import disclosure
 from socialrx_shared.auth import Principal
 from socialrx_shared.events import DeclineReason
 from socialrx_shared.runtime import ServiceRuntime
@@ -28,8 +29,8 @@ from . import domain
 from .handlers import Refused
 from .store import measures, outcomes, referral_view
 
-SUPPRESSED = "<5"
-SMALLEST_SHOWN_GROUP = 5
+SUPPRESSED = disclosure.SUPPRESSED
+SMALLEST_SHOWN_GROUP = disclosure.LARGEST_SUPPRESSED + 1
 DECLINE_REASONS: tuple[str, ...] = get_args(DeclineReason)
 OUTCOME_STATUSES = ("engaged", "completed", "disengaged")
 UNKNOWN = "unknown"
@@ -229,19 +230,27 @@ def grouped(facts: Iterable[Facts], key: Callable[[Facts], tuple[str, ...]]) -> 
     return dict(sorted(groups.items()))
 
 
-def build_outcomes_report(facts: list[Facts], scope: Scope, group_by: list[str]) -> dict[str, Any]:
+def build_outcomes_report(facts: list[Facts], scope: Scope, group_by: list[str],
+                          disclosure_control: bool = True) -> dict[str, Any]:
     key_columns = [GROUP_COLUMN[g] for g in group_by]
     groups = grouped(facts, lambda f: tuple(GROUPINGS[g](f) for g in group_by))
-    items = [{**dict(zip(key_columns, key)), **figures(group)} for key, group in groups.items()]
-    return {"report": "outcomes", "scope": scope.describe(), "group_by": group_by,
-            "columns": key_columns + FIGURE_COLUMNS, "items": items,
-            "total": {**{c: "all" for c in key_columns}, **figures(facts)}}
+    rows = [figures(group) for group in groups.values()]
+    total = figures(facts)
+    if disclosure_control:
+        # The groups split the referrals: each count column adds up to the total's.
+        rows, total = protect_rows(rows, total)
+    items = [{**dict(zip(key_columns, key)), **row} for key, row in zip(groups, rows)]
+    report = {"report": "outcomes", "scope": scope.describe(), "group_by": group_by,
+              "columns": key_columns + FIGURE_COLUMNS, "items": items,
+              "total": {**{c: "all" for c in key_columns}, **total}}
+    return {**report, "suppression": disclosure.RULE} if disclosure_control else report
 
 
-async def outcomes_report(rt: ServiceRuntime, scope: Scope, group_by: list[str]) -> dict[str, Any]:
+async def outcomes_report(rt: ServiceRuntime, scope: Scope, group_by: list[str],
+                          disclosure_control: bool = True) -> dict[str, Any]:
     async with rt.sessionmaker() as session:
         facts = await load_facts(session, scope)
-    return build_outcomes_report(facts, scope, group_by)
+    return build_outcomes_report(facts, scope, group_by, disclosure_control)
 
 
 # --- Inclusion report ------------------------------------------------------------------------------
@@ -254,36 +263,84 @@ INCLUSION_DIMENSIONS: dict[str, Callable[[Facts], list[str]]] = {
 }
 
 
-def build_inclusion_report(facts: list[Facts], scope: Scope) -> dict[str, Any]:
+def build_inclusion_report(facts: list[Facts], scope: Scope, disclosure_control: bool = True) -> dict[str, Any]:
     items: list[dict[str, Any]] = []
     for dimension, groups_of in INCLUSION_DIMENSIONS.items():
         groups: dict[str, list[Facts]] = {}
         for fact in facts:
             for group in groups_of(fact):
                 groups.setdefault(group, []).append(fact)
-        for group, members in sorted(groups.items()):
-            items.append({"dimension": dimension, "group": group, **suppress(figures(members))})
-    return {"report": "inclusion", "scope": scope.describe(), "suppression": (
-                f"a group of fewer than {SMALLEST_SHOWN_GROUP} referrals is shown as {SUPPRESSED!r} throughout; "
-                f"so is a mean or share over fewer than {SMALLEST_SHOWN_GROUP} people measured"),
-            "columns": ["dimension", "group", *FIGURE_COLUMNS], "items": items}
+        ordered = sorted(groups.items())
+        rows = [figures(members) for _, members in ordered]
+        if disclosure_control:
+            # Age bands and districts split the referrals, so their rows add up to the outcomes
+            # report's total of the same scope (published there): protected as one table with it.
+            # A referral may have several accessibility needs: those rows add up to nothing.
+            partition = dimension != "accessibility_needs"
+            rows, _ = protect_rows(rows, figures(facts) if partition else None)
+        items += [{"dimension": dimension, "group": group, **row} for (group, _), row in zip(ordered, rows)]
+    report = {"report": "inclusion", "scope": scope.describe(),
+              "columns": ["dimension", "group", *FIGURE_COLUMNS], "items": items}
+    return {**report, "suppression": disclosure.RULE} if disclosure_control else report
 
 
-def suppress(row: dict[str, Any]) -> dict[str, Any]:
-    """Small numbers identify people: hide a small group entirely, and any mean over a few people."""
-    if row["referrals_made"] < SMALLEST_SHOWN_GROUP:
-        return {column: SUPPRESSED for column in row}
-    shown = dict(row)
-    for column, count_column in _MEASURED_BY.items():
-        if 0 < row[count_column] < SMALLEST_SHOWN_GROUP:
-            shown[column] = SUPPRESSED
-    return shown
+COUNT_COLUMNS = [c for c in FIGURE_COLUMNS if c.endswith("_people_measured")] + [
+    *OUTCOME_STATUSES, "referrals_made", "accepted", "declined", *(f"declined_{reason}" for reason in DECLINE_REASONS)]
+_DECLINE_PARTS = [f"declined_{reason}" for reason in DECLINE_REASONS]
+# Means and shares, and the count of people each is over.
+_OVER = {**{c: over for c, over in _MEASURED_BY.items() if c != over},
+         "days_to_acceptance_mean": "accepted", "days_to_acceptance_median": "accepted"}
 
 
-async def inclusion_report(rt: ServiceRuntime, scope: Scope) -> dict[str, Any]:
+def protect_rows(rows: list[dict[str, Any]], total: dict[str, Any] | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One report table under the disclosure rule (socialrx_shared.disclosure), and its total row.
+
+    Count cells: 1-7 hidden, the rest rounded to 5, secondary suppression along each column (rows
+    add up to the total) and along each row (declines by reason add up to the declines). A group of
+    1-7 referrals is hidden whole. A mean or share is shown only over 8 or more people whose count
+    is shown, and a share only when neither the people it counts nor the rest are 1-7 (0.125 of 8
+    people is one person).
+    """
+    with_total = rows + ([total] if total is not None else [])
+    cells: dict[tuple[int, str], int] = {}
+    forced: set[tuple[int, str]] = set()
+    for r, row in enumerate(with_total):
+        for column in COUNT_COLUMNS:
+            cells[(r, column)] = row[column]
+        if disclosure.primary(row["referrals_made"]):
+            forced |= {(r, column) for column in COUNT_COLUMNS}
+    lines: list[tuple[list[tuple[int, str]], tuple[int, str]]] = [
+        ([(r, c) for c in _DECLINE_PARTS], (r, "declined")) for r in range(len(with_total))]
+    if total is not None:
+        t = len(rows)
+        lines += [([(r, c) for r in range(len(rows))], (t, c)) for c in COUNT_COLUMNS]
+    shown_cells = disclosure.protect(cells, lines, forced=forced)
+    out = []
+    for r, row in enumerate(with_total):
+        shown = dict(row)
+        for column in COUNT_COLUMNS:
+            shown[column] = shown_cells[(r, column)]
+        whole_group_hidden = disclosure.primary(row["referrals_made"])
+        for column, over in _OVER.items():
+            if row[column] is None:
+                continue
+            people = row[over]
+            hidden = shown[over] == SUPPRESSED or people < SMALLEST_SHOWN_GROUP
+            if column.endswith("_share") and not hidden:
+                counted = round(row[column] * people)
+                hidden = disclosure.primary(counted) or disclosure.primary(people - counted)
+            if hidden:
+                shown[column] = SUPPRESSED
+        if whole_group_hidden:
+            shown = {column: SUPPRESSED for column in shown}
+        out.append(shown)
+    return out[:len(rows)], (out[-1] if total is not None else {})
+
+
+async def inclusion_report(rt: ServiceRuntime, scope: Scope, disclosure_control: bool = True) -> dict[str, Any]:
     async with rt.sessionmaker() as session:
         facts = await load_facts(session, scope)
-    return build_inclusion_report(facts, scope)
+    return build_inclusion_report(facts, scope, disclosure_control)
 
 
 # --- CSV -------------------------------------------------------------------------------------------

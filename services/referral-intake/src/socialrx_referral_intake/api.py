@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, status
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from sqlalchemy import func, insert, select
+from sqlalchemy.dialects.postgresql import array as pg_array
 from sqlalchemy.exc import IntegrityError
 
 from socialrx_shared.auth import Principal, forbidden, require
@@ -153,8 +154,16 @@ async def create_referral(
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> ReferralOut:
     rt = runtime_of(request)
+    if idempotency_key is not None and not idempotency_key.strip():
+        # An empty key is almost always a shell variable that was never set (`$(uuidgen)` failing):
+        # treating it as "no key" would silently lose the protection the caller asked for.
+        raise HTTPException(400, detail="Idempotency-Key is empty: send a fresh unique value (e.g. a UUID) or "
+                                        "leave the header out")
     if not body.consent.given:
         raise HTTPException(422, detail="consent.given must be true: a person must consent before they are referred")
+    consent_problem = domain.consent_problem(body.consent.recorded_at, datetime.now(timezone.utc))
+    if consent_problem:
+        raise HTTPException(422, detail=consent_problem)
     practice_id = body.practice_id or principal.practice_id
     if practice_id is None:
         raise HTTPException(422, detail="practice_id is needed: the GP practice's ODS code, e.g. 'B82005'")
@@ -205,6 +214,14 @@ async def _create(rt: ServiceRuntime, principal: Principal, body: NewReferral, r
         if refusal:
             status_code = 404 if service is None else 409
             raise HTTPException(status_code, detail=refusal)
+        unserved = sorted(set(body.needs) - set(service["needs"]))
+        # Only a refused request pays for looking further: which of the unserved needs any service has.
+        known_needs = set(await session.scalars(
+            select(func.jsonb_array_elements_text(services_view.c.needs)).distinct()
+            .where(services_view.c.needs.has_any(pg_array(unserved))))) if unserved else set()
+        needs_problem = domain.needs_problem(body.needs, service["needs"], known_needs)
+        if needs_problem:
+            raise HTTPException(422, detail=needs_problem)
         event = ReferralCreated(
             referral_id=referral_id,
             pcn_id=principal.pcn_id,

@@ -12,13 +12,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from datetime import date
+from datetime import date, datetime, timedelta
 
 STATUSES = ("created", "accepted", "declined", "outcome_recorded")
 
 # How far along each status is. A status only moves forward, so a late `referral.accepted`
 # after `outcome.recorded` changes nothing, and both orders end at `outcome_recorded`.
 _RANK = {"created": 0, "accepted": 1, "declined": 1, "outcome_recorded": 2}
+
+# Consent is recorded by a person at a device whose clock may run a little fast; beyond this it is
+# a mistake (a wrong date typed, a wrong time zone), not skew.
+CONSENT_CLOCK_SKEW = timedelta(minutes=5)
 
 _POSTCODE = re.compile(r"^([A-Z]{1,2}[0-9][A-Z0-9]?) ?([0-9][A-Z]{2})$")
 _AGE_BANDS = ((18, "0-17"), (25, "18-24"), (35, "25-34"), (45, "35-44"), (55, "45-54"), (65, "55-64"),
@@ -28,7 +32,8 @@ _AGE_BANDS = ((18, "0-17"), (25, "18-24"), (35, "25-34"), (45, "35-44"), (55, "4
 def nhs_number_problem(value: str) -> str | None:
     """Why `value` is not a valid NHS number, or None when it is."""
     digits = value.replace(" ", "")
-    if not re.fullmatch(r"\d{10}", digits):
+    # [0-9], not \d: \d also matches other scripts' digits ('١٢٣...'), which int() would accept.
+    if not re.fullmatch(r"[0-9]{10}", digits):
         return "an NHS number has 10 digits"
     total = sum(int(d) * weight for d, weight in zip(digits[:9], range(10, 1, -1)))
     check = 11 - total % 11
@@ -96,4 +101,28 @@ def service_refusal(service: dict | None) -> str | None:
     if not service["accepting_referrals"]:
         reason = service.get("not_accepting_reason") or "not accepting referrals"
         return f"service is not accepting referrals: {reason}"
+    return None
+
+
+def needs_problem(requested: list[str], served: list[str], known: set[str]) -> str | None:
+    """Why these needs cannot go to a service serving `served`, or None.
+
+    `known` is every need any published service serves: referral-intake learns the directory's
+    taxonomy only through `service.updated`, so a need no service serves is, to it, not a need.
+    """
+    unknown = sorted(set(requested) - known - set(served))
+    if unknown:
+        return (f"need {', '.join(map(repr, unknown))} is not in the directory's needs taxonomy "
+                "(see GET /taxonomy_terms on the directory)")
+    not_served = sorted(set(requested) - set(served))
+    if not_served:
+        return (f"this service does not serve {', '.join(map(repr, not_served))}; it serves "
+                f"{', '.join(map(repr, sorted(served))) or 'no needs yet'}: choose a service that serves the need")
+    return None
+
+
+def consent_problem(recorded_at: datetime, now: datetime) -> str | None:
+    """Consent cannot be recorded in the future (beyond a few minutes of clock skew)."""
+    if recorded_at > now + CONSENT_CLOCK_SKEW:
+        return "consent.recorded_at is in the future: give the time the person consented (UTC, ISO 8601)"
     return None
