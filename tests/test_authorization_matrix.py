@@ -68,6 +68,12 @@ RULES: dict[str, dict[tuple[str, str], str | set[str]]] = {
         ("GET", "/statements/{organisation_id}"): {"finance", "charity", "admin"},
         ("POST", "/reconciliation"): {"finance"},
         ("GET", "/trial-balance"): {"finance", "admin"},
+        ("GET", "/reports/prompt-payment"): {"finance", "admin", "charity"},
+        ("GET", "/public/prompt-payment"): PUBLIC,
+        ("GET", "/late-payment/{organisation_id}"): {"charity", "finance", "admin"},
+        ("GET", "/reference-rates"): PUBLIC,
+        ("POST", "/reference-rates"): {"admin"},
+        ("GET", "/forecast/{organisation_id}"): {"charity", "finance"},
     },
 }
 
