@@ -48,6 +48,7 @@ RULES: dict[str, dict[tuple[str, str], str | set[str]]] = {
         ("DELETE", "/subscriptions/{subscription_id}"): {"charity"},
         ("GET", "/subscriptions/{subscription_id}/deliveries"): {"charity"},
         ("POST", "/subscriptions/{subscription_id}/deliveries/{delivery_id}/replay"): {"charity"},
+        ("GET", "/reports/unmet-need"): {"admin", "finance"},
     },
     "outcomes": {
         ("POST", "/referrals/{referral_id}/outcomes"): {"charity", "link_worker"},
