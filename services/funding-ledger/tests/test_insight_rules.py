@@ -116,6 +116,8 @@ def test_early_on_the_day_10_and_45_days_late_and_one_open() -> None:
     assert (figures["within_30_days_count"], figures["within_30_days_pence"]) == (1, 3000)
     assert (figures["later_count"], figures["later_pence"]) == (1, 4000)
     assert (figures["open_count"], figures["open_overdue_count"], figures["open_overdue_pence"]) == (1, 1, 5000)
+    part_paid = insight.prompt_payment([DuePayment("P1", "org-a", 1000, DUE, None, 400)], as_of=date(2026, 9, 1))
+    assert (part_paid["open_pence"], part_paid["open_unpaid_pence"], part_paid["open_overdue_pence"]) == (1000, 400, 400)
     assert figures["on_time_share_by_number_percent"] == 40.0  # 2 of 5
     assert figures["on_time_share_by_value_percent"] == 20.0  # 3000 of 15000
     assert figures["within_30_days_share_by_number_percent"] == 60.0  # 3 of 5

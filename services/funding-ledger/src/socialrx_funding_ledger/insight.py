@@ -60,47 +60,49 @@ def days_late(payment: DuePayment) -> int | None:
 
 
 def prompt_payment(payments: list[DuePayment], as_of: date) -> dict:
-    """Counts and values by when each payment was settled against its due date, and the shares."""
-    def bucket(p: DuePayment) -> str:
-        late = days_late(p)
-        if late is None:
-            return "open"
-        if late == 0:
-            return "on_time"
-        return "within_30_days" if late <= GRACE_DAYS else "later"
+    """Counts and values by when each payment was settled against its due date, and the shares.
 
-    figures: dict = {"payments_due": len(payments), "value_due_pence": sum(p.amount_pence for p in payments)}
-    for name in ("on_time", "within_30_days", "later", "open"):
-        chosen = [p for p in payments if bucket(p) == name]
-        figures[f"{name}_count"] = len(chosen)
-        figures[f"{name}_pence"] = sum(p.amount_pence for p in chosen)
-    overdue = [p for p in payments if p.settled_on is None and p.due_on < as_of]
-    figures["open_overdue_count"] = len(overdue)
-    figures["open_overdue_pence"] = sum(p.open_pence for p in overdue)
-    figures["open_pence"] = sum(p.open_pence for p in payments if p.settled_on is None)
-    figures.update(shares(payments))
-    lateness = [late for p in payments if (late := days_late(p)) is not None]
+    One pass over the payments: a PCN's report over a year's payments is a few hundred thousand rows.
+    """
+    count = {name: 0 for name in ("on_time", "within_30_days", "later", "open")}
+    pence = dict.fromkeys(count, 0)
+    overdue_count = overdue_pence = open_pence = 0
+    lateness: list[int] = []
+    for p in payments:
+        if p.settled_on is None:
+            name = "open"
+            open_pence += p.open_pence
+            if p.due_on < as_of:
+                overdue_count += 1
+                overdue_pence += p.open_pence
+        else:
+            late = max((p.settled_on - p.due_on).days, 0)
+            lateness.append(late)
+            name = "on_time" if late == 0 else "within_30_days" if late <= GRACE_DAYS else "later"
+        count[name] += 1
+        pence[name] += p.amount_pence
+    total_count, total_pence = len(payments), sum(pence.values())
+    figures: dict = {"payments_due": total_count, "value_due_pence": total_pence}
+    for name in count:
+        figures[f"{name}_count"] = count[name]
+        figures[f"{name}_pence"] = pence[name]
+    # open_pence is the value of the payments not yet paid in full; open_unpaid_pence what of it is unpaid.
+    figures |= {"open_overdue_count": overdue_count, "open_overdue_pence": overdue_pence, "open_unpaid_pence": open_pence}
+
+    def share(part: int, whole: int) -> float | None:
+        # Open payments count as not paid on time: the share is of everything that fell due.
+        return one_decimal(Fraction(100 * part, whole)) if whole else None
+
+    figures |= {
+        "on_time_share_by_number_percent": share(count["on_time"], total_count),
+        "on_time_share_by_value_percent": share(pence["on_time"], total_pence),
+        "within_30_days_share_by_number_percent": share(count["on_time"] + count["within_30_days"], total_count),
+        "within_30_days_share_by_value_percent": share(pence["on_time"] + pence["within_30_days"], total_pence),
+    }
     figures["settled_count"] = len(lateness)
     figures["mean_days_late"] = one_decimal(Fraction(sum(lateness), len(lateness))) if lateness else None
     figures["median_days_late"] = one_decimal(statistics.median(lateness)) if lateness else None
     return figures
-
-
-def shares(payments: list[DuePayment]) -> dict:
-    """Percentages of what fell due (open payments count as not paid on time), one decimal."""
-    count, value = len(payments), sum(p.amount_pence for p in payments)
-    on_time = [p for p in payments if days_late(p) == 0]
-    within_30 = [p for p in payments if (late := days_late(p)) is not None and late <= GRACE_DAYS]
-
-    def share(part: int, whole: int) -> float | None:
-        return one_decimal(Fraction(100 * part, whole)) if whole else None
-
-    return {
-        "on_time_share_by_number_percent": share(len(on_time), count),
-        "on_time_share_by_value_percent": share(sum(p.amount_pence for p in on_time), value),
-        "within_30_days_share_by_number_percent": share(len(within_30), count),
-        "within_30_days_share_by_value_percent": share(sum(p.amount_pence for p in within_30), value),
-    }
 
 
 def median_days_late(payments: list[DuePayment]) -> int:

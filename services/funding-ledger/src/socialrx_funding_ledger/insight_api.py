@@ -78,7 +78,7 @@ async def prompt_payment(request: Request, principal: Principal = Depends(requir
 
 
 PUBLIC_FIELDS = ("payments_due", "value_due_pence", "on_time_count", "on_time_pence", "within_30_days_count",
-                 "within_30_days_pence", "later_count", "later_pence", "open_count", "open_pence",
+                 "within_30_days_pence", "later_count", "later_pence", "open_count", "open_pence", "open_unpaid_pence",
                  "open_overdue_count", "open_overdue_pence", "on_time_share_by_number_percent",
                  "on_time_share_by_value_percent", "within_30_days_share_by_number_percent",
                  "within_30_days_share_by_value_percent")
