@@ -48,6 +48,7 @@ RULES: dict[str, dict[tuple[str, str], str | set[str]]] = {
         ("DELETE", "/subscriptions/{subscription_id}"): {"charity"},
         ("GET", "/subscriptions/{subscription_id}/deliveries"): {"charity"},
         ("POST", "/subscriptions/{subscription_id}/deliveries/{delivery_id}/replay"): {"charity"},
+        ("GET", "/reports/unmet-need"): {"admin", "finance"},
     },
     "outcomes": {
         ("POST", "/referrals/{referral_id}/outcomes"): {"charity", "link_worker"},
@@ -69,6 +70,12 @@ RULES: dict[str, dict[tuple[str, str], str | set[str]]] = {
         ("GET", "/statements/{organisation_id}"): {"finance", "charity", "admin"},
         ("POST", "/reconciliation"): {"finance"},
         ("GET", "/trial-balance"): {"finance", "admin"},
+        ("GET", "/reports/prompt-payment"): {"finance", "admin", "charity"},
+        ("GET", "/public/prompt-payment"): PUBLIC,
+        ("GET", "/late-payment/{organisation_id}"): {"charity", "finance", "admin"},
+        ("GET", "/reference-rates"): PUBLIC,
+        ("POST", "/reference-rates"): {"admin"},
+        ("GET", "/forecast/{organisation_id}"): {"charity", "finance"},
     },
 }
 

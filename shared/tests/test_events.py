@@ -43,12 +43,15 @@ SAMPLES: dict[str, ev.Strict] = {
         business_date=date(2027, 2, 3), reason="outcome o-1 is now engaged"),
     ev.ORGANISATION_REGISTERED.topic: ev.OrganisationRegistered(
         organisation_id="org-1", name="Leeds Walking Friends", registered_at=NOW),
+    ev.REFERRAL_REFUSED.topic: ev.ReferralRefused(
+        refusal_id="rf-1", pcn_id="U12345", organisation_id="org-1", service_id="svc-1", needs=["loneliness"],
+        age_band="75-84", postcode_district="LS1", reason="no_capacity", refused_at=NOW),
 }
 
 
 def test_every_event_has_a_sample() -> None:
     assert set(SAMPLES) == set(ev.ALL_TOPICS)
-    assert len(ev.ALL_TOPICS) == 9
+    assert len(ev.ALL_TOPICS) == 10
 
 
 @pytest.mark.parametrize("topic", sorted(SAMPLES))

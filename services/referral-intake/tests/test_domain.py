@@ -122,3 +122,17 @@ def test_consent_in_the_future_is_refused_beyond_clock_skew() -> None:
     assert domain.consent_problem(now + timedelta(minutes=4), now) is None  # a device clock a little fast
     assert "in the future" in domain.consent_problem(now + timedelta(minutes=6), now)
     assert "in the future" in domain.consent_problem(now + timedelta(days=1), now)
+
+
+def test_refusal_reason_names_the_services_first_obstacle() -> None:
+    from datetime import date
+
+    from socialrx_referral_intake.domain import refusal_reason
+
+    today = date(2026, 11, 26)
+    ok = {"status": "active", "safeguarding_policy_valid_until": date(2030, 1, 1), "capacity_available": 0}
+    assert refusal_reason(ok, today) == "no_capacity"
+    assert refusal_reason(ok | {"status": "inactive"}, today) == "not_active"
+    assert refusal_reason(ok | {"safeguarding_policy_valid_until": None}, today) == "safeguarding_policy_missing"
+    assert refusal_reason(ok | {"safeguarding_policy_valid_until": date(2026, 11, 25)}, today) == "safeguarding_policy_expired"
+    assert refusal_reason(ok | {"capacity_available": 3}, today) == "not_accepting"

@@ -198,6 +198,26 @@ class OrganisationRegistered(Strict):
     registered_at: AwareDatetime
 
 
+RefusalReason = Literal[
+    "no_capacity", "safeguarding_policy_missing", "safeguarding_policy_expired", "not_active", "not_accepting"
+]
+
+
+class ReferralRefused(Strict):
+    """referral-intake refused a referral for the service's sake (not for a fault in the request):
+    unmet need, counted by the directory. Nothing about the person but an age band and a district;
+    no referral was made, so there is no referral id and no person_ref."""
+    refusal_id: Id  # the same request retried with its Idempotency-Key keeps its id: counted once
+    pcn_id: OdsCode
+    organisation_id: Id
+    service_id: Id
+    needs: list[NeedCode] = Field(min_length=1, max_length=20)
+    age_band: AgeBand
+    postcode_district: PostcodeDistrict
+    reason: RefusalReason
+    refused_at: AwareDatetime
+
+
 @dataclass(frozen=True)
 class EventSpec:
     """What is fixed about one event type: its topic, its `type`, its model and its key field."""
@@ -237,6 +257,7 @@ PAYMENT_SETTLED = EventSpec("payment.settled", 1, PaymentSettled, "organisation_
 SERVICE_UPDATED = EventSpec("service.updated", 1, ServiceUpdated, "service_id")
 PAYMENT_REVERSED = EventSpec("payment.reversed", 1, PaymentReversed, "referral_id", "agreement_id")
 ORGANISATION_REGISTERED = EventSpec("organisation.registered", 1, OrganisationRegistered, "organisation_id")
+REFERRAL_REFUSED = EventSpec("referral.refused", 1, ReferralRefused, "service_id")
 
 ALL_EVENTS: tuple[EventSpec, ...] = (
     REFERRAL_CREATED,
@@ -248,6 +269,7 @@ ALL_EVENTS: tuple[EventSpec, ...] = (
     SERVICE_UPDATED,
     PAYMENT_REVERSED,
     ORGANISATION_REGISTERED,
+    REFERRAL_REFUSED,
 )
 BY_TOPIC = {spec.topic: spec for spec in ALL_EVENTS}
 BY_TYPE = {spec.ce_type: spec for spec in ALL_EVENTS}

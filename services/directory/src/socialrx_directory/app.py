@@ -14,7 +14,7 @@ from socialrx_shared.logging import get_logger
 from socialrx_shared.runtime import ServiceRuntime
 from socialrx_shared.settings import ServiceSettings
 
-from . import api, domain, emails, handlers, oruk_api, subscriptions_api, sweeps
+from . import api, domain, emails, handlers, oruk_api, subscriptions_api, sweeps, unmet_need_api
 from .store import inbox, metadata, outbox
 from .webhooks import DeliveryWorker
 
@@ -116,8 +116,9 @@ def build(settings: Settings | None = None, clock: sweeps.Clock = sweeps.system_
     settings = settings or Settings()
     runtime = ServiceRuntime(SERVICE, settings, metadata, outbox, inbox, Path(__file__).parent / "migrations")
     handlers.register(runtime)
+    unmet_need_api.register(runtime)
     app = create_app(
-        runtime, [oruk_api.router, api.router, subscriptions_api.router], title="socialrx directory",
+        runtime, [oruk_api.router, api.router, subscriptions_api.router, unmet_need_api.router], title="socialrx directory",
         description="Organisations and services (Open Referral UK), capacity and safeguarding gates, charities' "
                     "referral inboxes and webhook subscriptions.",
     )

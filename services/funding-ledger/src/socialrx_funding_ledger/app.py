@@ -11,7 +11,7 @@ from socialrx_shared.http import create_app, serve
 from socialrx_shared.runtime import ServiceRuntime
 from socialrx_shared.settings import ServiceSettings
 
-from . import api, handlers
+from . import api, handlers, insight_api
 from .store import inbox, metadata, outbox
 
 SERVICE = "funding-ledger"
@@ -30,7 +30,7 @@ def build(settings: Settings | None = None) -> FastAPI:
     runtime = ServiceRuntime(SERVICE, settings, metadata, outbox, inbox, Path(__file__).parent / "migrations")
     handlers.register(runtime)
     return create_app(
-        runtime, [api.router], title="socialrx funding-ledger",
+        runtime, [api.router, insight_api.router], title="socialrx funding-ledger",
         description="Funding agreements, a double-entry ledger of what each PCN owes each organisation, arrears, settlements.",
     )
 

@@ -15,7 +15,9 @@ from sqlalchemy.dialects.postgresql import array as pg_array
 from sqlalchemy.exc import IntegrityError
 
 from socialrx_shared.auth import Principal, forbidden, require
-from socialrx_shared.events import REFERRAL_CREATED, NeedCode, OdsCode, ReferralCreated
+from socialrx_shared.events import (
+    REFERRAL_CREATED, REFERRAL_REFUSED, NeedCode, OdsCode, ReferralCreated, ReferralRefused,
+)
 from socialrx_shared.http import Page, PerPage
 from socialrx_shared.runtime import ServiceRuntime
 
@@ -223,6 +225,8 @@ async def _create(rt: ServiceRuntime, principal: Principal, link_worker_id: str,
         refusal = domain.service_refusal(dict(service) if service else None)
         if refusal:
             status_code = 404 if service is None else 409
+            if service is not None:
+                await _record_refusal(rt, principal, body, dict(service), now, idempotency_key)
             raise HTTPException(status_code, detail=refusal)
         unserved = sorted(set(body.needs) - set(service["needs"]))
         # Only a refused request pays for looking further: which of the unserved needs any service has.
@@ -266,6 +270,27 @@ async def _create(rt: ServiceRuntime, principal: Principal, link_worker_id: str,
         await session.execute(insert(timeline).values(referral_id=referral_id, status="created", at=now,
                                                       detail={"service_id": body.service_id}))
         await rt.stage(session, REFERRAL_CREATED, event)
+
+
+REFUSALS = uuid.UUID("6f1d2c55-5b8e-4d8c-9a61-2f0e7c1b9d40")
+
+
+async def _record_refusal(rt: ServiceRuntime, principal: Principal, body: NewReferral, service: dict,
+                          now: datetime, idempotency_key: str | None) -> None:
+    """Publish the refusal as unmet need (its own transaction: the referral itself is not made).
+    Only needs the service serves count: asking a service for what it never offers is not unmet need."""
+    needs = [need for need in body.needs if need in service["needs"]]
+    if not needs:
+        return
+    # A retry of the same request (same link worker and Idempotency-Key) keeps its id: counted once.
+    refusal_id = (uuid.uuid5(REFUSALS, f"{principal.sub}:{idempotency_key}") if idempotency_key else uuid.uuid4())
+    event = ReferralRefused(
+        refusal_id=str(refusal_id), pcn_id=principal.pcn_id, organisation_id=service["organisation_id"],
+        service_id=service["service_id"], needs=needs, age_band=domain.age_band(body.person.date_of_birth, now.date()),
+        postcode_district=domain.postcode_district(body.person.postcode),
+        reason=domain.refusal_reason(service, now.date()), refused_at=now)
+    async with rt.transaction() as session:
+        await rt.stage(session, REFERRAL_REFUSED, event)
 
 
 @router.get("/referrals/{referral_id}", response_model=ReferralOut, summary="A referral, its status and timeline")

@@ -135,3 +135,18 @@ def consent_problem(recorded_at: datetime, now: datetime) -> str | None:
     if recorded_at > now + CONSENT_CLOCK_SKEW:
         return "consent.recorded_at is in the future: give the time the person consented (UTC, ISO 8601)"
     return None
+
+
+def refusal_reason(service: dict, today: date) -> str:
+    """Why a published service refuses new referrals, as a code for the unmet-need count
+    (the event `referral.refused`): the service's sake, never the request's fault."""
+    if service["status"] != "active":
+        return "not_active"
+    valid_until = service.get("safeguarding_policy_valid_until")
+    if valid_until is None:
+        return "safeguarding_policy_missing"
+    if valid_until < today:
+        return "safeguarding_policy_expired"
+    if service.get("capacity_available", 0) <= 0:
+        return "no_capacity"
+    return "not_accepting"
