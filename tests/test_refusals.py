@@ -24,11 +24,14 @@ async def _created_events_for(kafka, service_id: str) -> int:
 
 async def _known_to_intake(client, world) -> None:
     """Wait until referral-intake has the directory's view of the service (it learns by events)."""
-    probe = referral_body(world.service_id, person=dict(PERSON, nhs_number="123"))
+    # A need nobody serves: refused either way, but 404 ("unknown service") until intake has the
+    # service and 422 (the need) after. A field-level fault (say the NHS number) would be refused
+    # before the service is looked up, so it could not tell the two apart.
+    probe = dict(referral_body(world.service_id), needs=["probe-" + uuid.uuid4().hex[:8]])
 
     async def known() -> bool:
         answer = await client.post(world.url("referral-intake", "/referrals"), headers=world.link_worker, json=probe)
-        return answer.status_code == 422  # past the service check: refused for the NHS number
+        return answer.status_code == 422
 
     await wait_for(known, what="referral-intake knows the service")
 
