@@ -156,6 +156,22 @@ class Stack:
             found.append(self.postgres.proc.pid)
         return found
 
+    def ports(self) -> list[int]:
+        found = [r.port for rs in self.replicas.values() for r in rs]
+        if self.cluster:
+            found += [p for n in self.cluster.nodes for p in (n.port, n.controller_port)]
+        if self.postgres:
+            found.append(self.postgres.port)
+        return found
+
+    def left_running(self) -> list[str]:
+        procs_ = [(f"{s}#{i}", r.proc) for s, rs in self.replicas.items() for i, r in enumerate(rs)]
+        if self.cluster:
+            procs_ += [(f"broker {n.node_id}", n.proc) for n in self.cluster.nodes]
+        if self.postgres:
+            procs_.append(("postgresql", self.postgres.proc))
+        return [name for name, proc in procs_ if proc is not None and proc.poll() is None]
+
     def stop(self) -> None:
         """Everything started here, whatever state it is in (a frozen replica is woken first)."""
         for pid in list(self.frozen):
@@ -906,6 +922,8 @@ def run(cfg: Config) -> dict:
     finally:
         say("stopping everything the run started ...")
         stack.stop()
+    report["left_running"] = stack.left_running()
+    report["ports"] = stack.ports()
     report["machine"] = {"cores": os.cpu_count(), "load_average": os.getloadavg()}
     if cfg.out:
         cfg.out.parent.mkdir(parents=True, exist_ok=True)
