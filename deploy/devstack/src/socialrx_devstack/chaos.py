@@ -61,6 +61,10 @@ CONSUMERS = {
 }
 POISON_HEADER = "chaos.poison"
 DUPLICATE_HEADER = "chaos.duplicate"
+# The chaos run's webhook receiver is plain http on loopback; retries quick so the run can wait for them.
+WEBHOOK_ENV = {"DIRECTORY_WEBHOOK_ALLOW_HTTP": "true", "DIRECTORY_WEBHOOK_RETRY_BASE_S": "1",
+               "DIRECTORY_WEBHOOK_RETRY_CAP_S": "5", "DIRECTORY_WEBHOOK_MAX_ATTEMPTS": "1000"}
+WEBHOOK_EVENTS = ["referral.accepted", "referral.declined"]
 CAP_PENCE = 40 * FEE_REFERRAL_PENCE  # the capped organisation's yearly cap: reached during the run
 
 
@@ -135,7 +139,7 @@ class Stack:
                 port = procs.free_port()
                 env = service_env(service, port=port, kafka=self.bootstrap, database_url=self.database_urls[service],
                                   jwt_secret=self.secret, person_ref_key=DEV_PERSON_REF_KEY,
-                                  group_prefix=self.group_prefix)
+                                  group_prefix=self.group_prefix, extra=WEBHOOK_ENV if service == "directory" else None)
                 self.replicas[service].append(ServiceProcess(service, port, env, self.tmp / "logs" / f"{service}-{r}.log"))
         say(f"starting {self.cfg.replicas} replicas of each of the four services ...")
         for service in SERVICES:  # one at a time: their migrations take an advisory lock anyway
@@ -424,8 +428,10 @@ class Injector:
 
 
 class Checker:
-    def __init__(self, stack: Stack, load: Load, injector: Injector, world: World, capped_agreement: str) -> None:
+    def __init__(self, stack: Stack, load: Load, injector: Injector, world: World, capped_agreement: str,
+                 receiver: WebhookReceiver, subscription_id: str) -> None:
         self.stack, self.load, self.injector, self.world = stack, load, injector, world
+        self.receiver, self.subscription_id = receiver, subscription_id
         self.capped_agreement = capped_agreement
         self.ticks: list[dict] = []
         self.conns: dict[str, asyncpg.Connection] = {}
@@ -536,6 +542,31 @@ class Checker:
         return {"outbox_unsent": unsent, "consumer_lag": lag, "seconds": round(time.monotonic() - started, 1),
                 "held": bool(unsent) and not any(unsent.values()) and bool(lag) and not any(lag.values())}
 
+    async def webhooks(self, timeout_s: float) -> dict:
+        """Every delivery of the subscribed charity's events made (each event at least once, as the
+        directory promises), none left pending; how many arrived more than once (claimed twice)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            rows = await (await self.conn("directory")).fetch(
+                "SELECT event_id::text AS event_id, status FROM webhook_deliveries WHERE subscription_id = $1",
+                self.subscription_id)
+            if all(r["status"] == "delivered" for r in rows) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(1)
+        org = self.world.organisations[1]
+        expected = sum(1 for life in self.load.everything if self.world.organisations[life.plan.organisation] == org
+                       and (life.accepted or life.declined))
+        got: dict[str, int] = {}
+        for eid in self.receiver.received:
+            got[eid] = got.get(eid, 0) + 1
+        rows_by_event = {r["event_id"] for r in rows}
+        missing = [e for e in rows_by_event if e not in got]
+        pending = [r["event_id"] for r in rows if r["status"] != "delivered"]
+        return {"decisions_of_the_organisation": expected, "deliveries": len(rows), "received": len(self.receiver.received),
+                "distinct_received": len(got), "received_more_than_once": sum(n - 1 for n in got.values() if n > 1),
+                "missing": len(missing), "pending": len(pending),
+                "held": len(rows) == expected and not missing and not pending}
+
     async def final(self, monitor: Monitor, timeout_s: float) -> dict:
         drained = await self.quiesce(monitor, timeout_s)
         await asyncio.sleep(2)  # handlers of the last records commit their effects before their offsets
@@ -550,6 +581,7 @@ class Checker:
         out["relay_resends"] = await self.relay_resends()
         out["rebuild_equal"] = await self.rebuild_equal()
         out["no_personal_identifier_on_topics"] = await self.pii_scan()
+        out["webhooks"] = await self.webhooks(60)
         return out
 
     async def exactly_once(self) -> dict:
@@ -731,6 +763,49 @@ def _dlq_summary(record: Any) -> dict:
     return {"topic": record.topic, "error": headers.get("dlq.error"), "consumer": headers.get("dlq.consumer")}
 
 
+# --- a charity's webhook receiver -----------------------------------------------------------------
+
+
+class WebhookReceiver:
+    """A charity's endpoint: answers 204 and notes each delivery's event id (both directory replicas
+    run the delivery worker; a delivery claimed by both would arrive twice)."""
+
+    def __init__(self) -> None:
+        self.port = procs.free_port()
+        self.received: list[str] = []
+        self.server: asyncio.AbstractServer | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+
+    async def stop(self) -> None:
+        if self.server:
+            self.server.close()
+            await self.server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                headers = {}
+                for line in head.decode(errors="replace").split("\r\n")[1:]:
+                    if ":" in line:
+                        k, v = line.split(":", 1)
+                        headers[k.strip().lower()] = v.strip()
+                await reader.readexactly(int(headers.get("content-length", "0")))
+                self.received.append(headers.get("x-socialrx-event-id", "?"))
+                writer.write(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            writer.close()
+
+
 # --- concurrency probes across replicas ----------------------------------------------------------
 
 
@@ -818,6 +893,12 @@ async def drive(cfg: Config, stack: Stack, secret: str) -> dict:
         probe = await capacity_probe(client, stack, world, load)
         say(f"  {probe['accepted']} of {probe['concurrent_accepts']} accepted, capacity "
             f"{probe['service_capacity']} -> {probe['capacity_left']}: {'held' if probe['held'] else 'BROKEN'}")
+        receiver = WebhookReceiver()
+        await receiver.start()
+        org = world.organisations[1]
+        subscription = await client.post(first["directory"] + "/subscriptions", headers=world.charities[org],
+                                         json={"url": receiver.url, "events": WEBHOOK_EVENTS})
+        subscription.raise_for_status()
         faults = schedule(cfg.seed, cfg.load_s, SERVICES, replicas=cfg.replicas, per_kind=cfg.per_kind,
                           records=cfg.records)
         say(f"fault schedule (seed {cfg.seed}):")
@@ -825,7 +906,7 @@ async def drive(cfg: Config, stack: Stack, secret: str) -> dict:
             say(f"  {fault.describe()}")
         monitor = Monitor(stack, lag_ok=int(max(30, 3 * cfg.rate)))
         injector = Injector(stack, monitor, faults, cfg.seed)
-        checker = Checker(stack, load, injector, world, capped_agreement)
+        checker = Checker(stack, load, injector, world, capped_agreement, receiver, subscription.json()["id"])
         stop = asyncio.Event()
         monitoring = asyncio.create_task(monitor.run(stop))
         checking = asyncio.create_task(checker.every(cfg.check_every_s, stop))
@@ -845,6 +926,7 @@ async def drive(cfg: Config, stack: Stack, secret: str) -> dict:
             stop.set()
             await asyncio.gather(monitoring, checking, return_exceptions=True)
             await checker.close()
+            await receiver.stop()
     return figures(cfg, started, load_done, load, stats, faults, monitor, checker, final, probe)
 
 
@@ -875,7 +957,7 @@ def figures(cfg: Config, started: float, load_done: float, load: Load, stats: Lo
                        "broken": sum(1 for t in checker.ticks if t[name]["held"] is False),
                        "unavailable": sum(1 for t in checker.ticks if t[name]["held"] is None)}
                 for name in Checker.PERIODIC}
-    held_keys = ("outbox_drained_and_lag_zero", "dlq_exact", "settlements", "capped_agreement", "rebuild_equal",
+    held_keys = ("outbox_drained_and_lag_zero", "dlq_exact", "settlements", "capped_agreement", "rebuild_equal", "webhooks",
                  "no_personal_identifier_on_topics", *Checker.PERIODIC)
     invariants = {k: bool(final[k]["held"]) for k in held_keys}
     invariants["exactly_once"] = bool(final["held"])
@@ -908,7 +990,7 @@ def figures(cfg: Config, started: float, load_done: float, load: Load, stats: Lo
                    "retry_found_already_done": stats.already_done, "given_up": stats.refusals},
         "settlements": final["settlements"], "capped_agreement": final["capped_agreement"],
         "capacity_probe": probe,
-        "relay_resends": final["relay_resends"], "rebuild": final["rebuild_equal"],
+        "relay_resends": final["relay_resends"], "rebuild": final["rebuild_equal"], "webhooks": final["webhooks"],
         "pii_scan": final["no_personal_identifier_on_topics"],
         "outbox_and_lag_at_end": final["outbox_drained_and_lag_zero"],
         "periodic_checks": periodic, "invariants": invariants,
@@ -928,7 +1010,18 @@ def table(r: dict) -> str:
             ("DLQ", f"{r['dlq']['poison_sent']} poison sent, {r['dlq']['dead_letters']} dead letters "
                     f"(expected {r['dlq']['expected_dead_letters']}, {r['dlq']['missing']} missing, "
                     f"{len(r['dlq']['not_poison'])} not poison, {r['dlq']['dead_lettered_again']} again)"),
-            ("largest consumer lag", f"{r['largest_consumer_lag']:,} records")]
+            ("largest consumer lag", f"{r['largest_consumer_lag']:,} records"),
+            ("relay re-sends", f"{sum(t['published_again'] for t in r['relay_resends'].values())} events published "
+                               f"twice of {sum(t['events'] for t in r['relay_resends'].values()):,}"),
+            ("webhooks", f"{r['webhooks']['deliveries']} deliveries, {r['webhooks']['missing']} missing, "
+                         f"{r['webhooks']['received_more_than_once']} received twice"),
+            ("cap under 2 ledger replicas", f"accrued {r['capped_agreement']['accrued_pence']:,} p of cap "
+                                            f"{r['capped_agreement']['cap_pence']:,} p (earned "
+                                            f"{r['capped_agreement']['earned_pence']:,} p)"),
+            ("capacity probe", f"{r['capacity_probe']['concurrent_accepts']} concurrent accepts on both replicas: "
+                               f"capacity {r['capacity_probe']['service_capacity']} -> {r['capacity_probe']['capacity_left']}"),
+            ("client retries", f"{r['client']['retries_in_transit']} in transit, 5xx {r['client']['retries_5xx']}, "
+                               f"already done {r['client']['retry_found_already_done']}")]
     for kind, rec in r["recovery"].items():
         rows.append((f"recovery {kind}", f"p50 {rec['p50_s']} s, max {rec['max_s']} s ({rec['recovered']}/{rec['injected']})"))
     for name in ("during_faults", "between_faults"):
