@@ -43,7 +43,7 @@ def test_what_a_lifecycle_does_is_drawn_from_the_seed() -> None:
 
 
 @pytest.mark.integration
-@pytest.mark.timeout(420)
+@pytest.mark.timeout(900)
 def test_short_chaos_run_loses_nothing_and_doubles_nothing(tmp_path) -> None:
     out = tmp_path / "chaos.json"
     cfg = chaos.Config(n=240, rate=3.0, seed=11, per_kind=1, records=300, check_every_s=10.0,

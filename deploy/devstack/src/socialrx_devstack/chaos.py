@@ -142,16 +142,14 @@ class Stack:
                                   group_prefix=self.group_prefix, extra=WEBHOOK_ENV if service == "directory" else None)
                 self.replicas[service].append(ServiceProcess(service, port, env, self.tmp / "logs" / f"{service}-{r}.log"))
         say(f"starting {self.cfg.replicas} replicas of each of the four services ...")
-        for service in SERVICES:  # one at a time: their migrations take an advisory lock anyway
-            first = self.replicas[service][0]
-            first.start()
-            first.wait_ready(180)
-        for service in SERVICES:
-            for replica in self.replicas[service][1:]:
-                replica.start()
-        for service in SERVICES:
-            for replica in self.replicas[service][1:]:
-                replica.wait_ready(180)
+        # The first replica of each service migrates its database; the second starts on a migrated one.
+        for wave in (slice(0, 1), slice(1, None)):
+            for service in SERVICES:
+                for replica in self.replicas[service][wave]:
+                    replica.start()
+            for service in SERVICES:
+                for replica in self.replicas[service][wave]:
+                    replica.wait_ready(240)
 
     def pids(self) -> list[int]:
         found = [r.proc.pid for rs in self.replicas.values() for r in rs if r.proc and r.proc.poll() is None]
