@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import logging
 import os
@@ -28,6 +29,7 @@ import sys
 import tempfile
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -229,13 +231,13 @@ class Monitor:
         return self._admin, self._consumer
 
     async def close(self) -> None:
-        for client in (self._admin, self._consumer):
-            if client is not None:
-                try:
-                    await (client.close() if client is self._admin else client.stop())
-                except Exception:  # noqa: BLE001
-                    pass
-        self._admin = self._consumer = None
+        admin, consumer, self._admin, self._consumer = self._admin, self._consumer, None, None
+        for closing in ([admin.close()] if admin else []) + ([consumer.stop()] if consumer else []):
+            try:  # bounded: a client stuck on a broker that is away must not stop the monitor
+                await asyncio.wait_for(closing, timeout=5)
+            except BaseException as exc:  # noqa: BLE001
+                if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                    raise
 
     async def lag_now(self) -> dict[str, int]:
         """Per consumer group: records on its topics not yet committed (end offset - committed)."""
@@ -270,23 +272,35 @@ class Monitor:
         return bool(self.ready) and all(self.ready.values()) and self.lag is not None and self.lag <= self.lag_ok
 
     async def run(self, stop: asyncio.Event) -> None:
-        async with httpx.AsyncClient() as client:
-            while not stop.is_set():
-                self.ready = await self.readiness(client)
-                try:
-                    self.lag_by_group = await asyncio.wait_for(self.lag_now(), timeout=8)
-                    self.lag = sum(self.lag_by_group.values())
-                    self.max_lag = max(self.max_lag, self.lag)
-                except Exception:  # noqa: BLE001 - a broker away: unknown until it answers again
-                    self.lag = None
-                    await self.close()
-                self.samples.append({"t": round(time.time(), 2), "lag": self.lag,
-                                     "ready": sum(self.ready.values()), "replicas": len(self.ready)})
-                try:
-                    await asyncio.wait_for(stop.wait(), timeout=1.0)
-                except asyncio.TimeoutError:
-                    pass
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(self.round(), timeout=15)
+            except asyncio.TimeoutError:
+                self.lag = None
+                self.ready = {name: False for name in self.ready}
+                await self.close()
+            except Exception as exc:  # noqa: BLE001 - the monitor keeps watching whatever happens
+                say(f"  monitor: {type(exc).__name__}: {exc}")
+                self.lag = None
+            self.samples.append({"t": round(time.time(), 2), "lag": self.lag,
+                                 "ready": sum(self.ready.values()), "replicas": len(self.ready)})
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=1.0)
+            except asyncio.TimeoutError:
+                pass
         await self.close()
+
+    async def round(self) -> None:
+        # A fresh client each round: a replica frozen mid-request cannot hold this one's connections.
+        async with httpx.AsyncClient() as client:
+            self.ready = await self.readiness(client)
+        try:
+            self.lag_by_group = await asyncio.wait_for(self.lag_now(), timeout=8)
+            self.lag = sum(self.lag_by_group.values())
+            self.max_lag = max(self.max_lag, self.lag)
+        except Exception:  # noqa: BLE001 - a broker away: unknown until it answers again
+            self.lag = None
+            await self.close()
 
 
 # --- the faults ----------------------------------------------------------------------------------
@@ -295,6 +309,9 @@ class Monitor:
 class Injector:
     def __init__(self, stack: Stack, monitor: Monitor, faults: list[Fault], seed: int) -> None:
         self.stack, self.monitor, self.faults = stack, monitor, faults
+        # Waits for restarts block a thread for up to minutes: threads of their own, not the event
+        # loop's default executor (which the clients of the run may need meanwhile).
+        self.threads = ThreadPoolExecutor(max_workers=16, thread_name_prefix="chaos-fault")
         self.rng = random.Random(f"{seed}:records")
         self.poison_sent: dict[str, str] = {}  # poison id -> topic
 
@@ -331,7 +348,13 @@ class Injector:
                                    f"lag {self.monitor.lag_by_group}")
                 say(f"    {fault.kind}: NOT recovered within {recover_timeout_s:.0f}s")
 
-        await asyncio.gather(*(one(fault) for fault in self.faults))
+        try:
+            await asyncio.gather(*(one(fault) for fault in self.faults))
+        finally:
+            self.threads.shutdown(wait=False)
+
+    async def blocking(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.threads, fn, *args)
 
     async def inject(self, fault: Fault) -> None:
         if fault.kind in ("kill9", "sigterm", "freeze"):
@@ -350,24 +373,24 @@ class Injector:
                     self.stack.frozen.discard(pid)
                 return
             if fault.kind == "kill9":
-                replica.kill()
+                await self.blocking(replica.kill)
             else:
-                await asyncio.to_thread(procs.stop, replica.proc, 30.0)  # SIGTERM: graceful stop
+                await self.blocking(procs.stop, replica.proc, 30.0)  # SIGTERM: graceful stop
                 fault.notes.append(f"exit code after SIGTERM: {replica.proc.returncode}")
             await asyncio.sleep(fault.down_s)
             replica.start()
-            await asyncio.to_thread(replica.wait_ready, 180)
+            await self.blocking(replica.wait_ready, 180)
         elif fault.kind == "broker_restart":
             node = self.stack.cluster.nodes[fault.broker]
-            node.kill()
+            await self.blocking(node.kill)
             await asyncio.sleep(fault.down_s)
-            node.launch()
-            await asyncio.to_thread(procs.wait_for_port, node.port, 120, node.proc, f"Kafka node {node.node_id}")
+            await self.blocking(node.launch)
+            await self.blocking(procs.wait_for_port, node.port, 120, node.proc, f"Kafka node {node.node_id}")
         elif fault.kind == "postgres_restart":
             pg = self.stack.postgres
-            await asyncio.to_thread(pg.stop)
+            await self.blocking(pg.stop)
             await asyncio.sleep(fault.down_s)
-            await asyncio.to_thread(pg.start)
+            await self.blocking(pg.start)
         elif fault.kind == "duplicates":
             await self.duplicates(fault)
         elif fault.kind == "poison":
@@ -880,9 +903,14 @@ async def _capped_world(client: httpx.AsyncClient, urls: dict[str, str], world: 
 
 
 async def drive(cfg: Config, stack: Stack, secret: str) -> dict:
+    # SIGTERM (and Ctrl-C, which asyncio.run handles alike) cancels the run; run() then stops the stack.
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)
     urls = stack.urls()
     first = {s: u[0] for s, u in urls.items()}
-    async with httpx.AsyncClient(timeout=httpx.Timeout(5.0)) as client:
+    # No cap on connections: a replica frozen mid-request holds its connections until they time out,
+    # and a capped pool would make every other request queue behind them.
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=200)
+    async with httpx.AsyncClient(timeout=httpx.Timeout(5.0), limits=limits) as client:
         world = await make_world(client, first, secret, organisations=cfg.organisations)
         capped_agreement = await _capped_world(client, first, world, secret)
         stats = LoadStats()
@@ -934,7 +962,9 @@ async def _progress(load: Load, monitor: Monitor, cfg: Config) -> None:
         await asyncio.sleep(30)
         done = sum(1 for life in load.lifecycles if life.finished)
         say(f"  progress: {len(load.lifecycles)}/{cfg.n} started, {done} finished, lag {monitor.lag}, "
-            f"ready {sum(monitor.ready.values())}/{len(monitor.ready)}")
+            f"ready {sum(monitor.ready.values())}/{len(monitor.ready)}; requests {load.stats.requests}, "
+            f"in-transit retries {load.stats.retries_in_transit}, 5xx {load.stats.retries_5xx}; steps "
+            f"{dict(collections.Counter(life.step for life in load.lifecycles if life.step != 'done'))}")
 
 
 def figures(cfg: Config, started: float, load_done: float, load: Load, stats: LoadStats, faults: list[Fault],
@@ -1070,13 +1100,13 @@ def main(argv: list[str] | None = None) -> int:
     cfg = Config(n=args.n, rate=args.rate, seed=args.seed, per_kind=args.per_kind, records=args.records,
                  out=args.out or ROOT / "bench" / "results" / f"chaos-{args.seed}.json")
 
-    def terminate(signum, frame):  # SIGTERM as Ctrl-C: the finally blocks stop what was started
+    def terminate(signum, frame):  # SIGTERM while starting or stopping: as Ctrl-C (drive() cancels itself)
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, terminate)
     try:
         report = run(cfg)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         say("interrupted; everything started was stopped")
         return 130
     return 0 if report["ok"] else 1

@@ -64,6 +64,7 @@ class Lifecycle:
     outcome_id: str | None = None
     corrected: bool = False
     error: str | None = None
+    step: str = "new"  # where it is now (the progress line counts them: a stall shows where)
 
     @property
     def expected_fees(self) -> list[str]:
@@ -137,8 +138,11 @@ class Load:
     def everything(self) -> list[Lifecycle]:
         return self.extra + self.lifecycles
 
-    async def _until(self, what: str, service: str, path: str, headers: dict, json, done, not_yet) -> httpx.Response:
+    async def _until(self, what: str, service: str, path: str, headers: dict, json, done, not_yet,
+                     life: Lifecycle | None = None) -> httpx.Response:
         """Send until `done(answer)`; `not_yet(answer)` is an eventual-consistency wait, anything else gives up."""
+        if life is not None:
+            life.step = what
         pause = 0.05
         while True:
             answer = await self.http.send(service, "POST", path, headers=headers, json=json)
@@ -163,22 +167,22 @@ class Load:
             created = await self._until(
                 "create", "referral-intake", "/referrals", {**w.link_worker, "Idempotency-Key": life.key}, body,
                 lambda a: a.status_code in (200, 201),
-                lambda a: a.status_code in (404, 409) and "Idempotency-Key" not in a.text)
+                lambda a: a.status_code in (404, 409) and "Idempotency-Key" not in a.text, life)
             life.referral_id = rid = created.json()["id"]
             if life.plan.decline:
                 await self._until("decline", "directory", f"/referrals/{rid}/decline", charity,
                                   {"reason": "person_declined"}, lambda a: self._decided(a, "declined"),
-                                  lambda a: a.status_code == 404)
+                                  lambda a: a.status_code == 404, life)
                 life.declined = True
             else:
                 await self._until("accept", "directory", f"/referrals/{rid}/accept", charity, None,
-                                  lambda a: self._decided(a, "accepted"), lambda a: a.status_code == 404)
+                                  lambda a: self._decided(a, "accepted"), lambda a: a.status_code == 404, life)
                 life.accepted = True
                 outcome = {"status": life.plan.outcome_status, "sessions_attended": 6, "measures": BASELINE}
                 recorded = await self._until(
                     "outcome", "outcomes", f"/referrals/{rid}/outcomes", charity, outcome,
                     lambda a: a.status_code == 201 or (a.status_code == 409 and "baseline is already" in a.text),
-                    lambda a: a.status_code == 404 or (a.status_code == 409 and "only for accepted" in a.text))
+                    lambda a: a.status_code == 404 or (a.status_code == 409 and "only for accepted" in a.text), life)
                 if recorded.status_code == 409:
                     self.stats.bump(self.stats.already_done, "outcome")
                     life.outcome_id = EXISTING_OUTCOME.search(recorded.text).group(1)
@@ -188,11 +192,13 @@ class Load:
                     correction = {**outcome, "sessions_attended": 5, "reason": "chaos run: sessions recounted"}
                     await self._until("correction", "outcomes", f"/referrals/{rid}/outcomes/{life.outcome_id}/corrections",
                                       charity, correction, lambda a: a.status_code in (200, 201),
-                                      lambda a: a.status_code == 404)
+                                      lambda a: a.status_code == 404, life)
                     life.corrected = True
             life.finished = time.time()
+            life.step = "done"
         except Exception as exc:  # noqa: BLE001 - recorded and reported: the lifecycle did not finish
             life.error = f"{type(exc).__name__}: {exc}"[:300]
+            life.step = "failed"
 
     def _decided(self, answer: httpx.Response, decision: str) -> bool:
         if answer.status_code == 200:
