@@ -6,7 +6,7 @@ Events may arrive in any order: an outcome seen before its referral's acceptance
 
 from __future__ import annotations
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -30,11 +30,21 @@ async def accrue_outcome(rt: ServiceRuntime, session: AsyncSession, event: Outco
                         business_date=event.recorded_at.date(), referral_id=event.referral_id)
 
 
+async def one_referral_at_a_time(session: AsyncSession, referral_id: str) -> None:
+    """Two replicas may handle a referral's `referral.accepted` and its `outcome.recorded` at the same
+    moment (different topics, so different partitions, so different group members). Without this
+    lock each transaction misses the other's uncommitted row: the outcome is parked and never paid.
+    With it the second waits for the first to commit, then sees its row (READ COMMITTED)."""
+    await session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+                          {"key": f"ledger-referral:{referral_id}"})
+
+
 def register(rt: ServiceRuntime) -> None:
     consumer: EventConsumer = rt.consumer
 
     @consumer.on(REFERRAL_ACCEPTED.topic)
     async def on_accepted(session: AsyncSession, envelope: Envelope, event: ReferralAccepted) -> None:
+        await one_referral_at_a_time(session, event.referral_id)
         accepted_on = event.accepted_at.date()
         agreement = await ledger.agreement_in_force(session, event.pcn_id, event.organisation_id, accepted_on)
         inserted = await session.scalar(
@@ -60,6 +70,7 @@ def register(rt: ServiceRuntime) -> None:
 
     @consumer.on(OUTCOME_RECORDED.topic)
     async def on_outcome(session: AsyncSession, envelope: Envelope, event: OutcomeRecorded) -> None:
+        await one_referral_at_a_time(session, event.referral_id)
         accepted = (await session.execute(
             select(accepted_referrals).where(accepted_referrals.c.referral_id == event.referral_id)
         )).mappings().first()
