@@ -66,3 +66,37 @@ def test_short_chaos_run_loses_nothing_and_doubles_nothing(tmp_path) -> None:
     # Nothing left behind: every process stopped, every port it listened on closed.
     assert report["left_running"] == []
     assert not any(procs.port_open(port) for port in report["ports"])
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(600)
+def test_an_interrupted_run_leaves_nothing_behind() -> None:
+    """Ctrl-C (SIGINT) in the middle of the load: every broker, PostgreSQL and replica is stopped."""
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = subprocess.Popen([sys.executable, "-m", "socialrx_devstack.chaos", "--n", "300", "--rate", "2",
+                            "--per-kind", "1", "--records", "50", "--out", "/dev/null"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ports: list[int] = []
+    try:
+        for line in run.stdout:
+            if line.startswith("starting"):
+                ports += [int(p) for p in re.findall(r"127\.0\.0\.1:(\d+)", line)]
+                if "replicas" in line:
+                    ports += [int(p) for p in line.split("ports ")[1].split(" ")[0].split(",")]
+            if line.startswith("load:"):
+                break
+        time.sleep(5)
+        run.send_signal(signal.SIGINT)
+        output = run.communicate(timeout=300)[0]
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 130, output[-2000:]
+    assert "interrupted; everything started was stopped" in output
+    assert len(ports) == 3 + 1 + 8, ports
+    assert not [port for port in ports if procs.port_open(port)]

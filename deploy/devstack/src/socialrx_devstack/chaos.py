@@ -142,7 +142,8 @@ class Stack:
                                   jwt_secret=self.secret, person_ref_key=DEV_PERSON_REF_KEY,
                                   group_prefix=self.group_prefix, extra=WEBHOOK_ENV if service == "directory" else None)
                 self.replicas[service].append(ServiceProcess(service, port, env, self.tmp / "logs" / f"{service}-{r}.log"))
-        say(f"starting {self.cfg.replicas} replicas of each of the four services ...")
+        say(f"starting {self.cfg.replicas} replicas of each of the four services on ports "
+            f"{','.join(str(r.port) for rs in self.replicas.values() for r in rs)} ...")
         # The first replica of each service migrates its database; the second starts on a migrated one.
         for wave in (slice(0, 1), slice(1, None)):
             for service in SERVICES:
