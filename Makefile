@@ -8,7 +8,7 @@ UV_VERSION := 0.13.8
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: install up test test-fast bench lock clean
+.PHONY: install up test test-fast bench chaos lock clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -33,6 +33,12 @@ test-fast: install
 
 bench: install
 	$(VENV)/bin/python -m socialrx_devstack.bench $(if $(N),--n $(N),)
+
+# Two replicas of every service, three brokers, faults from a seed, under load (README: Reliability).
+# make chaos [N=10000] [RATE=12] [SEED=20261126] [PER_KIND=2]
+chaos: install
+	$(VENV)/bin/python -m socialrx_devstack.chaos $(if $(N),--n $(N),) $(if $(RATE),--rate $(RATE),) \
+		$(if $(SEED),--seed $(SEED),) $(if $(PER_KIND),--per-kind $(PER_KIND),)
 
 lock: $(UV)
 	$(UV) lock

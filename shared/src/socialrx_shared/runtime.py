@@ -30,6 +30,11 @@ from .settings import ServiceSettings
 log = get_logger(__name__)
 
 
+def bootstrap_list(servers: str) -> list[str]:
+    """KAFKA_BOOTSTRAP_SERVERS ("host:port,host:port") as the list of brokers it names."""
+    return [server.strip() for server in servers.split(",") if server.strip()]
+
+
 def safe_producer(bootstrap_servers: str, client_id: str) -> AIOKafkaProducer:
     """acks=all + idempotence: an acknowledged event is on every in-sync replica, never doubled by retries."""
     return AIOKafkaProducer(
@@ -60,7 +65,9 @@ class ServiceRuntime:
         self.engine = make_engine(settings.database_url)
         self.sessionmaker = make_sessionmaker(self.engine)
         self.broker = KafkaBroker(
-            settings.kafka_bootstrap_servers,
+            # A list: FastStream wraps a string in a list whole, so "b1:9092,b2:9092" (every production
+            # cluster) would reach aiokafka as one host name and never connect.
+            bootstrap_list(settings.kafka_bootstrap_servers),
             client_id=name,
             acks="all",
             enable_idempotence=True,

@@ -10,7 +10,7 @@ one that makes it qualify again owes it again (a new payment).
 
 from __future__ import annotations
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -148,15 +148,26 @@ async def on_outcome(rt: ServiceRuntime, session: AsyncSession, event: OutcomeRe
         await settle_outcome_fee(rt, session, event.referral_id)
 
 
+async def one_referral_at_a_time(session: AsyncSession, referral_id: str) -> None:
+    """Two replicas may handle a referral's `referral.accepted` and its `outcome.recorded` at the same
+    moment (different topics, so different partitions, so different group members). Without this
+    lock each transaction misses the other's uncommitted row: the outcome is parked and never paid.
+    With it the second waits for the first to commit, then sees its row (READ COMMITTED)."""
+    await session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+                          {"key": f"ledger-referral:{referral_id}"})
+
+
 def register(rt: ServiceRuntime) -> None:
     consumer: EventConsumer = rt.consumer
 
     @consumer.on(REFERRAL_ACCEPTED.topic)
     async def accepted(session: AsyncSession, envelope: Envelope, event: ReferralAccepted) -> None:
+        await one_referral_at_a_time(session, event.referral_id)
         await on_accepted(rt, session, event)
 
     @consumer.on(OUTCOME_RECORDED.topic)
     async def outcome(session: AsyncSession, envelope: Envelope, event: OutcomeRecorded) -> None:
+        await one_referral_at_a_time(session, event.referral_id)
         await on_outcome(rt, session, event)
 
     @consumer.on(ORGANISATION_REGISTERED.topic)

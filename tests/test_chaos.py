@@ -1,0 +1,102 @@
+"""`make chaos` keeps working: its fault schedule replays from a seed, and a short run (a few hundred
+lifecycles, one fault of each kind, two replicas of every service, three brokers, PostgreSQL with
+fsync on) ends with nothing lost, nothing twice, every invariant held and nothing left running.
+
+The full run is `make chaos` (README: Reliability); this is its short variant inside `make test`.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from socialrx_devstack import chaos, procs
+from socialrx_devstack.chaos_faults import CONSUMER_SESSION_TIMEOUT_S, KINDS, schedule
+from socialrx_devstack.chaos_load import plan_for
+from socialrx_devstack.postgres import SERVICES
+
+
+def test_the_same_seed_replays_the_same_schedule() -> None:
+    first = [f.to_json() for f in schedule(7, 600, SERVICES, per_kind=2)]
+    again = [f.to_json() for f in schedule(7, 600, SERVICES, per_kind=2)]
+    other = [f.to_json() for f in schedule(8, 600, SERVICES, per_kind=2)]
+    assert first == again
+    assert first != other
+    assert sorted(f["kind"] for f in first) == sorted(KINDS * 2)
+    assert all(60 <= f["at_s"] <= 450 for f in first)  # within the load's middle
+    assert [f["at_s"] for f in first] == sorted(f["at_s"] for f in first)
+
+
+def test_a_frozen_replica_stays_frozen_past_the_consumer_session_timeout() -> None:
+    freezes = [f for seed in range(20) for f in schedule(seed, 300, SERVICES) if f.kind == "freeze"]
+    assert freezes and all(f.down_s > CONSUMER_SESSION_TIMEOUT_S for f in freezes)
+
+
+def test_what_a_lifecycle_does_is_drawn_from_the_seed() -> None:
+    plans = [plan_for(3, i, 5) for i in range(2000)]
+    assert plans == [plan_for(3, i, 5) for i in range(2000)]
+    declined = sum(p.decline for p in plans)
+    corrected = sum(p.correct for p in plans)
+    assert 100 < declined < 300 and 100 < corrected < 300  # about 10% each
+    assert not any(p.decline and p.correct for p in plans)
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(900)
+def test_short_chaos_run_loses_nothing_and_doubles_nothing(tmp_path) -> None:
+    out = tmp_path / "chaos.json"
+    cfg = chaos.Config(n=240, rate=3.0, seed=11, per_kind=1, records=300, check_every_s=10.0,
+                       quiesce_timeout_s=180.0, out=out)
+
+    report = chaos.run(cfg)
+
+    assert json.loads(out.read_text())["seed"] == 11
+    assert report["faults_by_kind"] == {kind: 1 for kind in KINDS}
+    assert report["lifecycles"]["started"] == 240
+    assert report["lost"] == 0, report["lost_examples"]
+    assert report["duplicated"] == 0, report["duplicated_examples"]
+    broken = {k: v for k, v in report["invariants"].items() if not v}
+    assert not broken, json.dumps({k: report.get(k) for k in ("dlq", "outbox_and_lag_at_end", "rebuild",
+                                                              "periodic_checks", "capped_agreement",
+                                                              "capacity_probe", "settlements", "faults")},
+                                  default=str)[:4000]
+    assert report["dlq"]["dead_letters"] >= report["dlq"]["expected_dead_letters"] > 0
+    assert report["ok"]
+    # Nothing left behind: every process stopped, every port it listened on closed.
+    assert report["left_running"] == []
+    assert not any(procs.port_open(port) for port in report["ports"])
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(600)
+def test_an_interrupted_run_leaves_nothing_behind() -> None:
+    """Ctrl-C (SIGINT) in the middle of the load: every broker, PostgreSQL and replica is stopped."""
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = subprocess.Popen([sys.executable, "-m", "socialrx_devstack.chaos", "--n", "300", "--rate", "2",
+                            "--per-kind", "1", "--records", "50", "--out", "/dev/null"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ports: list[int] = []
+    try:
+        for line in run.stdout:
+            if line.startswith("starting"):
+                ports += [int(p) for p in re.findall(r"127\.0\.0\.1:(\d+)", line)]
+                if "replicas" in line:
+                    ports += [int(p) for p in line.split("ports ")[1].split(" ")[0].split(",")]
+            if line.startswith("load:"):
+                break
+        time.sleep(5)
+        run.send_signal(signal.SIGINT)
+        output = run.communicate(timeout=300)[0]
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 130, output[-2000:]
+    assert "interrupted; everything started was stopped" in output
+    assert len(ports) == 3 + 1 + 8, ports
+    assert not [port for port in ports if procs.port_open(port)]
