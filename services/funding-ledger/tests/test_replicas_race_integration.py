@@ -17,14 +17,19 @@ async def test_acceptance_and_outcome_handled_at_once_by_two_replicas_are_both_p
     finance = auth(jwt_secret, "finance", pcn_id=pcn)
     async with running_service(build, Settings, database_url=postgres.new_database("ledger_race"),
                                kafka=kafka.bootstrap_servers, jwt_secret=jwt_secret) as (app, client):
+        runtime = app.state.runtime
+        at = datetime(2026, 6, 1, 10, tzinfo=timezone.utc)
+        # The ledger agrees funding only for organisations the directory registered.
+        registered = ev.OrganisationRegistered(organisation_id=org, name="Race Walkers", registered_at=at)
+        on_registered = runtime.consumer.handlers[ev.ORGANISATION_REGISTERED.topic]
+        async with runtime.sessionmaker() as session, session.begin():
+            await on_registered(session, ev.new_event(ev.ORGANISATION_REGISTERED, registered, source="test"), registered)
         agreed = await client.post("/agreements", headers=finance, json={
             "organisation_id": org, "per_referral_pence": 5000, "per_outcome_pence": 12000, "period": "quarterly",
             "days_after_period_end": 30, "starts_on": "2026-04-01"})
         assert agreed.status_code == 201, agreed.text
-        runtime = app.state.runtime
         on_accepted = runtime.consumer.handlers[ev.REFERRAL_ACCEPTED.topic]
         on_outcome = runtime.consumer.handlers[ev.OUTCOME_RECORDED.topic]
-        at = datetime(2026, 6, 1, 10, tzinfo=timezone.utc)
         accepted = ev.ReferralAccepted(referral_id=referral, organisation_id=org, service_id="svc", pcn_id=pcn,
                                        accepted_at=at)
         outcome = ev.OutcomeRecorded(outcome_id="o-" + referral, referral_id=referral, organisation_id=org,
