@@ -42,3 +42,36 @@ async def test_validation_error_inside_a_route_is_a_422_without_the_input() -> N
 
 async def test_without_the_handler_it_would_be_a_500() -> None:
     assert (await _get(_app(install=False), "/build?pcn_id=lower")).status_code == 500
+
+
+def _faulty_app() -> FastAPI:
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    app = FastAPI()
+    route_errors.install(app)
+
+    @app.get("/database-away")
+    def away() -> dict:
+        # What SQLAlchemy raises while PostgreSQL restarts (the connection refused or dropped).
+        raise OperationalError("SELECT 1", {}, ConnectionRefusedError("connection refused"))
+
+    @app.get("/refused-connection")
+    def refused() -> dict:
+        raise ConnectionRefusedError("connect call failed")
+
+    @app.get("/our-bug")
+    def bug() -> dict:
+        raise IntegrityError("INSERT", {}, Exception("duplicate key value violates unique constraint"))
+
+    return app
+
+
+async def test_a_database_away_for_a_moment_is_a_503_with_retry_after_not_a_500() -> None:
+    app = _faulty_app()
+    for url in ("/database-away", "/refused-connection"):
+        answer = await _get(app, url)
+        assert answer.status_code == 503, (url, answer.text)
+        assert answer.headers["retry-after"] == str(route_errors.RETRY_AFTER_S)
+        assert "try again" in answer.json()["detail"]
+    # A fault that is not transient stays the server error it is: no retry would mend it.
+    assert (await _get(app, "/our-bug")).status_code == 500
