@@ -35,7 +35,7 @@ def _the_tokens_file_works(path, ports: list[int], printed: str) -> None:
     script = f'source {path} && printf "%s\\n" "$ADMIN" "$LW" "$FIN" "$(charity_token org-1)"'
     admin, lw, fin, charity = subprocess.run(["bash", "-c", script], capture_output=True, text=True,
                                              check=True).stdout.split()
-    referral_intake, directory, _outcomes, funding_ledger = ports
+    referral_intake, directory, _outcomes, funding_ledger = ports[:4]  # the fifth is the web app
     for port, path_, token in ((funding_ledger, "/payments", fin), (referral_intake, "/referrals", lw),
                                (directory, "/inbox", charity), (referral_intake, "/audit/contact-access", admin)):
         answer = httpx.get(f"http://127.0.0.1:{port}{path_}", headers={"Authorization": f"Bearer {token}"}, timeout=5)
@@ -69,6 +69,9 @@ def test_make_up_starts_everything_and_stops_cleanly(kafka, tmp_path) -> None:
     finally:
         if up.poll() is None:
             os.killpg(up.pid, signal.SIGKILL)
+            # Services started in sessions of their own would outlive the group, and go on consuming
+            # the session's broker (dead-lettering other tests' poison): end them too.
+            subprocess.run(["pkill", "-KILL", "-f", str(tmp_path)], check=False)
     for port in ports + [int(env["SOCIALRX_PG_PORT"])]:
         assert not procs.port_open(port), f"port {port} still open after make up stopped"
     leftovers = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout.split()

@@ -116,7 +116,7 @@ def test_webhooks_redelivery_and_a_payment_recorded_by_hand(web_url, world, brow
     page.fill("#url", "not a web address")
     click(page, "button:has-text('Add subscription')")
     assert page.locator(".nhsuk-error-summary a[href='#url']").count() == 1
-    page.fill("#url", "https://127.0.0.1:9/socialrx-hook")  # nothing listens: deliveries fail and wait
+    page.fill("#url", "https://hooks.invalid/socialrx")  # never resolves (RFC 2606): deliveries fail and wait
     click(page, "button:has-text('Add subscription')")
     assert "Copy the signing secret now" in page.content()
     check_page(page, main_action="button:has-text('Add subscription')", shot=None)
