@@ -25,6 +25,7 @@ def oidc_web(platform, oidc_provider, tmp_path_factory) -> str:
         "SOCIALRX_OIDC_CLIENT_ID": oidc_provider.client_id, "SOCIALRX_OIDC_CLIENT_SECRET": oidc_provider.client_secret,
         "SOCIALRX_WEB_SESSION_SECRET": secrets.token_urlsafe(48), "SOCIALRX_WEB_COOKIE_SECURE": "0"})
     env.pop("SOCIALRX_JWT_SECRET")
+    oidc_provider.allow_redirect(f"http://127.0.0.1:{port}/auth/callback")
     process = ServiceProcess("web", port, env, tmp_path_factory.mktemp("oidc-web") / "web.log")
     process.start()
     try:

@@ -142,6 +142,16 @@ class OidcProvider:
             representation["attributes"] = attributes
             admin.put(f"/{REALM}/users/{user['id']}", json=representation).raise_for_status()
 
+    def allow_redirect(self, uri: str) -> None:
+        """Let the web client return to `uri` after sign-in. Keycloak matches redirect URIs exactly or by
+        a trailing `*` prefix, never a wildcard port, so a web app on a test's free port is added here."""
+        with self._admin() as admin:
+            found = admin.get(f"/{REALM}/clients", params={"clientId": self.client_id})
+            found.raise_for_status()
+            client = found.json()[0]
+            client["redirectUris"] = sorted(set(client.get("redirectUris") or []) | {uri})
+            admin.put(f"/{REALM}/clients/{client['id']}", json=client).raise_for_status()
+
     def password_grant(self, role: str) -> str:
         """An access token for that role's user (direct grant, enabled on the test client only for this)."""
         username, password = self.users[role]
