@@ -117,6 +117,16 @@ def test_the_session_ends_with_its_token(monkeypatch: pytest.MonkeyPatch) -> Non
         assert "Your session has ended" in client.get("/?expired=1").text
 
 
+def test_signing_out_leads_home_without_saying_the_session_ended() -> None:
+    with _client() as client:
+        _signed_in(client)
+        token = _csrf(client.get("/dev/sign-in").text)
+        assert client.post("/sign-out", data={"csrf_token": token}, follow_redirects=False).status_code == 303
+        client.get("/")  # the home page hands out a CSRF token: the session cookie is back, with no one in it
+        answer = client.get("/arrears", follow_redirects=False)
+        assert answer.status_code == 303 and answer.headers["location"] == "/"
+
+
 def test_dev_sign_in_is_refused_when_an_oidc_issuer_is_configured() -> None:
     with _client(SOCIALRX_OIDC_ISSUER="https://id.example.org/realms/socialrx", SOCIALRX_OIDC_CLIENT_ID="web",
                  SOCIALRX_OIDC_CLIENT_SECRET="s") as client:

@@ -60,7 +60,9 @@ def build(settings: WebSettings | None = None) -> FastAPI:
     async def _not_signed_in(request: Request, _exc: NotSignedIn) -> Response:
         if is_htmx(request):
             return Response(status_code=204, headers={"HX-Redirect": "/"})
-        return see_other("/?expired=1" if request.cookies.get("socialrx_session") else "/")
+        # Only a session that ran out says so; after signing out (the cookie still holds a CSRF token)
+        # a protected page simply leads home.
+        return see_other("/?expired=1" if getattr(request.state, "session_expired", False) else "/")
 
     @app.exception_handler(PageError)
     async def _page_error(request: Request, exc: PageError) -> Response:

@@ -69,6 +69,7 @@ def current_user(request: Request, now_s: float | None = None) -> User | None:
         return None
     if user.expires_at <= (now_s if now_s is not None else time.time()):
         request.session.clear()  # the token has expired, so has the session
+        request.state.session_expired = True  # "signed out because time ran out", not "never signed in"
         return None
     return user
 
