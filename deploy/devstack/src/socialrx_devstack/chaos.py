@@ -62,8 +62,10 @@ CONSUMERS = {
 }
 POISON_HEADER = "chaos.poison"
 DUPLICATE_HEADER = "chaos.duplicate"
-# The chaos run's webhook receiver is plain http on loopback; retries quick so the run can wait for them.
-WEBHOOK_ENV = {"DIRECTORY_WEBHOOK_ALLOW_HTTP": "true", "DIRECTORY_WEBHOOK_RETRY_BASE_S": "1",
+# The chaos run's webhook receiver is plain http on loopback (which production refuses: private
+# networks are allowed here on purpose); retries quick so the run can wait for them.
+WEBHOOK_ENV = {"DIRECTORY_WEBHOOK_ALLOW_HTTP": "true", "DIRECTORY_WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",
+               "DIRECTORY_WEBHOOK_RETRY_BASE_S": "1",
                "DIRECTORY_WEBHOOK_RETRY_CAP_S": "5", "DIRECTORY_WEBHOOK_MAX_ATTEMPTS": "1000"}
 WEBHOOK_EVENTS = ["referral.accepted", "referral.declined"]
 CAP_PENCE = 40 * FEE_REFERRAL_PENCE  # the capped organisation's yearly cap: reached during the run
