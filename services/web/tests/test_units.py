@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from socialrx_web import session as session_module
 from socialrx_web.app import build
-from socialrx_web.chart import arrears_chart, pounds
+from socialrx_web.chart import arrears_chart, pounds, prompt_payment_chart, unmet_need_chart
 from socialrx_web.finance import pence_from
 from socialrx_web.settings import WebSettings
 
@@ -46,8 +46,8 @@ def test_chart_is_an_accessible_image_with_bars_in_proportion() -> None:
     desc = root.find(f"{SVG}desc").text
     assert "Walkers <&> Co: Not yet due £50.00, 1 to 30 days £150.00" in desc
     assert "Lunch club: Over 90 days £100.00" in desc
-    bars = {(r.get("data-bucket"), r.get("data-pence")): float(r.get("width")) for r in root.iter(f"{SVG}rect")
-            if r.get("data-bucket")}
+    bars = {(r.get("data-series"), r.get("data-value")): float(r.get("width")) for r in root.iter(f"{SVG}rect")
+            if r.get("data-series")}
     largest = bars[("not_due", "5000")] + bars[("days_1_30", "15000")]
     assert bars[("days_1_30", "15000")] == pytest.approx(3 * bars[("not_due", "5000")], rel=1e-3)
     assert bars[("days_over_90", "10000")] == pytest.approx(largest / 2, rel=1e-3)
@@ -56,7 +56,30 @@ def test_chart_is_an_accessible_image_with_bars_in_proportion() -> None:
 def test_chart_of_nothing_owed_says_so() -> None:
     root = ET.fromstring(arrears_chart([]))
     assert root.find(f"{SVG}desc").text == "Nothing is owed."
-    assert not [r for r in root.iter(f"{SVG}rect") if r.get("data-bucket")]
+    assert not [r for r in root.iter(f"{SVG}rect") if r.get("data-series")]
+
+
+def test_prompt_payment_chart_counts_payments_by_lateness_with_unique_ids() -> None:
+    root = ET.fromstring(prompt_payment_chart([("PCN U12345", {"on_time_count": 3, "later_count": 1, "open_count": 0})],
+                                              title="Prompt payment"))
+    assert root.get("aria-labelledby") == "prompt-chart-title prompt-chart-desc"
+    assert root.find(f"{SVG}title").get("id") == "prompt-chart-title"
+    assert root.find(f"{SVG}desc").text == "PCN U12345: Paid on time 3 payments, Paid over 30 days late 1 payment"
+    bars = {r.get("data-series"): float(r.get("width")) for r in root.iter(f"{SVG}rect") if r.get("data-series")}
+    assert set(bars) == {"on_time_count", "later_count"}  # nothing drawn for a zero
+    assert bars["on_time_count"] == pytest.approx(3 * bars["later_count"], rel=1e-3)
+
+
+def test_unmet_need_chart_draws_no_bar_for_a_hidden_small_number_and_says_why() -> None:
+    root = ET.fromstring(unmet_need_chart([("Loneliness, LS1", {"refused_no_capacity": 10, "refused_safeguarding": "*",
+                                                                 "refused_not_active": 0, "total": 15})],
+                                          title="Unmet need"))
+    desc = root.find(f"{SVG}desc").text
+    assert desc == ("Loneliness, LS1: Refused: no capacity 10 referrals, "
+                    "Refused: safeguarding * (not shown: a small number)")
+    bars = [r.get("data-series") for r in root.iter(f"{SVG}rect") if r.get("data-series")]
+    assert bars == ["refused_no_capacity"]
+    assert ET.fromstring(unmet_need_chart([], title="Unmet need")).find(f"{SVG}desc").text == "No unmet need in this window."
 
 
 def test_money_is_exact() -> None:
@@ -178,3 +201,38 @@ def test_ending_an_agreement_is_offered_only_when_the_ledger_has_it() -> None:
         "schema": {"$ref": "#/components/schemas/AgreementChange"}}}}}}},
         "components": {"schemas": {"AgreementChange": {"properties": {"ends_on": {}, "per_outcome_pence": {}}}}}}
     assert patch_fields(with_patch) == {"ends_on", "per_outcome_pence"}
+
+
+def test_report_windows_refuse_bad_dates_before_calling_any_api() -> None:
+    # No API is running here: a page that called one would answer 502, not 400.
+    with _client() as client:
+        _signed_in(client, "finance")
+        for path in ("/prompt-payment", "/unmet-need"):
+            answer = client.get(f"{path}?start=2026-13-01")
+            assert answer.status_code == 400, path
+            assert "Enter a real date for &#39;From&#39;" in answer.text and 'href="#start"' in answer.text
+            answer = client.get(f"{path}?start=2026-05-01&end=2026-04-01")
+            assert answer.status_code == 400 and "must be on or before" in answer.text
+            assert client.get(f"{path}?end=1900-01-01").status_code == 400
+        assert client.get("/prompt-payment").status_code == 502  # a good window does reach the ledger
+        token = _csrf(client.get("/arrears").text)
+        client.post("/sign-out", data={"csrf_token": token})
+        _signed_in(client, "admin")
+        assert client.get("/unmet-need?start=x").status_code == 400
+
+
+def test_insight_pages_are_for_their_roles_only() -> None:
+    with _client() as client:
+        token = _csrf(client.get("/dev/sign-in").text)
+        client.post("/dev/sign-in", data={"csrf_token": token, "role": "charity", "organisation_id": "org-1"})
+        for path in ("/prompt-payment", "/unmet-need"):
+            refused = client.get(path)
+            assert refused.status_code == 403 and "finance officers or administrators" in refused.text, path
+
+
+def test_report_window_defaults_to_the_last_twelve_months() -> None:
+    from socialrx_web.insight import window
+
+    values, errors = window("", "2026-11-26")
+    assert errors == {} and values == {"start": "2025-11-26", "end": "2026-11-26"}
+    assert window("2026-01-01", "2026-01-01") == ({"start": "2026-01-01", "end": "2026-01-01"}, {})
