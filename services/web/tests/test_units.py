@@ -236,3 +236,34 @@ def test_report_window_defaults_to_the_last_twelve_months() -> None:
     values, errors = window("", "2026-11-26")
     assert errors == {} and values == {"start": "2025-11-26", "end": "2026-11-26"}
     assert window("2026-01-01", "2026-01-01") == ({"start": "2026-01-01", "end": "2026-01-01"}, {})
+
+
+def test_late_payment_says_plainly_when_the_rate_is_not_known_and_that_nothing_is_posted() -> None:
+    # An overdue payment cannot be made on the live platform without waiting for its due date, so
+    # the section is rendered here from the ledger's documented answer.
+    from socialrx_web.core import env
+    from socialrx_web.insight import KINDS, forecast_rows
+
+    forecast = {"weeks": 26, "as_of": "2026-11-26", "expected_pence": 17000, "beyond_horizon_pence": 0,
+                "outcome_share_percent": None, "by_week": [
+                    {"week": 1, "starts_on": "2026-11-26", "ends_on": "2026-12-02", "expected_pence": 17000, "lines": [
+                        {"kind": "open_payment_moved_by_pcn_median_lateness", "pcn_id": "U12345",
+                         "expected_on": "2026-11-20", "amount_pence": 5000, "payment_id": "p1"},
+                        {"kind": "likely_outcome_fee", "pcn_id": "U12345", "expected_on": "2026-12-01",
+                         "amount_pence": 12000, "payment_id": None, "referral_count": 2}]},
+                    {"week": 2, "starts_on": "2026-12-03", "ends_on": "2026-12-09", "expected_pence": 0, "lines": []}]}
+    late = {"as_of": "2026-11-26", "interest_pence": 0, "compensation_pence": 4000, "claimable_pence": 0,
+            "interest_unknown_count": 1, "excluded": [], "items": [
+                {"payment_id": "p1", "pcn_id": "U12345", "basis": "per_referral", "amount_pence": 5000,
+                 "unpaid_pence": 5000, "due_date": "2026-08-01", "days_late": 117, "statutory_rate_percent": None,
+                 "interest_pence": None, "compensation_pence": 4000,
+                 "interest_status": "unknown: an admin must add the reference rate for the half-year starting 2026-07-01"}]}
+    html = env.get_template("_money.html").render(forecast=forecast, weeks=forecast_rows(forecast), late=late, kinds=KINDS)
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+    assert "Some interest cannot be worked out yet" in text and "For 1 late payment we do not yet know" in text
+    assert "Not known" in text and "£40.00" in text
+    assert "nothing is posted to your account or the ledger" in text
+    assert "Payment due, moved by how late this PCN usually pays" in text
+    assert "Likely outcome fee (accepted referrals still waiting for an outcome) (2 referrals)" in text
+    assert "1 Dec 2026" in text and "£170.00" in text  # the week's and the horizon's totals
+    assert text.count("Week total") == 1  # a week with nothing expected is left out
