@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from socialrx_web import session as session_module
 from socialrx_web.app import build
-from socialrx_web.chart import arrears_chart, pounds
+from socialrx_web.chart import arrears_chart, pounds, prompt_payment_chart, unmet_need_chart
 from socialrx_web.finance import pence_from
 from socialrx_web.settings import WebSettings
 
@@ -46,8 +46,8 @@ def test_chart_is_an_accessible_image_with_bars_in_proportion() -> None:
     desc = root.find(f"{SVG}desc").text
     assert "Walkers <&> Co: Not yet due £50.00, 1 to 30 days £150.00" in desc
     assert "Lunch club: Over 90 days £100.00" in desc
-    bars = {(r.get("data-bucket"), r.get("data-pence")): float(r.get("width")) for r in root.iter(f"{SVG}rect")
-            if r.get("data-bucket")}
+    bars = {(r.get("data-series"), r.get("data-value")): float(r.get("width")) for r in root.iter(f"{SVG}rect")
+            if r.get("data-series")}
     largest = bars[("not_due", "5000")] + bars[("days_1_30", "15000")]
     assert bars[("days_1_30", "15000")] == pytest.approx(3 * bars[("not_due", "5000")], rel=1e-3)
     assert bars[("days_over_90", "10000")] == pytest.approx(largest / 2, rel=1e-3)
@@ -56,7 +56,30 @@ def test_chart_is_an_accessible_image_with_bars_in_proportion() -> None:
 def test_chart_of_nothing_owed_says_so() -> None:
     root = ET.fromstring(arrears_chart([]))
     assert root.find(f"{SVG}desc").text == "Nothing is owed."
-    assert not [r for r in root.iter(f"{SVG}rect") if r.get("data-bucket")]
+    assert not [r for r in root.iter(f"{SVG}rect") if r.get("data-series")]
+
+
+def test_prompt_payment_chart_counts_payments_by_lateness_with_unique_ids() -> None:
+    root = ET.fromstring(prompt_payment_chart([("PCN U12345", {"on_time_count": 3, "later_count": 1, "open_count": 0})],
+                                              title="Prompt payment"))
+    assert root.get("aria-labelledby") == "prompt-chart-title prompt-chart-desc"
+    assert root.find(f"{SVG}title").get("id") == "prompt-chart-title"
+    assert root.find(f"{SVG}desc").text == "PCN U12345: Paid on time 3 payments, Paid over 30 days late 1 payment"
+    bars = {r.get("data-series"): float(r.get("width")) for r in root.iter(f"{SVG}rect") if r.get("data-series")}
+    assert set(bars) == {"on_time_count", "later_count"}  # nothing drawn for a zero
+    assert bars["on_time_count"] == pytest.approx(3 * bars["later_count"], rel=1e-3)
+
+
+def test_unmet_need_chart_draws_no_bar_for_a_hidden_small_number_and_says_why() -> None:
+    root = ET.fromstring(unmet_need_chart([("Loneliness, LS1", {"refused_no_capacity": 10, "refused_safeguarding": "*",
+                                                                 "refused_not_active": 0, "total": 15})],
+                                          title="Unmet need"))
+    desc = root.find(f"{SVG}desc").text
+    assert desc == ("Loneliness, LS1: Refused: no capacity 10 referrals, "
+                    "Refused: safeguarding * (not shown: a small number)")
+    bars = [r.get("data-series") for r in root.iter(f"{SVG}rect") if r.get("data-series")]
+    assert bars == ["refused_no_capacity"]
+    assert ET.fromstring(unmet_need_chart([], title="Unmet need")).find(f"{SVG}desc").text == "No unmet need in this window."
 
 
 def test_money_is_exact() -> None:
@@ -188,3 +211,69 @@ def test_ending_an_agreement_is_offered_only_when_the_ledger_has_it() -> None:
         "schema": {"$ref": "#/components/schemas/AgreementChange"}}}}}}},
         "components": {"schemas": {"AgreementChange": {"properties": {"ends_on": {}, "per_outcome_pence": {}}}}}}
     assert patch_fields(with_patch) == {"ends_on", "per_outcome_pence"}
+
+
+def test_report_windows_refuse_bad_dates_before_calling_any_api() -> None:
+    # No API is running here: a page that called one would answer 502, not 400.
+    with _client() as client:
+        _signed_in(client, "finance")
+        for path in ("/prompt-payment", "/unmet-need"):
+            answer = client.get(f"{path}?start=2026-13-01")
+            assert answer.status_code == 400, path
+            assert "Enter a real date for &#39;From&#39;" in answer.text and 'href="#start"' in answer.text
+            answer = client.get(f"{path}?start=2026-05-01&end=2026-04-01")
+            assert answer.status_code == 400 and "must be on or before" in answer.text
+            assert client.get(f"{path}?end=1900-01-01").status_code == 400
+        assert client.get("/prompt-payment").status_code == 502  # a good window does reach the ledger
+        token = _csrf(client.get("/arrears").text)
+        client.post("/sign-out", data={"csrf_token": token})
+        _signed_in(client, "admin")
+        assert client.get("/unmet-need?start=x").status_code == 400
+
+
+def test_insight_pages_are_for_their_roles_only() -> None:
+    with _client() as client:
+        token = _csrf(client.get("/dev/sign-in").text)
+        client.post("/dev/sign-in", data={"csrf_token": token, "role": "charity", "organisation_id": "org-1"})
+        for path in ("/prompt-payment", "/unmet-need"):
+            refused = client.get(path)
+            assert refused.status_code == 403 and "finance officers or administrators" in refused.text, path
+
+
+def test_report_window_defaults_to_the_last_twelve_months() -> None:
+    from socialrx_web.insight import window
+
+    values, errors = window("", "2026-11-26")
+    assert errors == {} and values == {"start": "2025-11-26", "end": "2026-11-26"}
+    assert window("2026-01-01", "2026-01-01") == ({"start": "2026-01-01", "end": "2026-01-01"}, {})
+
+
+def test_late_payment_says_plainly_when_the_rate_is_not_known_and_that_nothing_is_posted() -> None:
+    # An overdue payment cannot be made on the live platform without waiting for its due date, so
+    # the section is rendered here from the ledger's documented answer.
+    from socialrx_web.core import env
+    from socialrx_web.insight import KINDS, forecast_rows
+
+    forecast = {"weeks": 26, "as_of": "2026-11-26", "expected_pence": 17000, "beyond_horizon_pence": 0,
+                "outcome_share_percent": None, "by_week": [
+                    {"week": 1, "starts_on": "2026-11-26", "ends_on": "2026-12-02", "expected_pence": 17000, "lines": [
+                        {"kind": "open_payment_moved_by_pcn_median_lateness", "pcn_id": "U12345",
+                         "expected_on": "2026-11-20", "amount_pence": 5000, "payment_id": "p1"},
+                        {"kind": "likely_outcome_fee", "pcn_id": "U12345", "expected_on": "2026-12-01",
+                         "amount_pence": 12000, "payment_id": None, "referral_count": 2}]},
+                    {"week": 2, "starts_on": "2026-12-03", "ends_on": "2026-12-09", "expected_pence": 0, "lines": []}]}
+    late = {"as_of": "2026-11-26", "interest_pence": 0, "compensation_pence": 4000, "claimable_pence": 0,
+            "interest_unknown_count": 1, "excluded": [], "items": [
+                {"payment_id": "p1", "pcn_id": "U12345", "basis": "per_referral", "amount_pence": 5000,
+                 "unpaid_pence": 5000, "due_date": "2026-08-01", "days_late": 117, "statutory_rate_percent": None,
+                 "interest_pence": None, "compensation_pence": 4000,
+                 "interest_status": "unknown: an admin must add the reference rate for the half-year starting 2026-07-01"}]}
+    html = env.get_template("_money.html").render(forecast=forecast, weeks=forecast_rows(forecast), late=late, kinds=KINDS)
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+    assert "Some interest cannot be worked out yet" in text and "For 1 late payment we do not yet know" in text
+    assert "Not known" in text and "£40.00" in text
+    assert "nothing is posted to your account or the ledger" in text
+    assert "Payment due, moved by how late this PCN usually pays" in text
+    assert "Likely outcome fee (accepted referrals still waiting for an outcome) (2 referrals)" in text
+    assert "1 Dec 2026" in text and "£170.00" in text  # the week's and the horizon's totals
+    assert text.count("Week total") == 1  # a week with nothing expected is left out

@@ -9,6 +9,7 @@ from fastapi.responses import Response
 
 from .api import ApiError
 from .core import PageError, checked_form, is_htmx, need_role, render, see_other
+from .insight import money_insight
 from .link_worker import need_terms, service_names
 
 router = APIRouter()
@@ -239,7 +240,8 @@ async def owed(request: Request) -> Response:
     apis = request.app.state.apis
     arrears = await apis.get(user, "funding-ledger", "/arrears")
     payments = await apis.get(user, "funding-ledger", "/payments", per_page=1000)
-    return render(request, "owed.html", arrears=arrears, payments=payments["items"], total=payments["total"])
+    money = await money_insight(request, user, user.organisation_id)
+    return render(request, "owed.html", arrears=arrears, payments=payments["items"], total=payments["total"], **money)
 
 
 @router.get("/owed/statement.csv")
