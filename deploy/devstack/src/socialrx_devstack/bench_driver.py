@@ -42,6 +42,19 @@ class World:
     admin: dict[str, str]
 
 
+
+async def agree_once_known(client: httpx.AsyncClient, ledger_url: str, finance: dict[str, str],
+                           body: dict) -> httpx.Response:
+    """POST /agreements, retried while the ledger has not yet learnt of the organisation (it does so
+    from the directory's organisation.registered, moments after the organisation is added)."""
+    for _ in range(300):
+        agreement = await client.post(ledger_url + "/agreements", headers=finance, json=body)
+        if "no organisation with id" not in agreement.text:
+            break
+        await asyncio.sleep(0.1)
+    agreement.raise_for_status()
+    return agreement
+
 async def make_world(client: httpx.AsyncClient, urls: dict[str, str], secret: str, *, organisations: int = 8,
                      pcn_id: str | None = None) -> World:
     pcn_id = pcn_id or "B" + uuid.uuid4().hex[:8].upper()  # a PCN of the bench's own: its figures stand apart
@@ -58,15 +71,10 @@ async def make_world(client: httpx.AsyncClient, urls: dict[str, str], secret: st
             "organization_id": org_id, "name": f"Bench walk and talk {i}", "needs": ["loneliness"],
             "capacity": 100_000, "postcode": "LS1 4AP", "safeguarding_policy_valid_until": "2099-01-01"})
         service.raise_for_status()
-        for _ in range(300):  # the ledger learns of the organisation from the directory's organisation.registered
-            agreement = await client.post(urls["funding-ledger"] + "/agreements", headers=finance, json={
-                "organisation_id": org_id, "per_referral_pence": FEE_REFERRAL_PENCE,
-                "per_outcome_pence": FEE_OUTCOME_PENCE, "period": "quarterly", "days_after_period_end": 30,
-                "starts_on": "2020-04-01"})
-            if "no organisation with id" not in agreement.text:
-                break
-            await asyncio.sleep(0.1)
-        agreement.raise_for_status()
+        await agree_once_known(client, urls["funding-ledger"], finance, {
+            "organisation_id": org_id, "per_referral_pence": FEE_REFERRAL_PENCE,
+            "per_outcome_pence": FEE_OUTCOME_PENCE, "period": "quarterly", "days_after_period_end": 30,
+            "starts_on": "2020-04-01"})
         orgs.append(org_id)
         services.append(service.json()["id"])
         charities[org_id] = charity

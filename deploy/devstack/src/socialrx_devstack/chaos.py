@@ -41,7 +41,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from socialrx_shared import events as ev
 
 from . import procs
-from .bench_driver import FEE_OUTCOME_PENCE, FEE_REFERRAL_PENCE, PERSON, World, make_world
+from .bench_driver import FEE_OUTCOME_PENCE, FEE_REFERRAL_PENCE, PERSON, World, agree_once_known, make_world
 from .chaos_faults import KINDS, Fault, schedule
 from .chaos_load import Balancer, Lifecycle, Load, LoadStats, Plan, nominal_fee_pence
 from .kafka import LocalKafkaCluster
@@ -894,10 +894,9 @@ async def _capped_world(client: httpx.AsyncClient, urls: dict[str, str], world: 
         "organization_id": org_id, "name": "Chaos capped walk and talk", "needs": ["loneliness"],
         "capacity": 100_000, "postcode": "LS1 4AP", "safeguarding_policy_valid_until": "2099-01-01"})
     service.raise_for_status()
-    agreement = await client.post(urls["funding-ledger"] + "/agreements", headers=world.finance, json={
+    agreement = await agree_once_known(client, urls["funding-ledger"], world.finance, {
         "organisation_id": org_id, "per_referral_pence": FEE_REFERRAL_PENCE, "per_outcome_pence": FEE_OUTCOME_PENCE,
         "period": "quarterly", "days_after_period_end": 30, "starts_on": "2020-04-01", "cap_pence_per_year": CAP_PENCE})
-    agreement.raise_for_status()
     world.organisations.append(org_id)
     world.services.append(service.json()["id"])
     world.charities[org_id] = charity
