@@ -27,6 +27,9 @@ depends_on = None
 
 PAYONTIME = "payontime.co.uk reference-rate table (Bank Rate on the reference day)"
 ACCESS = "The Access Group, late payment interest updates December 2025 (Bank Rate on the reference day)"
+# Bank Rate was 5.25% from August 2023 until the cut to 5% on 1 August 2024, and 4.75% from 7 November
+# 2024 until the cut to 4.5% in February 2025, so on 30 June 2024 and 31 December 2024 respectively.
+MSE = "MoneySavingExpert news 13 November 2024 (5.25% until August 2024; 4.75% from 7 November 2024)"
 
 RATES = [
     # Bank Rate stayed at 0.50% from March 2009 to August 2016.
@@ -46,6 +49,8 @@ RATES = [
     ("2023-01-01", "3.50", PAYONTIME),
     ("2023-07-01", "5.00", PAYONTIME),
     ("2024-01-01", "5.25", PAYONTIME),
+    ("2024-07-01", "5.25", MSE),
+    ("2025-01-01", "4.75", MSE),
     ("2025-07-01", "4.25", ACCESS),
     ("2026-01-01", "3.75", ACCESS),
 ]
