@@ -58,7 +58,9 @@ CONSUMERS = {
     ev.REFERRAL_ACCEPTED.topic: ("referral-intake", "outcomes", "funding-ledger"),
     ev.REFERRAL_DECLINED.topic: ("referral-intake", "outcomes"),
     ev.OUTCOME_RECORDED.topic: ("referral-intake", "directory", "funding-ledger"),
-    ev.SERVICE_UPDATED.topic: ("referral-intake",),
+    ev.SERVICE_UPDATED.topic: ("referral-intake", "funding-ledger"),
+    ev.ORGANISATION_REGISTERED.topic: ("funding-ledger",),
+    ev.REFERRAL_REFUSED.topic: ("directory",),
 }
 POISON_HEADER = "chaos.poison"
 DUPLICATE_HEADER = "chaos.duplicate"
