@@ -140,3 +140,18 @@ Index("uq_email_notifications_referral_reason", email_notifications.c.referral_i
       unique=True)
 Index("ix_email_notifications_due", email_notifications.c.next_attempt_at,
       postgresql_where=email_notifications.c.status == "pending")
+
+# Unmet need: one row per referral-intake refusal (its id is stable across the link worker's retries, so it counts once).
+referral_refusals = Table(
+    "referral_refusals",
+    metadata,
+    Column("refusal_id", String(64), primary_key=True),
+    Column("pcn_id", String(12), nullable=False),
+    Column("organisation_id", String(64), nullable=False),
+    Column("service_id", String(64), nullable=False),
+    Column("needs", JSONB, nullable=False),
+    Column("age_band", String(8), nullable=False),
+    Column("postcode_district", String(4), nullable=False),
+    Column("reason", String(40), nullable=False),
+    Column("refused_at", DateTime(timezone=True), nullable=False, index=True),
+)

@@ -7,8 +7,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from sqlalchemy import Column, DateTime, String, Table, select
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -18,24 +17,10 @@ from socialrx_shared.events import REFERRAL_REFUSED, Envelope, ReferralRefused
 from socialrx_shared.runtime import ServiceRuntime
 
 from . import domain, unmet_need
-from .store import metadata, referral_inbox, services
+from .store import referral_inbox, referral_refusals, services
 
 router = APIRouter()
 
-# One row per refusal (its id is stable across the link worker's retries, so it counts once).
-referral_refusals = Table(
-    "referral_refusals",
-    metadata,
-    Column("refusal_id", String(64), primary_key=True),
-    Column("pcn_id", String(12), nullable=False),
-    Column("organisation_id", String(64), nullable=False),
-    Column("service_id", String(64), nullable=False),
-    Column("needs", JSONB, nullable=False),
-    Column("age_band", String(8), nullable=False),
-    Column("postcode_district", String(4), nullable=False),
-    Column("reason", String(40), nullable=False),
-    Column("refused_at", DateTime(timezone=True), nullable=False, index=True),
-)
 
 
 def register(rt: ServiceRuntime) -> None:
