@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import date, datetime, timedelta, timezone
 
 from fastapi import APIRouter, Request
@@ -80,8 +81,35 @@ async def decline(request: Request, referral_id: str) -> Response:
 @router.get("/referrals/{referral_id}/contact")
 async def contact(request: Request, referral_id: str) -> Response:
     user = need_role(request, "charity")
-    details = await request.app.state.apis.get(user, "referral-intake", f"/referrals/{referral_id}/contact")
+    details = await _contact_once_accepted(request, user, referral_id)
     return render(request, "contact.html", c=details, referral_id=referral_id)
+
+
+CONTACT_WAIT_S = 5.0
+
+
+async def _contact_once_accepted(request: Request, user, referral_id: str) -> dict:
+    """The acceptance reaches referral-intake as an event, a moment after the directory recorded it.
+
+    A volunteer who clicks "Contact details" straight after "Accept" should see them, not a refusal:
+    while the directory says this organisation accepted, wait a few seconds for referral-intake to agree.
+    """
+    apis = request.app.state.apis
+    deadline = asyncio.get_running_loop().time() + CONTACT_WAIT_S
+    while True:
+        try:
+            return await apis.get(user, "referral-intake", f"/referrals/{referral_id}/contact")
+        except ApiError as exc:
+            if exc.status != 403 or asyncio.get_running_loop().time() > deadline:
+                raise
+            if not await _directory_says_accepted(request, user, referral_id):
+                raise
+        await asyncio.sleep(0.25)
+
+
+async def _directory_says_accepted(request: Request, user, referral_id: str) -> bool:
+    item = next((i for i in await _inbox(request, user) if i["referral_id"] == referral_id), None)
+    return item is not None and item.get("status") in ("accepted", "finished")
 
 
 SERVICE_STATUSES = ("active", "temporarily closed", "inactive", "defunct")
