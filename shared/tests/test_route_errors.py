@@ -75,3 +75,22 @@ async def test_a_database_away_for_a_moment_is_a_503_with_retry_after_not_a_500(
         assert "try again" in answer.json()["detail"]
     # A fault that is not transient stays the server error it is: no retry would mend it.
     assert (await _get(app, "/our-bug")).status_code == 500
+
+
+async def test_typed_refusals_map_to_their_status_once_in_the_shared_app() -> None:
+    from socialrx_shared.errors import Conflict, Forbidden, Invalid, NotFound, TooLarge
+
+    app = FastAPI()
+    route_errors.install(app)
+    kinds = {"invalid": Invalid, "not-found": NotFound, "conflict": Conflict, "forbidden": Forbidden,
+             "too-large": TooLarge}
+
+    @app.get("/refuse/{kind}")
+    def refuse(kind: str) -> dict:
+        raise kinds[kind](f"refused as {kind}: do something else")
+
+    expected = {"invalid": 422, "not-found": 404, "conflict": 409, "forbidden": 403, "too-large": 413}
+    for kind, status in expected.items():
+        answer = await _get(app, f"/refuse/{kind}")
+        assert answer.status_code == status, kind
+        assert answer.json() == {"detail": f"refused as {kind}: do something else"}

@@ -18,6 +18,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from .consumer import is_transient
+from .errors import Conflict, Forbidden, Invalid, NotFound, Refused, TooLarge
 
 # How long a client should wait before trying again when the database is away for a moment.
 RETRY_AFTER_S = 2
@@ -46,7 +47,25 @@ async def _unavailable(_request: Request, exc: Exception) -> JSONResponse:
                         status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
+# The one place a typed refusal becomes an HTTP status.
+REFUSAL_STATUS: dict[type[Refused], int] = {Invalid: 422, NotFound: 404, Conflict: 409, Forbidden: 403,
+                                            TooLarge: 413}
+
+
+def status_of(refusal: Refused) -> int:
+    for kind in type(refusal).__mro__:
+        if kind in REFUSAL_STATUS:
+            return REFUSAL_STATUS[kind]
+    return 400
+
+
+async def _refused(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Refused)
+    return JSONResponse({"detail": exc.detail}, status_code=status_of(exc))
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(ValidationError, _refuse)
+    app.add_exception_handler(Refused, _refused)
     for fault in (DBAPIError, PoolTimeoutError, ConnectionError):
         app.add_exception_handler(fault, _unavailable)
