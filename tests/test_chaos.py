@@ -7,7 +7,9 @@ The full run is `make chaos` (README: Reliability); this is its short variant in
 
 from __future__ import annotations
 
+import asyncio
 import json
+import subprocess
 
 import pytest
 
@@ -40,6 +42,49 @@ def test_what_a_lifecycle_does_is_drawn_from_the_seed() -> None:
     corrected = sum(p.correct for p in plans)
     assert 100 < declined < 300 and 100 < corrected < 300  # about 10% each
     assert not any(p.decline and p.correct for p in plans)
+
+
+class _Replica:
+    """A stand-in process with the two things the supervisor uses: `proc` and `start()`."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        self.proc = subprocess.Popen(["sleep", "60"])
+
+
+async def test_the_supervisor_starts_again_a_replica_that_exited_but_not_one_a_fault_holds() -> None:
+    stack = chaos.Stack.__new__(chaos.Stack)
+    stack.in_fault, stack.restarts_after_exit = set(), {}
+    exited, held = _Replica(), _Replica()
+    stack.replicas = {"funding-ledger": [exited, held]}
+    for replica in (exited, held):
+        replica.start()
+        replica.proc.kill()
+        replica.proc.wait()
+    stack.in_fault.add(("funding-ledger", 1))  # a kill -9 fault is restarting this one itself
+    stop = asyncio.Event()
+    supervising = asyncio.create_task(stack.supervise(stop))
+    try:
+        for _ in range(50):
+            if exited.starts == 2:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        stop.set()
+        await supervising
+    try:
+        assert exited.starts == 2 and exited.proc.poll() is None
+        assert held.starts == 1
+        assert stack.restarts_after_exit == {"funding-ledger#0": 1}
+    finally:
+        for replica in (exited, held):
+            if replica.proc.poll() is None:
+                replica.proc.kill()
+                replica.proc.wait()
 
 
 @pytest.mark.integration

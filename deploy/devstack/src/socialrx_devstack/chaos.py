@@ -119,6 +119,8 @@ class Stack:
         self.replicas: dict[str, list[ServiceProcess]] = {}
         self.database_urls: dict[str, str] = {}
         self.frozen: set[int] = set()
+        self.in_fault: set[tuple[str, int]] = set()  # replicas a fault is stopping/restarting right now
+        self.restarts_after_exit: dict[str, int] = {}  # what the supervisor restarted, by replica
         self.group_prefix = "chaos-" + uuid.uuid4().hex[:8]
 
     @property
@@ -156,6 +158,31 @@ class Stack:
             for service in SERVICES:
                 for replica in self.replicas[service][wave]:
                     replica.wait_ready(240)
+
+    async def supervise(self, stop: asyncio.Event) -> None:
+        """Restart a replica that exited by itself, as Kubernetes or `restart: unless-stopped` would.
+
+        A replica restarted while PostgreSQL is away exits at startup (its migration check cannot
+        connect); production's orchestrator starts it again with a back-off, and so does this.
+        """
+        backoff_s: dict[str, float] = {}
+        next_try: dict[str, float] = {}
+        while not stop.is_set():
+            for service, replicas in self.replicas.items():
+                for index, replica in enumerate(replicas):
+                    name = f"{service}#{index}"
+                    exited = replica.proc is not None and replica.proc.poll() is not None
+                    if not exited or (service, index) in self.in_fault or time.monotonic() < next_try.get(name, 0):
+                        continue
+                    say(f"    supervisor: {name} exited (code {replica.proc.returncode}); starting it again")
+                    self.restarts_after_exit[name] = self.restarts_after_exit.get(name, 0) + 1
+                    replica.start()
+                    backoff_s[name] = min(backoff_s.get(name, 0.5) * 2, 10.0)
+                    next_try[name] = time.monotonic() + backoff_s[name]
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=1.0)
+            except asyncio.TimeoutError:
+                pass
 
     def pids(self) -> list[int]:
         found = [r.proc.pid for rs in self.replicas.values() for r in rs if r.proc and r.proc.poll() is None]
@@ -376,14 +403,17 @@ class Injector:
                         pass
                     self.stack.frozen.discard(pid)
                 return
-            if fault.kind == "kill9":
-                await self.blocking(replica.kill)
-            else:
-                await self.blocking(procs.stop, replica.proc, 30.0)  # SIGTERM: graceful stop
-                fault.notes.append(f"exit code after SIGTERM: {replica.proc.returncode}")
-            await asyncio.sleep(fault.down_s)
-            replica.start()
-            await self.blocking(replica.wait_ready, 180)
+            self.stack.in_fault.add((fault.service, fault.replica))
+            try:
+                if fault.kind == "kill9":
+                    await self.blocking(replica.kill)
+                else:
+                    await self.blocking(procs.stop, replica.proc, 30.0)  # SIGTERM: graceful stop
+                    fault.notes.append(f"exit code after SIGTERM: {replica.proc.returncode}")
+                await asyncio.sleep(fault.down_s)
+                replica.start()
+            finally:  # from here on, if it exits (PostgreSQL away at its startup), the supervisor restarts it
+                self.stack.in_fault.discard((fault.service, fault.replica))
         elif fault.kind == "broker_restart":
             node = self.stack.cluster.nodes[fault.broker]
             await self.blocking(node.kill)
@@ -939,6 +969,7 @@ async def drive(cfg: Config, stack: Stack, secret: str) -> dict:
         checker = Checker(stack, load, injector, world, capped_agreement, receiver, subscription.json()["id"])
         stop = asyncio.Event()
         monitoring = asyncio.create_task(monitor.run(stop))
+        supervising = asyncio.create_task(stack.supervise(stop))
         checking = asyncio.create_task(checker.every(cfg.check_every_s, stop))
         say(f"load: {cfg.n} lifecycles at {cfg.rate}/s (~{cfg.load_s:.0f}s) ...")
         started = time.time()
@@ -954,7 +985,7 @@ async def drive(cfg: Config, stack: Stack, secret: str) -> dict:
             final = await checker.final(monitor, cfg.quiesce_timeout_s)
         finally:
             stop.set()
-            await asyncio.gather(monitoring, checking, return_exceptions=True)
+            await asyncio.gather(monitoring, checking, supervising, return_exceptions=True)
             await checker.close()
             await receiver.stop()
     return figures(cfg, started, load_done, load, stats, faults, monitor, checker, final, probe)
@@ -1015,6 +1046,7 @@ def figures(cfg: Config, started: float, load_done: float, load: Load, stats: Lo
         "lost_examples": final["lost_examples"], "duplicated_examples": final["duplicated_examples"],
         "fees": final["fees"],
         "dlq": final["dlq_exact"], "largest_consumer_lag": monitor.max_lag,
+        "restarts_after_exit": dict(checker.stack.restarts_after_exit),
         "latency_end_to_end": {"during_faults": lat(during), "between_faults": lat(between),
                                "what": "POST /referrals sent -> last step of the lifecycle answered (client's view)"},
         "client": {"requests": stats.requests, "retries_in_transit": stats.retries_in_transit,
@@ -1053,7 +1085,8 @@ def table(r: dict) -> str:
             ("capacity probe", f"{r['capacity_probe']['concurrent_accepts']} concurrent accepts on both replicas: "
                                f"capacity {r['capacity_probe']['service_capacity']} -> {r['capacity_probe']['capacity_left']}"),
             ("client retries", f"{r['client']['retries_in_transit']} in transit, 5xx {r['client']['retries_5xx']}, "
-                               f"already done {r['client']['retry_found_already_done']}")]
+                               f"already done {r['client']['retry_found_already_done']}"),
+            ("restarted after exiting", ", ".join(f"{k} {v}" for k, v in r["restarts_after_exit"].items()) or "none")]
     for kind, rec in r["recovery"].items():
         rows.append((f"recovery {kind}", f"p50 {rec['p50_s']} s, max {rec['max_s']} s ({rec['recovered']}/{rec['injected']})"))
     for name in ("during_faults", "between_faults"):

@@ -98,6 +98,9 @@ class LoadStats:
         table[key] = table.get(key, 0) + 1
 
 
+IN_FLIGHT_MAX = 128
+
+
 class Balancer:
     """Round-robin over a service's replicas; what fails in transit or with 5xx is sent again."""
 
@@ -105,6 +108,10 @@ class Balancer:
                  give_up_at: float) -> None:
         self.client, self.urls, self.stats, self.give_up_at = client, urls, stats, give_up_at
         self.turn = {service: 0 for service in urls}
+        # A real client fleet has a bounded number of requests in flight. Unbounded, a stall (PostgreSQL
+        # restarting) piles thousands of waiting requests into httpx's pool, whose bookkeeping is linear
+        # in them per event: the driver then starves its own event loop, faults and monitor included.
+        self.in_flight = asyncio.Semaphore(IN_FLIGHT_MAX)
 
     async def send(self, service: str, method: str, path: str, *, headers: dict, json=None) -> httpx.Response:
         pause = 0.1
@@ -114,7 +121,8 @@ class Balancer:
             url = replicas[self.turn[service]] + path
             self.stats.requests += 1
             try:
-                answer = await self.client.request(method, url, headers=headers, json=json)
+                async with self.in_flight:
+                    answer = await self.client.request(method, url, headers=headers, json=json)
                 if answer.status_code not in TRANSIENT_STATUSES:
                     return answer
                 self.stats.bump(self.stats.retries_5xx, answer.status_code)
