@@ -15,7 +15,7 @@ from socialrx_shared.events import (
     ORGANISATION_REGISTERED, DeclineReason, NeedCode, OrganisationRegistered, ServiceStatus,
 )
 from socialrx_shared.http import Page, PerPage
-from socialrx_shared.runtime import ServiceRuntime
+from socialrx_shared.service import runtime_of
 
 from . import asyncapi, commands, domain, importer
 from .store import organizations, referral_inbox, services, taxonomy_terms
@@ -25,10 +25,6 @@ router = APIRouter()
 Text200 = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Postcode = Annotated[str, StringConstraints(strip_whitespace=True, to_upper=True,
                                             pattern=r"^[A-Z]{1,2}[0-9][A-Z0-9]? ?[0-9][A-Z]{2}$")]
-
-
-def runtime_of(request: Request) -> ServiceRuntime:
-    return request.app.state.runtime
 
 
 class NewOrganization(BaseModel):

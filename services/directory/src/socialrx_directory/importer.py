@@ -27,11 +27,13 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from socialrx_shared.db import run_migrations
 from socialrx_shared.events import ORGANISATION_REGISTERED, OrganisationRegistered
 from socialrx_shared.runtime import ServiceRuntime
 
 from . import commands, domain
-from .store import organizations, services, taxonomy_terms
+from .settings import SERVICE, Settings
+from .store import inbox, metadata, organizations, outbox, services, taxonomy_terms
 
 STANDARD = Path(__file__).parent / "standards" / "oruk-hsds-3.0"
 UK_POSTCODE = re.compile(r"^[A-Z]{1,2}[0-9][A-Z0-9]? ?[0-9][A-Z]{2}$")
@@ -175,10 +177,6 @@ async def import_feed(rt: ServiceRuntime, feed: Any) -> dict:
 
 
 async def _main(path: str) -> int:
-    from .app import SERVICE, Settings
-    from .store import inbox, metadata, outbox
-    from socialrx_shared.db import run_migrations
-
     settings = Settings()
     migrations = Path(__file__).parent / "migrations"
     await run_migrations(migrations, settings.database_url)

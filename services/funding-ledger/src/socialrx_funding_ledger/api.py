@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from socialrx_shared.auth import Principal, forbidden, require
 from socialrx_shared.events import Id, OutcomeStatus
 from socialrx_shared.http import Page, body_limit, content_disposition, nul_error, per_page_up_to
-from socialrx_shared.runtime import ServiceRuntime
+from socialrx_shared.service import runtime_of
 
 from . import commands, domain, ledger, reports
 from .store import agreements, journal_lines, payments, settlements
@@ -37,10 +37,6 @@ LedgerDate = Annotated[date, AfterValidator(_plausible)]
 
 def refused(exc: commands.Refused) -> HTTPException:
     return HTTPException(exc.status_code, detail=exc.detail)
-
-
-def runtime_of(request: Request) -> ServiceRuntime:
-    return request.app.state.runtime
 
 
 class NewAgreement(BaseModel):
