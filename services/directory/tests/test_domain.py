@@ -90,3 +90,20 @@ def test_every_non_public_address_kind_is_refused() -> None:
                     "::ffff:10.0.0.1", "198.18.0.1"):
         assert domain.address_refusal(ipaddress.ip_address(address)), address
     assert domain.address_refusal(ipaddress.ip_address("1.1.1.1")) is None
+
+
+def test_a_referral_moves_through_the_inbox_by_one_rule() -> None:
+    from socialrx_directory.domain import DecisionConflict, auto_decline_at, inbox_status
+
+    assert inbox_status(None, "referred") == "received"
+    assert inbox_status("accepted", "referred") == "accepted"  # a redelivered referral keeps its status
+    assert inbox_status("received", "accepted") == "accepted"
+    assert inbox_status("received", "declined") == "declined"
+    assert inbox_status("accepted", "ended") == "finished"
+    assert inbox_status("declined", "ended") == "declined"  # never accepted: no place to give back
+    for decided in ("accepted", "declined", "finished"):
+        with pytest.raises(DecisionConflict, match=f"already {decided}"):
+            inbox_status(decided, "accepted")  # type: ignore[arg-type]
+    referred_at = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    assert auto_decline_at("received", referred_at) == datetime(2026, 11, 15, tzinfo=timezone.utc)
+    assert auto_decline_at("accepted", referred_at) is None

@@ -61,7 +61,7 @@ def status_of(refusal: Refused) -> int:
 
 async def _refused(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, Refused)
-    return JSONResponse({"detail": exc.detail}, status_code=status_of(exc))
+    return JSONResponse({"detail": exc.body()}, status_code=status_of(exc))
 
 
 def install(app: FastAPI) -> None:

@@ -15,9 +15,11 @@ import statistics
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Literal, get_args
 from urllib.parse import unquote, urlsplit
 
 from socialrx_shared import disclosure
+from socialrx_shared.errors import Conflict
 
 DEFAULT_NEEDS = {
     "loneliness": "Loneliness and social isolation",
@@ -41,12 +43,36 @@ AUTO_DECLINE_AFTER = timedelta(days=14)
 REMINDER_BEFORE_DECLINE = timedelta(days=2)
 WEBHOOK_EVENTS = ("referral.created", "referral.accepted", "referral.declined", "service.updated")
 
-# Inbox states: received -> accepted | declined; accepted -> finished (the place is free again).
-DECIDABLE = "received"
+# A referral's status as the directory (a charity's inbox) sees it; the one rule is `inbox_status`.
+InboxStatus = Literal["received", "accepted", "declined", "finished"]
+INBOX_STATUSES: tuple[InboxStatus, ...] = get_args(InboxStatus)
+# What can happen to a referral in an inbox: it arrives, its charity (or the clock) decides, it ends.
+InboxChange = Literal["referred", "accepted", "declined", "ended"]
+DECIDABLE: InboxStatus = "received"
 
 
-class DecisionConflict(Exception):
+class DecisionConflict(Conflict):
     """A second decision on the same referral."""
+
+
+def inbox_status(current: InboxStatus | None, change: InboxChange) -> InboxStatus:
+    """The inbox status after `change`: received -> accepted | declined; accepted -> finished (its place is
+    free again). A referral that arrives twice keeps its status; a second decision is a DecisionConflict;
+    an ending of a referral that was never accepted changes nothing."""
+    if change == "referred":
+        return current or DECIDABLE
+    if current is None:
+        raise ValueError(f"{change!r} of a referral that never arrived")
+    if change == "ended":
+        return "finished" if current == "accepted" else current
+    if current != DECIDABLE:
+        raise DecisionConflict(f"this referral was already {current}; a decision cannot be changed")
+    return change
+
+
+def auto_decline_at(status: InboxStatus, referred_at: datetime) -> datetime | None:
+    """When an unanswered referral will be declined automatically (None once it is answered)."""
+    return referred_at + AUTO_DECLINE_AFTER if status == DECIDABLE else None
 
 
 @dataclass(frozen=True)
@@ -68,11 +94,17 @@ def gate(status: str, capacity: int, safeguarding_valid_until: date | None, toda
     return Gate(True, None)
 
 
-def decide(current: str, decision: str) -> str:
-    """The inbox status after `decision` ('accepted' or 'declined'), or DecisionConflict."""
-    if current != DECIDABLE:
-        raise DecisionConflict(f"this referral was already {current}; a decision cannot be changed")
-    return decision
+def may_manage(role: str, own_organisation_id: str | None, organization_id: str) -> bool:
+    """An admin manages every organisation's services; a charity only its own."""
+    return role != "charity" or own_organisation_id == organization_id
+
+
+def normal_postcode(value: str | None) -> str | None:
+    """'ls14ap' or 'LS1 4AP' -> 'LS1 4AP': one spelling, so the same place matches itself."""
+    if value is None:
+        return None
+    compact = value.replace(" ", "").upper()
+    return f"{compact[:-3]} {compact[-3:]}"
 
 
 def frees_a_place(outcome_status: str) -> bool:

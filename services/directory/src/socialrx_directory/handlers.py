@@ -28,7 +28,7 @@ def register(rt: ServiceRuntime) -> None:
             .values(referral_id=event.referral_id, organisation_id=event.organisation_id,
                     service_id=event.service_id, pcn_id=event.pcn_id, needs=event.needs, age_band=event.age_band,
                     postcode_district=event.postcode_district, accessibility_needs=event.accessibility_needs,
-                    status="received", referred_at=event.created_at)
+                    status=domain.inbox_status(None, "referred"), referred_at=event.created_at)
             .on_conflict_do_nothing(index_elements=["referral_id"])
         )
         # The charity's webhook gets the referral exactly as it travelled on Kafka.
@@ -44,7 +44,7 @@ def register(rt: ServiceRuntime) -> None:
             update(referral_inbox)
             .where(referral_inbox.c.referral_id == event.referral_id, referral_inbox.c.status == "accepted",
                    referral_inbox.c.place_released.is_(False))
-            .values(place_released=True, status="finished")
+            .values(place_released=True, status=domain.inbox_status("accepted", "ended"))
             .returning(referral_inbox.c.service_id)
         )
         service_id = released.scalar()

@@ -28,6 +28,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from socialrx_shared.db import run_migrations
+from socialrx_shared.errors import Invalid
 from socialrx_shared.events import ORGANISATION_REGISTERED, OrganisationRegistered
 from socialrx_shared.runtime import ServiceRuntime
 
@@ -40,7 +41,7 @@ UK_POSTCODE = re.compile(r"^[A-Z]{1,2}[0-9][A-Z0-9]? ?[0-9][A-Z]{2}$")
 MAX_RECORDS = 5000
 
 
-class BadFeed(ValueError):
+class BadFeed(Invalid):
     """The feed as a whole is unusable (not one of the accepted shapes)."""
 
 
@@ -173,6 +174,14 @@ async def import_feed(rt: ServiceRuntime, feed: Any) -> dict:
         except BadRecord as exc:
             report["skipped"].append({"index": index, "id": record_id, "reason": str(exc)})
     report["imported"] = report["created"] + report["updated"]
+    return report
+
+
+async def import_some(rt: ServiceRuntime, feed: Any) -> dict:
+    """As `import_feed`, but a feed of which no record could be imported is refused (with the report)."""
+    report = await import_feed(rt, feed)
+    if report["skipped"] and not report["imported"]:
+        raise Invalid("no record of the feed could be imported", **report)
     return report
 
 

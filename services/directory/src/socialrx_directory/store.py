@@ -1,12 +1,17 @@
-"""The directory's tables: organisations, services (ORUK shaped), taxonomy, and charities' inboxes."""
+"""The directory's tables: organisations, services (ORUK shaped), taxonomy, and charities' inboxes;
+and the reads the management API answers from."""
 
 from __future__ import annotations
 
-from sqlalchemy import (BigInteger, Boolean, Column, Date, DateTime, Float, Index, Integer, LargeBinary, String, Table,
-                        Text, Uuid)
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import (BigInteger, Boolean, Column, Date, DateTime, Float, Index, Integer, LargeBinary, Row, String,
+                        Table, Text, Uuid, func, select)
 from sqlalchemy.dialects.postgresql import JSONB
 
 from socialrx_shared.db import new_metadata, reliability_tables
+from socialrx_shared.runtime import ServiceRuntime
 
 metadata = new_metadata()
 outbox, inbox = reliability_tables(metadata)
@@ -155,3 +160,27 @@ referral_refusals = Table(
     Column("reason", String(40), nullable=False),
     Column("refused_at", DateTime(timezone=True), nullable=False, index=True),
 )
+
+
+async def inbox_page(rt: ServiceRuntime, organisation_id: str | None, status: str | None, page: int,
+                     per_page: int) -> tuple[int, list[dict[str, Any]]]:
+    """(how many, this page of them) of an organisation's inbox, oldest referral first."""
+    query = select(referral_inbox).where(referral_inbox.c.organisation_id == organisation_id)
+    if status:
+        query = query.where(referral_inbox.c.status == status)
+    async with rt.sessionmaker() as session:
+        total = await session.scalar(select(func.count()).select_from(query.subquery()))
+        rows = (await session.execute(query.order_by(referral_inbox.c.referred_at)
+                                      .offset((page - 1) * per_page).limit(per_page))).mappings().all()
+    return total or 0, [dict(row) for row in rows]
+
+
+async def decisions(rt: ServiceRuntime, service_id: str | None) -> Sequence[Row[Any]]:
+    """Every inbox row's service, status, decline reason and reply time in seconds (`reply_s`)."""
+    reply_s = func.extract("epoch", referral_inbox.c.decided_at - referral_inbox.c.referred_at)
+    query = select(referral_inbox.c.service_id, referral_inbox.c.status, referral_inbox.c.decline_reason,
+                   reply_s.label("reply_s"))
+    if service_id is not None:
+        query = query.where(referral_inbox.c.service_id == service_id)
+    async with rt.sessionmaker() as session:
+        return (await session.execute(query)).all()
