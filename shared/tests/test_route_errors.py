@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import httpx
 from fastapi import FastAPI
 from pydantic import BaseModel, StringConstraints
-from typing_extensions import Annotated
 
 from socialrx_shared import route_errors
 
@@ -82,8 +83,13 @@ async def test_typed_refusals_map_to_their_status_once_in_the_shared_app() -> No
 
     app = FastAPI()
     route_errors.install(app)
-    kinds = {"invalid": Invalid, "not-found": NotFound, "conflict": Conflict, "forbidden": Forbidden,
-             "too-large": TooLarge}
+    kinds = {
+        "invalid": Invalid,
+        "not-found": NotFound,
+        "conflict": Conflict,
+        "forbidden": Forbidden,
+        "too-large": TooLarge,
+    }
 
     @app.get("/refuse/{kind}")
     def refuse(kind: str) -> dict:

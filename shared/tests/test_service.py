@@ -31,8 +31,14 @@ def test_the_routes_see_the_runtime_the_handlers_were_given() -> None:
     async def runtime(request: Request) -> dict[str, bool]:
         return {"same": runtime_of(request) is given[0]}
 
-    app = service_app("example", ServiceSettings(SOCIALRX_DEV_MODE=True), store=_store(), register=[given.append],
-                      routers=[router], description="an example")
+    app = service_app(
+        "example",
+        ServiceSettings(SOCIALRX_DEV_MODE=True),
+        store=_store(),
+        register=[given.append],
+        routers=[router],
+        description="an example",
+    )
     assert app.title == "socialrx example"
     assert [rt.name for rt in given] == ["example"]
     assert str(given[0].migrations_dir) == "/nowhere/example/migrations"
@@ -42,5 +48,11 @@ def test_the_routes_see_the_runtime_the_handlers_were_given() -> None:
 
 def test_a_store_without_outbox_and_inbox_is_refused_by_name() -> None:
     with pytest.raises(TypeError, match="no table 'outbox'"):
-        service_app("example", ServiceSettings(SOCIALRX_DEV_MODE=True), store=_store(with_tables=False), register=[],
-                    routers=[], description="")
+        service_app(
+            "example",
+            ServiceSettings(SOCIALRX_DEV_MODE=True),
+            store=_store(with_tables=False),
+            register=[],
+            routers=[],
+            description="",
+        )

@@ -50,8 +50,14 @@ def service_app(
     metadata = getattr(store, "metadata", None)
     if not isinstance(metadata, MetaData) or store.__file__ is None:
         raise TypeError(f"{store.__name__} is not a service's store module (no metadata)")
-    runtime = ServiceRuntime(name, settings, metadata, _table(store, "outbox"), _table(store, "inbox"),
-                             Path(store.__file__).parent / "migrations")
+    runtime = ServiceRuntime(
+        name,
+        settings,
+        metadata,
+        _table(store, "outbox"),
+        _table(store, "inbox"),
+        Path(store.__file__).parent / "migrations",
+    )
     for subscribe in register:
         subscribe(runtime)
     return create_app(runtime, routers, title=f"socialrx {name}", description=description)
