@@ -34,15 +34,15 @@ test-fast: install
 # ruff (lint and format) and mypy (strict for the shared package and every domain.py), configured in
 # pyproject.toml. LINT_PATHS grows to the whole tree once the coordinator has formatted it (README: Lint);
 # LINT_LATER are shared files another branch is changing now, formatted after that merge.
-LINT_PATHS ?= shared services/directory/src/socialrx_directory/domain.py \
-	services/funding-ledger/src/socialrx_funding_ledger/domain.py
+LINT_PATHS ?= shared services/directory services/funding-ledger/src/socialrx_funding_ledger/domain.py
 LINT_LATER ?= shared/src/socialrx_shared/consumer.py shared/src/socialrx_shared/outbox.py \
 	shared/src/socialrx_shared/http.py shared/src/socialrx_shared/logging.py
 RUFF_LATER = --force-exclude $(foreach path,$(LINT_LATER),--extend-exclude $(path))
 lint: install
 	$(VENV)/bin/ruff check $(RUFF_LATER) $(LINT_PATHS)
 	$(VENV)/bin/ruff format --check $(RUFF_LATER) $(LINT_PATHS)
-	$(VENV)/bin/mypy $(filter-out shared,$(LINT_PATHS)) $(if $(filter shared,$(LINT_PATHS)),shared/src,)
+	$(VENV)/bin/mypy $(patsubst %,%/src,$(filter shared services/%,$(filter-out %.py,$(LINT_PATHS)))) \
+		$(filter %.py,$(LINT_PATHS))
 
 bench: install
 	$(VENV)/bin/python -m socialrx_devstack.bench $(if $(N),--n $(N),)

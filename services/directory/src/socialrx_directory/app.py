@@ -20,26 +20,45 @@ log = get_logger(__name__)
 
 
 def _background_jobs(runtime: ServiceRuntime, settings: Settings, clock: sweeps.Clock) -> list[sweeps.Periodic]:
-    worker = DeliveryWorker(runtime, retry_base_s=settings.webhook_retry_base_s,
-                            retry_cap_s=settings.webhook_retry_cap_s, max_attempts=settings.webhook_max_attempts,
-                            timeout_s=settings.webhook_timeout_s, concurrency=settings.webhook_concurrency,
-                            allow_private_networks=settings.webhook_allow_private_networks)
+    worker = DeliveryWorker(
+        runtime,
+        retry_base_s=settings.webhook_retry_base_s,
+        retry_cap_s=settings.webhook_retry_cap_s,
+        max_attempts=settings.webhook_max_attempts,
+        timeout_s=settings.webhook_timeout_s,
+        concurrency=settings.webhook_concurrency,
+        allow_private_networks=settings.webhook_allow_private_networks,
+    )
     jobs = [
-        sweeps.Periodic("safeguarding-sweep", settings.safeguarding_sweep_interval_s,
-                        lambda: sweeps.safeguarding_sweep(runtime, clock())),
-        sweeps.Periodic("auto-decline-sweep", settings.auto_decline_sweep_interval_s,
-                        lambda: sweeps.auto_decline_sweep(runtime, clock())),
+        sweeps.Periodic(
+            "safeguarding-sweep",
+            settings.safeguarding_sweep_interval_s,
+            lambda: sweeps.safeguarding_sweep(runtime, clock()),
+        ),
+        sweeps.Periodic(
+            "auto-decline-sweep",
+            settings.auto_decline_sweep_interval_s,
+            lambda: sweeps.auto_decline_sweep(runtime, clock()),
+        ),
         sweeps.Periodic("webhook-deliveries", settings.webhook_poll_interval_s, worker.poll, on_stop=worker.stop),
     ]
     if not settings.smtp_url:
         log.info("notification emails are off: SOCIALRX_SMTP_URL is not set")
         return jobs
-    sender = emails.EmailSender(runtime, smtp_url=settings.smtp_url, web_base_url=settings.web_base_url,
-                                sender=settings.smtp_from, retry_base_s=settings.email_retry_base_s)
-    return [*jobs,
-            sweeps.Periodic("email-reminders", settings.auto_decline_sweep_interval_s,
-                            lambda: emails.reminder_sweep(runtime, clock())),
-            sweeps.Periodic("emails", settings.email_poll_interval_s, sender.run_once)]
+    sender = emails.EmailSender(
+        runtime,
+        smtp_url=settings.smtp_url,
+        web_base_url=settings.web_base_url,
+        sender=settings.smtp_from,
+        retry_base_s=settings.email_retry_base_s,
+    )
+    return [
+        *jobs,
+        sweeps.Periodic(
+            "email-reminders", settings.auto_decline_sweep_interval_s, lambda: emails.reminder_sweep(runtime, clock())
+        ),
+        sweeps.Periodic("emails", settings.email_poll_interval_s, sender.run_once),
+    ]
 
 
 def _with_background_jobs(app: FastAPI, jobs: list[sweeps.Periodic]) -> None:
@@ -75,10 +94,13 @@ def _open_cors(app: FastAPI) -> None:
 def build(settings: Settings | None = None, clock: sweeps.Clock = sweeps.system_clock) -> FastAPI:
     settings = settings or Settings()
     app = service_app(
-        SERVICE, settings, store=store, register=[handlers.register, unmet_need_api.register],
+        SERVICE,
+        settings,
+        store=store,
+        register=[handlers.register, unmet_need_api.register],
         routers=[oruk_api.router, api.router, subscriptions_api.router, unmet_need_api.router],
         description="Organisations and services (Open Referral UK), capacity and safeguarding gates, charities' "
-                    "referral inboxes and webhook subscriptions.",
+        "referral inboxes and webhook subscriptions.",
     )
     runtime = app.state.runtime
     app.state.settings = settings
