@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -55,19 +56,33 @@ def test_ports_match_the_services_defaults(compose, service: str, port: int) -> 
     assert spec["ports"] == [f"{port}:{port}"]
 
 
-@pytest.mark.parametrize("service", SERVICES)
-def test_images_build_from_existing_dockerfiles(compose, service: str) -> None:
+def _pyproject(service: str) -> dict:
+    return tomllib.loads((ROOT / "services" / service / "pyproject.toml").read_text())
+
+
+@pytest.mark.parametrize(("service", "port"), {**SERVICES, "web": 8000}.items())
+def test_every_image_builds_from_the_one_dockerfile(compose, service: str, port: int) -> None:
+    """One Dockerfile; compose names the service and its port; the image runs the service's console script."""
     build = compose["services"][service]["build"]
+    assert build["dockerfile"] == "Dockerfile"
+    assert build["args"] == {"SERVICE": service, "PORT": str(port)}
     dockerfile = ROOT / build["context"] / build["dockerfile"]
-    assert dockerfile.exists()
     text = dockerfile.read_text()
-    module = re.search(r'CMD \["python", "-m", "([\w.]+)"\]', text).group(1)
-    assert importlib.util.find_spec(module) is not None
     assert "USER socialrx" in text and "HEALTHCHECK" in text and "uv sync --frozen" in text
-    assert f"SOCIALRX_HTTP_PORT={SERVICES[service]}" in text
+    assert '--package "socialrx-$SERVICE"' in text and "SOCIALRX_HTTP_PORT=${PORT}" in text
+    assert 'CMD ["socialrx-service"]' in text and 'ln -s "socialrx-$SERVICE" /app/.venv/bin/socialrx-service' in text
+    project = _pyproject(service)["project"]
+    assert project["name"] == f"socialrx-{service}"
+    target = project["scripts"][f"socialrx-{service}"]
+    module, _, function = target.partition(":")
+    assert callable(getattr(importlib.import_module(module), function))
     for copied in re.findall(r"^COPY (?!--from)(.+) \S+$", text, re.M):
         for path in copied.split():
             assert (ROOT / path).exists(), f"{dockerfile} copies missing {path}"
+
+
+def test_no_service_keeps_a_dockerfile_of_its_own() -> None:
+    assert not list((ROOT / "services").glob("*/Dockerfile"))
 
 
 def test_services_wait_for_healthy_infrastructure(compose) -> None:
@@ -135,7 +150,7 @@ def test_the_web_app_is_deployed_with_only_what_it_needs(compose) -> None:
     assert set(web["environment"]) <= every
     for service, port in SERVICES.items():
         assert web["environment"][f"SOCIALRX_WEB_{service.upper().replace('-', '_')}_URL"] == f"http://{service}:{port}"
-    assert "SOCIALRX_HTTP_PORT=8000" in (ROOT / "services/web/Dockerfile").read_text()
+    assert web["build"]["args"]["PORT"] == "8000"
     docs = list(yaml.safe_load_all((ROOT / "deploy/k8s/socialrx.yaml").read_text()))
     deployment = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "web")
     names = {e["name"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}

@@ -15,7 +15,7 @@ HERE = Path(__file__).parent
 NAMESPACE = "socialrx"
 SERVICES = {"referral-intake": 8001, "directory": 8002, "outcomes": 8003, "funding-ledger": 8004}
 WEB, WEB_PORT = "web", 8000
-IMAGE = "ghcr.io/socialrx/{service}:0.1.0"  # build with services/<service>/Dockerfile and push to your registry
+IMAGE = "ghcr.io/socialrx/{service}:0.1.0"  # built from the one Dockerfile (--build-arg SERVICE, PORT); push to your registry
 
 
 def _env_name(service: str) -> str:

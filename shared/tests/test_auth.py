@@ -71,7 +71,9 @@ def test_issuer_and_audience_are_checked_when_configured() -> None:
     ok = _hs(_good(iss="https://socialrx.example", aud="socialrx"))
     assert decode_token(ok, SECRET, **both).pcn_id == "U12345"
     assert "issuer" in _refused(lambda: decode_token(_hs(_good(iss="https://other", aud="socialrx")), SECRET, **both))
-    assert "audience" in _refused(lambda: decode_token(_hs(_good(iss="https://socialrx.example", aud="x")), SECRET, **both))
+    assert "audience" in _refused(
+        lambda: decode_token(_hs(_good(iss="https://socialrx.example", aud="x")), SECRET, **both)
+    )
     assert "'iss'" in _refused(lambda: decode_token(_hs(_good(aud="socialrx")), SECRET, **both))
     assert "'aud'" in _refused(lambda: decode_token(_hs(_good(iss="https://socialrx.example")), SECRET, **both))
     # Not configured: tokens without (or with) iss/aud are accepted as before.
@@ -90,13 +92,21 @@ def test_tokens_living_longer_than_the_maximum_are_refused() -> None:
     assert "without 'iat'" in _refused(lambda: decode_token(_hs(no_iat), SECRET))
     assert decode_token(_hs({**no_iat, "exp": now + 600}), SECRET).sub == "lw-1"
     assert "longer than the 60 minutes" in _refused(
-        lambda: decode_token(_hs(_good(exp=now + 3601)), SECRET, max_lifetime_s=3600))
+        lambda: decode_token(_hs(_good(exp=now + 3601)), SECRET, max_lifetime_s=3600)
+    )
 
 
 @pytest.mark.parametrize("blank", ["", "   ", "\t"])
-@pytest.mark.parametrize(("role", "claim"), [("link_worker", "pcn_id"), ("finance", "pcn_id"),
-                                             ("charity", "organisation_id"), ("link_worker", "practice_id"),
-                                             ("admin", "pcn_id")])
+@pytest.mark.parametrize(
+    ("role", "claim"),
+    [
+        ("link_worker", "pcn_id"),
+        ("finance", "pcn_id"),
+        ("charity", "organisation_id"),
+        ("link_worker", "practice_id"),
+        ("admin", "pcn_id"),
+    ],
+)
 def test_empty_or_blank_scope_claims_are_refused(role: str, claim: str, blank: str) -> None:
     claims = _good(role=role, **{"organisation_id": "org-1", claim: blank})
     assert f"{claim!r} must be a non-empty string" in _refused(lambda: decode_token(_hs(claims), SECRET))
@@ -132,7 +142,7 @@ class _Provider:
         provider = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            def do_GET(self) -> None:
                 if not provider.up:
                     self.send_response(503)
                     self.end_headers()
@@ -167,10 +177,19 @@ class _Provider:
 
     def token(self, kid: str = "rsa-1", alg: str = "RS256", **changes) -> str:
         now = int(time.time())
-        claims = {"iss": self.issuer, "aud": AUDIENCE, "sub": "f:1b2c|ada@example.nhs.uk", "iat": now,
-                  "exp": now + 300, "role": "finance", "pcn_id": "U12345", **changes}
-        return jwt.encode({k: v for k, v in claims.items() if v is not None}, self.private[kid], algorithm=alg,
-                          headers={"kid": kid})
+        claims = {
+            "iss": self.issuer,
+            "aud": AUDIENCE,
+            "sub": "f:1b2c|ada@example.nhs.uk",
+            "iat": now,
+            "exp": now + 300,
+            "role": "finance",
+            "pcn_id": "U12345",
+            **changes,
+        }
+        return jwt.encode(
+            {k: v for k, v in claims.items() if v is not None}, self.private[kid], algorithm=alg, headers={"kid": kid}
+        )
 
 
 @pytest.fixture
@@ -194,7 +213,9 @@ def test_rs256_and_es256_tokens_of_the_provider_are_accepted_beside_hs256(provid
     auth = _authenticator(provider)
     rs = auth.decode(provider.token())
     assert (rs.role, rs.pcn_id, rs.sub) == ("finance", "U12345", "f:1b2c|ada@example.nhs.uk")
-    assert auth.decode(provider.token("ec-1", "ES256", role="charity", organisation_id="org-9")).organisation_id == "org-9"
+    assert (
+        auth.decode(provider.token("ec-1", "ES256", role="charity", organisation_id="org-9")).organisation_id == "org-9"
+    )
     assert auth.decode(mint_token(SECRET, sub="admin-1", role="admin")).role == "admin"
     assert provider.jwks_requests == 1  # cached
 
@@ -214,23 +235,28 @@ def test_a_rotated_key_is_fetched_but_made_up_key_ids_do_not_hammer_the_provider
     assert auth.decode(provider.token("rsa-2")).role == "finance"  # unknown kid: refetched once
     assert provider.jwks_requests == 2
     for n in range(20):  # an attacker's invented key ids: at most one refetch per interval
-        forged = jwt.encode(_good(iss=provider.issuer), provider.private["rsa-2"], algorithm="RS256", headers={"kid": f"nope-{n}"})
-        assert "does not publish" in _refused(lambda: auth.decode(forged))
+        forged = jwt.encode(
+            _good(iss=provider.issuer), provider.private["rsa-2"], algorithm="RS256", headers={"kid": f"nope-{n}"}
+        )
+        assert "does not publish" in _refused(lambda forged=forged: auth.decode(forged))
     assert provider.jwks_requests == 2
     # The retired key's tokens are refused once the provider stopped publishing it.
     assert "does not publish" in _refused(lambda: auth.decode(provider.token("rsa-1")))
 
 
-@pytest.mark.parametrize(("changes", "expected"), [
-    ({"iss": "http://127.0.0.1:1/realms/another"}, "issuer"),
-    ({"aud": "another-client"}, "audience"),
-    ({"exp": int(time.time()) - 120}, "expired"),
-    ({"aud": None}, "'aud'"),
-    ({"role": None}, "role"),
-    ({"role": "finance", "pcn_id": None}, "needs the 'pcn_id' claim"),
-    ({"pcn_id": " "}, "non-empty"),
-    ({"exp": int(time.time()) + 13 * 3600}, "longer than"),
-])
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"iss": "http://127.0.0.1:1/realms/another"}, "issuer"),
+        ({"aud": "another-client"}, "audience"),
+        ({"exp": int(time.time()) - 120}, "expired"),
+        ({"aud": None}, "'aud'"),
+        ({"role": None}, "role"),
+        ({"role": "finance", "pcn_id": None}, "needs the 'pcn_id' claim"),
+        ({"pcn_id": " "}, "non-empty"),
+        ({"exp": int(time.time()) + 13 * 3600}, "longer than"),
+    ],
+)
 def test_provider_tokens_with_a_wrong_claim_are_refused(provider, changes: dict, expected: str) -> None:
     assert expected in _refused(lambda: _authenticator(provider).decode(provider.token(**changes)))
 
@@ -248,10 +274,19 @@ def _hand_signed_hs256(header: dict, claims: dict, key: bytes) -> str:
 def test_algorithm_confusion_is_impossible(provider) -> None:
     provider.add_key("ec-1", ec.generate_private_key(ec.SECP256R1()), "ES256")
     auth = _authenticator(provider)
-    public_pem = provider.private["rsa-1"].public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    claims = {"iss": provider.issuer, "aud": AUDIENCE, "sub": "x", "role": "admin",
-              "iat": int(time.time()), "exp": int(time.time()) + 60}
+    public_pem = (
+        provider.private["rsa-1"]
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    claims = {
+        "iss": provider.issuer,
+        "aud": AUDIENCE,
+        "sub": "x",
+        "role": "admin",
+        "iat": int(time.time()),
+        "exp": int(time.time()) + 60,
+    }
     header = {"kid": "rsa-1"}
     # HS256 "signed" with the provider's public key, naming its RSA key: checked against our secret, fails.
     hs_with_public_key = _hand_signed_hs256({"alg": "HS256", "typ": "JWT", **header}, claims, public_pem)
@@ -292,21 +327,27 @@ def test_tokens_of_another_issuer_cost_no_key_fetch(provider) -> None:
     auth = _authenticator(provider, min_refetch_s=0)
     for n in range(5):
         token = provider.token(iss=f"http://127.0.0.1:1/realms/tenant-{n}")
-        assert "issuer" in _refused(lambda: auth.decode(token))
+        assert "issuer" in _refused(lambda token=token: auth.decode(token))
     assert provider.jwks_requests == 0
 
 
 def test_claim_names_are_configurable(provider) -> None:
     verifier = OidcVerifier(provider.issuer, AUDIENCE, names=ClaimNames(role="socialrx.role", pcn_id="ods_pcn"))
-    token = provider.token(role=None, pcn_id=None, socialrx={"role": "link_worker"}, ods_pcn="U99999",
-                           practice_id="B82005")
+    token = provider.token(
+        role=None, pcn_id=None, socialrx={"role": "link_worker"}, ods_pcn="U99999", practice_id="B82005"
+    )
     principal = Authenticator(SECRET, oidc=verifier).decode(token)
     assert (principal.role, principal.pcn_id, principal.practice_id) == ("link_worker", "U99999", "B82005")
 
 
 def test_authenticator_from_settings_wires_the_provider(provider) -> None:
-    settings = ServiceSettings(jwt_secret=SECRET, dev_mode=True, oidc_issuer=provider.issuer,
-                               oidc_claim_pcn_id="ods_pcn", jwt_max_lifetime_s=600)
+    settings = ServiceSettings(
+        jwt_secret=SECRET,
+        dev_mode=True,
+        oidc_issuer=provider.issuer,
+        oidc_claim_pcn_id="ods_pcn",
+        jwt_max_lifetime_s=600,
+    )
     auth = Authenticator.from_settings(settings)
     assert auth.decode(provider.token(pcn_id=None, ods_pcn="U55555")).pcn_id == "U55555"
     assert "longer than the 10 minutes" in _refused(lambda: auth.decode(provider.token(exp=int(time.time()) + 900)))

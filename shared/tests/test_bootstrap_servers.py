@@ -13,7 +13,10 @@ from socialrx_shared.settings import ServiceSettings
 
 def test_bootstrap_list_splits_on_commas() -> None:
     assert bootstrap_list("127.0.0.1:9092, 127.0.0.1:9093,127.0.0.1:9094") == [
-        "127.0.0.1:9092", "127.0.0.1:9093", "127.0.0.1:9094"]
+        "127.0.0.1:9092",
+        "127.0.0.1:9093",
+        "127.0.0.1:9094",
+    ]
     assert bootstrap_list("kafka:9092") == ["kafka:9092"]
 
 
@@ -21,7 +24,6 @@ def test_the_consumers_broker_is_given_every_bootstrap_server(monkeypatch) -> No
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094")
     settings = ServiceSettings(database_url="postgresql+asyncpg://postgres@127.0.0.1:1/none", jwt_secret="x" * 32)
     metadata = MetaData()
-    runtime = ServiceRuntime("test", settings, metadata, Table("outbox", metadata), Table("inbox", metadata),
-                             Path("."))
-    servers = runtime.broker._connection_kwargs["bootstrap_servers"]  # noqa: SLF001 - what aiokafka is given
+    runtime = ServiceRuntime("test", settings, metadata, Table("outbox", metadata), Table("inbox", metadata), Path("."))
+    servers = runtime.broker._connection_kwargs["bootstrap_servers"]
     assert list(servers) == ["127.0.0.1:19092", "127.0.0.1:19093", "127.0.0.1:19094"]

@@ -28,13 +28,14 @@ def _rank(rows: list[list[Fraction]]) -> int:
         for r in range(len(matrix)):
             if r != rank and matrix[r][column] != 0:
                 factor = matrix[r][column] / matrix[rank][column]
-                matrix[r] = [a - factor * b for a, b in zip(matrix[r], matrix[rank])]
+                matrix[r] = [a - factor * b for a, b in zip(matrix[r], matrix[rank], strict=True)]
         rank += 1
     return rank
 
 
 def determined(hidden: list, lines: list[tuple[list, object]]) -> set:
     """The hidden cells a reader could compute from the lines, knowing every shown cell exactly."""
+
     def system(variables: list) -> list[list[Fraction]]:
         return [[Fraction(1 if v in parts else -1 if v == total else 0) for v in variables] for parts, total in lines]
 
@@ -42,7 +43,7 @@ def determined(hidden: list, lines: list[tuple[list, object]]) -> set:
     found = set()
     for cell in hidden:
         # The cell is fixed iff its unit vector is in the row space: adding it does not raise the rank.
-        with_unit = system(hidden) + [[Fraction(1 if v == cell else 0) for v in hidden]]
+        with_unit = [*system(hidden), [Fraction(1 if v == cell else 0) for v in hidden]]
         if _rank(with_unit) == full:
             found.add(cell)
     return found
@@ -67,8 +68,11 @@ def table(counts: list[list[int]]) -> tuple[dict, list]:
     return cells, lines
 
 
-counts_strategy = st.integers(1, 4).flatmap(lambda cols: st.lists(
-    st.lists(st.one_of(st.integers(0, 9), st.integers(0, 60)), min_size=cols, max_size=cols), min_size=1, max_size=5))
+counts_strategy = st.integers(1, 4).flatmap(
+    lambda cols: st.lists(
+        st.lists(st.one_of(st.integers(0, 9), st.integers(0, 60)), min_size=cols, max_size=cols), min_size=1, max_size=5
+    )
+)
 
 
 @settings(max_examples=400, deadline=None)
@@ -96,10 +100,18 @@ def test_one_line_never_gives_back_its_hidden_part(parts: list[int]) -> None:
 def test_the_rule_by_example() -> None:
     assert [dc.rounded(n) for n in (0, 2, 3, 8, 12, 13, 100)] == [0, 0, 5, 10, 10, 15, 100]
     # 3 hidden; 3 = 40 - 37 would give it back, so the next smallest part (12) goes too.
-    assert dc.protect({"a": 3, "b": 12, "c": 25, "t": 40}, [(["a", "b", "c"], "t")]) == \
-        {"a": "*", "b": "*", "c": 25, "t": 40}
+    assert dc.protect({"a": 3, "b": 12, "c": 25, "t": 40}, [(["a", "b", "c"], "t")]) == {
+        "a": "*",
+        "b": "*",
+        "c": 25,
+        "t": 40,
+    }
     # Nothing small: nothing hidden, all rounded.
     assert dc.protect({"a": 9, "b": 0, "t": 9}, [(["a", "b"], "t")]) == {"a": 10, "b": 0, "t": 10}
     # A zero is the last choice for the second hidden part: it would protect nothing a bigger part does not.
-    assert dc.protect({"a": 3, "b": 0, "c": 20, "t": 23}, [(["a", "b", "c"], "t")]) == \
-        {"a": "*", "b": 0, "c": "*", "t": 25}
+    assert dc.protect({"a": 3, "b": 0, "c": 20, "t": 23}, [(["a", "b", "c"], "t")]) == {
+        "a": "*",
+        "b": 0,
+        "c": "*",
+        "t": 25,
+    }

@@ -15,37 +15,100 @@ NOW = datetime(2026, 11, 24, 10, 30, tzinfo=timezone.utc)
 
 SAMPLES: dict[str, ev.Strict] = {
     ev.REFERRAL_CREATED.topic: ev.ReferralCreated(
-        referral_id="r-1", pcn_id="U12345", practice_id="B82005", link_worker_id="lw-1", organisation_id="org-1",
-        service_id="svc-1", needs=["loneliness"], person_ref="a" * 64, age_band="65-74", postcode_district="LS1",
-        accessibility_needs=["wheelchair"], consent_to_share=True, created_at=NOW),
+        referral_id="r-1",
+        pcn_id="U12345",
+        practice_id="B82005",
+        link_worker_id="lw-1",
+        organisation_id="org-1",
+        service_id="svc-1",
+        needs=["loneliness"],
+        person_ref="a" * 64,
+        age_band="65-74",
+        postcode_district="LS1",
+        accessibility_needs=["wheelchair"],
+        consent_to_share=True,
+        created_at=NOW,
+    ),
     ev.REFERRAL_ACCEPTED.topic: ev.ReferralAccepted(
-        referral_id="r-1", organisation_id="org-1", service_id="svc-1", pcn_id="U12345", accepted_at=NOW),
+        referral_id="r-1", organisation_id="org-1", service_id="svc-1", pcn_id="U12345", accepted_at=NOW
+    ),
     ev.REFERRAL_DECLINED.topic: ev.ReferralDeclined(
-        referral_id="r-1", organisation_id="org-1", service_id="svc-1", pcn_id="U12345", reason="no_capacity",
-        declined_at=NOW),
+        referral_id="r-1",
+        organisation_id="org-1",
+        service_id="svc-1",
+        pcn_id="U12345",
+        reason="no_capacity",
+        declined_at=NOW,
+    ),
     ev.OUTCOME_RECORDED.topic: ev.OutcomeRecorded(
-        outcome_id="o-1", referral_id="r-1", organisation_id="org-1", pcn_id="U12345", status="completed",
-        sessions_attended=6, measures=[ev.MeasureScore(instrument="SWEMWBS", phase="baseline", score=19.25,
-                                                       item_scores=[3] * 7)], recorded_at=NOW),
+        outcome_id="o-1",
+        referral_id="r-1",
+        organisation_id="org-1",
+        pcn_id="U12345",
+        status="completed",
+        sessions_attended=6,
+        measures=[ev.MeasureScore(instrument="SWEMWBS", phase="baseline", score=19.25, item_scores=[3] * 7)],
+        recorded_at=NOW,
+    ),
     ev.PAYMENT_DUE.topic: ev.PaymentDue(
-        payment_id="p-1", agreement_id="a-1", pcn_id="U12345", organisation_id="org-1", referral_id="r-1",
-        basis="referral_accepted", amount_pence=5000, period="2026/27-Q3", due_date=date(2027, 1, 30)),
+        payment_id="p-1",
+        agreement_id="a-1",
+        pcn_id="U12345",
+        organisation_id="org-1",
+        referral_id="r-1",
+        basis="referral_accepted",
+        amount_pence=5000,
+        period="2026/27-Q3",
+        due_date=date(2027, 1, 30),
+    ),
     ev.PAYMENT_SETTLED.topic: ev.PaymentSettled(
-        settlement_id="s-1", pcn_id="U12345", organisation_id="org-1", amount_pence=5000, paid_on=date(2027, 2, 1),
-        reference="BACS-123", allocations=[ev.Allocation(payment_id="p-1", amount_pence=5000)]),
+        settlement_id="s-1",
+        pcn_id="U12345",
+        organisation_id="org-1",
+        amount_pence=5000,
+        paid_on=date(2027, 2, 1),
+        reference="BACS-123",
+        allocations=[ev.Allocation(payment_id="p-1", amount_pence=5000)],
+    ),
     ev.SERVICE_UPDATED.topic: ev.ServiceUpdated(
-        service_id="svc-1", organisation_id="org-1", name="Walking group", status="active", needs=["loneliness"],
-        capacity_available=4, safeguarding_policy_valid_until=date(2027, 6, 1), accepting_referrals=True,
-        version=2, updated_at=NOW),
+        service_id="svc-1",
+        organisation_id="org-1",
+        name="Walking group",
+        status="active",
+        needs=["loneliness"],
+        capacity_available=4,
+        safeguarding_policy_valid_until=date(2027, 6, 1),
+        accepting_referrals=True,
+        version=2,
+        updated_at=NOW,
+    ),
     ev.PAYMENT_REVERSED.topic: ev.PaymentReversed(
-        payment_id="p-2", agreement_id="a-1", pcn_id="U12345", organisation_id="org-1", referral_id="r-1",
-        basis="outcome_recorded", reversed_pence=12000, open_cancelled_pence=2000, overpaid_pence=10000,
-        business_date=date(2027, 2, 3), reason="outcome o-1 is now engaged"),
+        payment_id="p-2",
+        agreement_id="a-1",
+        pcn_id="U12345",
+        organisation_id="org-1",
+        referral_id="r-1",
+        basis="outcome_recorded",
+        reversed_pence=12000,
+        open_cancelled_pence=2000,
+        overpaid_pence=10000,
+        business_date=date(2027, 2, 3),
+        reason="outcome o-1 is now engaged",
+    ),
     ev.ORGANISATION_REGISTERED.topic: ev.OrganisationRegistered(
-        organisation_id="org-1", name="Leeds Walking Friends", registered_at=NOW),
+        organisation_id="org-1", name="Leeds Walking Friends", registered_at=NOW
+    ),
     ev.REFERRAL_REFUSED.topic: ev.ReferralRefused(
-        refusal_id="rf-1", pcn_id="U12345", organisation_id="org-1", service_id="svc-1", needs=["loneliness"],
-        age_band="75-84", postcode_district="LS1", reason="no_capacity", refused_at=NOW),
+        refusal_id="rf-1",
+        pcn_id="U12345",
+        organisation_id="org-1",
+        service_id="svc-1",
+        needs=["loneliness"],
+        age_band="75-84",
+        postcode_district="LS1",
+        reason="no_capacity",
+        refused_at=NOW,
+    ),
 }
 
 
@@ -142,8 +205,17 @@ def test_schema_lists_the_same_required_fields_as_the_model() -> None:
 
 
 def test_no_event_carries_direct_identifiers() -> None:
-    forbidden = {"nhs_number", "given_name", "family_name", "name_of_person", "date_of_birth", "address",
-                 "postcode", "phone", "email"}
+    forbidden = {
+        "nhs_number",
+        "given_name",
+        "family_name",
+        "name_of_person",
+        "date_of_birth",
+        "address",
+        "postcode",
+        "phone",
+        "email",
+    }
     for spec in ev.ALL_EVENTS:
         assert not forbidden & set(spec.model.model_fields), spec.topic
 

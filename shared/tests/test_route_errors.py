@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import httpx
 from fastapi import FastAPI
 from pydantic import BaseModel, StringConstraints
-from typing_extensions import Annotated
 
 from socialrx_shared import route_errors
 
@@ -82,8 +83,13 @@ async def test_typed_refusals_map_to_their_status_once_in_the_shared_app() -> No
 
     app = FastAPI()
     route_errors.install(app)
-    kinds = {"invalid": Invalid, "not-found": NotFound, "conflict": Conflict, "forbidden": Forbidden,
-             "too-large": TooLarge}
+    kinds = {
+        "invalid": Invalid,
+        "not-found": NotFound,
+        "conflict": Conflict,
+        "forbidden": Forbidden,
+        "too-large": TooLarge,
+    }
 
     @app.get("/refuse/{kind}")
     def refuse(kind: str) -> dict:
@@ -94,3 +100,19 @@ async def test_typed_refusals_map_to_their_status_once_in_the_shared_app() -> No
         answer = await _get(app, f"/refuse/{kind}")
         assert answer.status_code == status, kind
         assert answer.json() == {"detail": f"refused as {kind}: do something else"}
+
+
+async def test_a_refusal_with_context_says_it_beside_the_message() -> None:
+    """A program can act on a refusal too: the id of the record a request clashes with, say."""
+    from socialrx_shared.errors import Conflict
+
+    app = FastAPI()
+    route_errors.install(app)
+
+    @app.get("/duplicate")
+    def duplicate() -> dict:
+        raise Conflict("already there; update it instead", existing_id="abc")
+
+    answer = await _get(app, "/duplicate")
+    assert answer.status_code == 409
+    assert answer.json() == {"detail": {"message": "already there; update it instead", "existing_id": "abc"}}

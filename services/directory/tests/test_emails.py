@@ -27,7 +27,7 @@ class Mailbox:
     def __init__(self) -> None:
         self.messages: list = []
 
-    async def handle_DATA(self, server, session, envelope) -> str:  # noqa: N802 - aiosmtpd's hook name
+    async def handle_DATA(self, server, session, envelope) -> str:
         self.messages.append((envelope.rcpt_tos, envelope.content))
         return "250 Message accepted for delivery"
 
@@ -43,9 +43,19 @@ def free_port() -> int:
 
 def _created(referral_id: str, org: str, at: datetime) -> ev.ReferralCreated:
     return ev.ReferralCreated(
-        referral_id=referral_id, pcn_id="U12345", practice_id="B82005", link_worker_id="lw-1", organisation_id=org,
-        service_id="svc-" + org, needs=["loneliness"], person_ref="c" * 64, age_band="75-84",
-        postcode_district="LS1", consent_to_share=True, created_at=at)
+        referral_id=referral_id,
+        pcn_id="U12345",
+        practice_id="B82005",
+        link_worker_id="lw-1",
+        organisation_id=org,
+        service_id="svc-" + org,
+        needs=["loneliness"],
+        person_ref="c" * 64,
+        age_band="75-84",
+        postcode_district="LS1",
+        consent_to_share=True,
+        created_at=at,
+    )
 
 
 async def _organisation(client, jwt_secret, email: str | None) -> str:
@@ -57,8 +67,17 @@ async def _organisation(client, jwt_secret, email: str | None) -> str:
 
 async def _rows(app, referral_id: str) -> list:
     async with app.state.runtime.sessionmaker() as session:
-        return (await session.execute(select(email_notifications).where(
-            email_notifications.c.referral_id == referral_id).order_by(email_notifications.c.id))).mappings().all()
+        return (
+            (
+                await session.execute(
+                    select(email_notifications)
+                    .where(email_notifications.c.referral_id == referral_id)
+                    .order_by(email_notifications.c.id)
+                )
+            )
+            .mappings()
+            .all()
+        )
 
 
 def _assert_no_personal_details(texts: list[str]) -> None:
@@ -67,22 +86,34 @@ def _assert_no_personal_details(texts: list[str]) -> None:
             assert detail not in text, detail
 
 
-async def test_arrival_and_reminder_are_emailed_once_each_with_no_personal_details(kafka, postgres, jwt_secret, kit) -> None:
+async def test_arrival_and_reminder_are_emailed_once_each_with_no_personal_details(
+    kafka, postgres, jwt_secret, kit
+) -> None:
     mailbox = Mailbox()
     port = free_port()
     controller = Controller(mailbox, hostname="127.0.0.1", port=port)
     controller.start()
     try:
-        async with running_service(build, Settings, database_url=postgres.new_database("dir"),
-                                   kafka=kafka.bootstrap_servers, jwt_secret=jwt_secret,
-                                   smtp_url=f"smtp://127.0.0.1:{port}", web_base_url=WEB,
-                                   email_poll_interval_s=0.2) as (app, client):
+        async with running_service(
+            build,
+            Settings,
+            database_url=postgres.new_database("dir"),
+            kafka=kafka.bootstrap_servers,
+            jwt_secret=jwt_secret,
+            smtp_url=f"smtp://127.0.0.1:{port}",
+            web_base_url=WEB,
+            email_poll_interval_s=0.2,
+        ) as (app, client):
             org = await _organisation(client, jwt_secret, "referrals@mail-friends.example")
             quiet_org = await _organisation(client, jwt_secret, None)
             referral_id, quiet_referral = "r-" + uuid.uuid4().hex[:8], "r-" + uuid.uuid4().hex[:8]
             referred_at = datetime.now(timezone.utc)
-            envelope = await kit.publish(kafka.bootstrap_servers, ev.REFERRAL_CREATED, _created(referral_id, org, referred_at))
-            await kit.publish(kafka.bootstrap_servers, ev.REFERRAL_CREATED, _created(quiet_referral, quiet_org, referred_at))
+            envelope = await kit.publish(
+                kafka.bootstrap_servers, ev.REFERRAL_CREATED, _created(referral_id, org, referred_at)
+            )
+            await kit.publish(
+                kafka.bootstrap_servers, ev.REFERRAL_CREATED, _created(quiet_referral, quiet_org, referred_at)
+            )
 
             await wait_for(lambda: mailbox.messages, what="the arrival email")
             rcpt, content = mailbox.messages[0]
@@ -105,8 +136,10 @@ async def test_arrival_and_reminder_are_emailed_once_each_with_no_personal_detai
             await wait_for(lambda: len(mailbox.messages) >= 2, what="the reminder email")
             await asyncio.sleep(1.5)  # several sender rounds: nothing more may come
             subjects = [message_from_bytes(c)["Subject"] for _, c in mailbox.messages]
-            assert subjects == ["A new referral is waiting for you on socialrx",
-                                "A referral will be declined automatically in 2 days"]
+            assert subjects == [
+                "A new referral is waiting for you on socialrx",
+                "A referral will be declined automatically in 2 days",
+            ]
             rows = await _rows(app, referral_id)
             assert [(r["reason"], r["status"]) for r in rows] == [("arrived", "sent"), ("reminder", "sent")]
             quiet = await _rows(app, quiet_referral)
@@ -119,13 +152,22 @@ async def test_arrival_and_reminder_are_emailed_once_each_with_no_personal_detai
 async def test_mail_server_away_then_back_delivers_once(kafka, postgres, jwt_secret, kit) -> None:
     mailbox = Mailbox()
     port = free_port()  # nothing listens there yet
-    async with running_service(build, Settings, database_url=postgres.new_database("dir"),
-                               kafka=kafka.bootstrap_servers, jwt_secret=jwt_secret,
-                               smtp_url=f"smtp://127.0.0.1:{port}", web_base_url=WEB,
-                               email_poll_interval_s=0.2, email_retry_base_s=0.3) as (app, client):
+    async with running_service(
+        build,
+        Settings,
+        database_url=postgres.new_database("dir"),
+        kafka=kafka.bootstrap_servers,
+        jwt_secret=jwt_secret,
+        smtp_url=f"smtp://127.0.0.1:{port}",
+        web_base_url=WEB,
+        email_poll_interval_s=0.2,
+        email_retry_base_s=0.3,
+    ) as (app, client):
         org = await _organisation(client, jwt_secret, "hello@away-then-back.example")
         referral_id = "r-" + uuid.uuid4().hex[:8]
-        await kit.publish(kafka.bootstrap_servers, ev.REFERRAL_CREATED, _created(referral_id, org, datetime.now(timezone.utc)))
+        await kit.publish(
+            kafka.bootstrap_servers, ev.REFERRAL_CREATED, _created(referral_id, org, datetime.now(timezone.utc))
+        )
 
         async def failed_twice():
             rows = await _rows(app, referral_id)
@@ -151,15 +193,27 @@ async def test_two_senders_at_once_send_each_email_once(kafka, postgres, jwt_sec
     controller = Controller(mailbox, hostname="127.0.0.1", port=port)
     controller.start()
     try:
-        async with running_service(build, Settings, database_url=postgres.new_database("dir"),
-                                   kafka=kafka.bootstrap_servers, jwt_secret=jwt_secret) as (app, client):
+        async with running_service(
+            build,
+            Settings,
+            database_url=postgres.new_database("dir"),
+            kafka=kafka.bootstrap_servers,
+            jwt_secret=jwt_secret,
+        ) as (app, client):
             org = await _organisation(client, jwt_secret, "both@replicas.example")
             now = datetime.now(timezone.utc)
             async with app.state.runtime.transaction() as session:
                 for n in range(12):
                     await emails.enqueue(session, f"r-{n}-{uuid.uuid4().hex[:6]}", org, "arrived", now)
-            senders = [emails.EmailSender(app.state.runtime, smtp_url=f"smtp://127.0.0.1:{port}", web_base_url=WEB,
-                                          sender="socialrx <no-reply@socialrx.invalid>") for _ in range(2)]
+            senders = [
+                emails.EmailSender(
+                    app.state.runtime,
+                    smtp_url=f"smtp://127.0.0.1:{port}",
+                    web_base_url=WEB,
+                    sender="socialrx <no-reply@socialrx.invalid>",
+                )
+                for _ in range(2)
+            ]
             sent = await asyncio.gather(*(s.run_once() for s in senders))
             assert sum(sent) == 12 and len(mailbox.messages) == 12
             assert sum(await asyncio.gather(*(s.run_once() for s in senders))) == 0
@@ -170,7 +224,8 @@ async def test_two_senders_at_once_send_each_email_once(kafka, postgres, jwt_sec
 def test_smtp_urls() -> None:
     assert domain.smtp_target("smtp://mail.local:2525") == domain.SmtpTarget("mail.local", 2525, False, None, None)
     assert domain.smtp_target("smtps://u%40x:p%2Fw@smtp.example:465") == domain.SmtpTarget(
-        "smtp.example", 465, True, "u@x", "p/w")
+        "smtp.example", 465, True, "u@x", "p/w"
+    )
     for bad in ("http://mail", "smtp://", "mail.example:25"):
         try:
             domain.smtp_target(bad)

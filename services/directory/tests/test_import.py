@@ -22,8 +22,9 @@ def _feed(kit) -> tuple[dict, str, str]:
 async def test_import_takes_the_good_records_and_reports_the_malformed_one(kafka, postgres, jwt_secret, kit) -> None:
     feed, first_id, second_id = _feed(kit)
     admin = auth(jwt_secret, "admin")
-    async with running_service(build, Settings, database_url=postgres.new_database("dir"),
-                               kafka=kafka.bootstrap_servers, jwt_secret=jwt_secret) as (_app, client):
+    async with running_service(
+        build, Settings, database_url=postgres.new_database("dir"), kafka=kafka.bootstrap_servers, jwt_secret=jwt_secret
+    ) as (_app, client):
         report = await client.post("/imports", headers=admin, json=feed)
         assert report.status_code == 200, report.text
         body = report.json()
@@ -44,7 +45,9 @@ async def test_import_takes_the_good_records_and_reports_the_malformed_one(kafka
         kit.oruk_valid("/service_at_locations/{id}", (await client.get(f"/service_at_locations/{sal['id']}")).json())
 
         async def announced():
-            keys = {e.data["service_id"] for e in await events_on_topic(kafka.bootstrap_servers, ev.SERVICE_UPDATED.topic)}
+            keys = {
+                e.data["service_id"] for e in await events_on_topic(kafka.bootstrap_servers, ev.SERVICE_UPDATED.topic)
+            }
             return {first_id, second_id} <= keys
 
         await wait_for(announced, what="service.updated for both imported services")
@@ -56,8 +59,9 @@ async def test_import_takes_the_good_records_and_reports_the_malformed_one(kafka
 
 async def test_import_refusals_change_nothing(kafka, postgres, jwt_secret, kit) -> None:
     feed, _, _ = _feed(kit)
-    async with running_service(build, Settings, database_url=postgres.new_database("dir"),
-                               kafka=kafka.bootstrap_servers, jwt_secret=jwt_secret) as (_app, client):
+    async with running_service(
+        build, Settings, database_url=postgres.new_database("dir"), kafka=kafka.bootstrap_servers, jwt_secret=jwt_secret
+    ) as (_app, client):
         admin = auth(jwt_secret, "admin")
         charity = auth(jwt_secret, "charity", organisation_id="org-1")
         assert (await client.post("/imports", headers=charity, json=feed)).status_code == 403

@@ -16,25 +16,49 @@ NEXT_YEAR = (date.today() + timedelta(days=365)).isoformat()
 @pytest.fixture(scope="module")
 async def directory(kafka, postgres, jwt_secret):
     """One directory with two organisations and four services (one without a location)."""
-    async with running_service(build, Settings, database_url=postgres.new_database("dir"),
-                               kafka=kafka.bootstrap_servers, jwt_secret=jwt_secret) as (_app, client):
+    async with running_service(
+        build, Settings, database_url=postgres.new_database("dir"), kafka=kafka.bootstrap_servers, jwt_secret=jwt_secret
+    ) as (_app, client):
         admin = auth(jwt_secret, "admin")
         orgs = {}
         for name, number in (("Leeds Walking Group", "1234567"), ("Citizens Help Leeds", None)):
-            made = await client.post("/organizations", headers=admin, json={
-                "name": name, "charity_number": number, "email": "hello@example.org", "website": "https://example.org"})
+            made = await client.post(
+                "/organizations",
+                headers=admin,
+                json={
+                    "name": name,
+                    "charity_number": number,
+                    "email": "hello@example.org",
+                    "website": "https://example.org",
+                },
+            )
             assert made.status_code == 201, made.text
             orgs[name] = made.json()["id"]
         specs = [
-            ("Walking for Health", "Leeds Walking Group", ["physical-activity", "nature"], "LS1 4AP", 53.7997, -1.5492, 3),
+            (
+                "Walking for Health",
+                "Leeds Walking Group",
+                ["physical-activity", "nature"],
+                "LS1 4AP",
+                53.7997,
+                -1.5492,
+                3,
+            ),
             ("Men's Shed", "Leeds Walking Group", ["loneliness"], "LS1 5AB", 53.8001, -1.5500, 0),
             ("Debt Advice Leeds", "Citizens Help Leeds", ["money-and-debt"], "LS6 1AA", 53.8200, -1.5800, 5),
             ("Online Art Club", "Citizens Help Leeds", ["arts-and-creativity"], None, None, None, 5),
         ]
         services = {}
         for name, org, needs, postcode, lat, lon, capacity in specs:
-            body = {"organization_id": orgs[org], "name": name, "description": f"{name} for adults", "needs": needs,
-                    "capacity": capacity, "safeguarding_policy_valid_until": NEXT_YEAR, "url": "https://example.org/s"}
+            body = {
+                "organization_id": orgs[org],
+                "name": name,
+                "description": f"{name} for adults",
+                "needs": needs,
+                "capacity": capacity,
+                "safeguarding_policy_valid_until": NEXT_YEAR,
+                "url": "https://example.org/s",
+            }
             if postcode:
                 body.update(postcode=postcode, latitude=lat, longitude=lon, address_1="1 Park Row", city="Leeds")
             made = await client.post("/services", headers=admin, json=body)
@@ -54,12 +78,17 @@ async def test_every_endpoint_is_open_cors_and_validates_against_the_standard(di
     taxonomies = (await client.get("/taxonomies")).json()["contents"]
     sals = (await client.get("/service_at_locations")).json()["contents"]
     calls = {
-        "/": "/", "/services": "/services", "/services/{id}": f"/services/{walking}",
-        "/taxonomies": "/taxonomies", "/taxonomies/{id}": f"/taxonomies/{taxonomies[0]['id']}",
-        "/taxonomy_terms": "/taxonomy_terms", "/taxonomy_terms/{id}": f"/taxonomy_terms/{terms[0]['id']}",
+        "/": "/",
+        "/services": "/services",
+        "/services/{id}": f"/services/{walking}",
+        "/taxonomies": "/taxonomies",
+        "/taxonomies/{id}": f"/taxonomies/{taxonomies[0]['id']}",
+        "/taxonomy_terms": "/taxonomy_terms",
+        "/taxonomy_terms/{id}": f"/taxonomy_terms/{terms[0]['id']}",
         "/service_at_locations": "/service_at_locations",
         "/service_at_locations/{id}": f"/service_at_locations/{sals[0]['id']}",
-        "/organizations": "/organizations", "/organizations/{id}": f"/organizations/{orgs['Leeds Walking Group']}",
+        "/organizations": "/organizations",
+        "/organizations/{id}": f"/organizations/{orgs['Leeds Walking Group']}",
     }
     for endpoint, path in calls.items():
         answer = await client.get(path)  # no Authorization header: the standard requires openness
@@ -108,7 +137,11 @@ async def test_each_filter(directory) -> None:
     client, orgs, _ = directory
     assert names((await client.get("/services?search=WALK")).json()) == {"Walking for Health"}
     assert names((await client.get("/services?search=adults")).json()) == {
-        "Walking for Health", "Men's Shed", "Debt Advice Leeds", "Online Art Club"}
+        "Walking for Health",
+        "Men's Shed",
+        "Debt Advice Leeds",
+        "Online Art Club",
+    }
     lonely = domain.term_id("loneliness")
     assert names((await client.get(f"/services?taxonomy_term_id={lonely}")).json()) == {"Men's Shed"}
     assert (await client.get("/services?taxonomy_term_id=no-such-term")).json()["total_items"] == 0
@@ -131,14 +164,25 @@ async def test_each_filter(directory) -> None:
 
 async def test_bad_queries_and_unknown_ids_are_refused_clearly(directory) -> None:
     client, _, _ = directory
-    for query in ("modified_after=yesterday", "modified_after=2026-01-01T00:00:00", "postcode=NOTAPOSTCODE",
-                  "proximity=500", "postcode=LS1 4AP&proximity=far", "postcode=LS1 4AP&proximity=-1",
-                  "postcode=ZZ9 9ZZ&proximity=500"):
+    for query in (
+        "modified_after=yesterday",
+        "modified_after=2026-01-01T00:00:00",
+        "postcode=NOTAPOSTCODE",
+        "proximity=500",
+        "postcode=LS1 4AP&proximity=far",
+        "postcode=LS1 4AP&proximity=-1",
+        "postcode=ZZ9 9ZZ&proximity=500",
+    ):
         refused = await client.get(f"/services?{query}")
         assert refused.status_code == 422, query
         assert refused.json()["detail"], query
-    for path in ("/services/nope", "/service_at_locations/nope", "/organizations/nope", "/taxonomies/nope",
-                 "/taxonomy_terms/nope"):
+    for path in (
+        "/services/nope",
+        "/service_at_locations/nope",
+        "/organizations/nope",
+        "/taxonomies/nope",
+        "/taxonomy_terms/nope",
+    ):
         missing = await client.get(path)
         assert missing.status_code == 404 and missing.json()["detail"].startswith("no such"), path
         assert missing.headers["access-control-allow-origin"] == "*"
@@ -147,9 +191,17 @@ async def test_bad_queries_and_unknown_ids_are_refused_clearly(directory) -> Non
 async def test_duplicate_service_is_flagged_and_charity_manages_only_its_own(directory, jwt_secret) -> None:
     client, orgs, services = directory
     own = auth(jwt_secret, "charity", organisation_id=orgs["Leeds Walking Group"])
-    duplicate = await client.post("/services", headers=own, json={
-        "organization_id": orgs["Leeds Walking Group"], "name": "walking for health", "needs": ["nature"],
-        "capacity": 1, "postcode": "LS14AP"})
+    duplicate = await client.post(
+        "/services",
+        headers=own,
+        json={
+            "organization_id": orgs["Leeds Walking Group"],
+            "name": "walking for health",
+            "needs": ["nature"],
+            "capacity": 1,
+            "postcode": "LS14AP",
+        },
+    )
     assert duplicate.status_code == 409
     assert duplicate.json()["detail"]["existing_service_id"] == services["Walking for Health"]
     other = await client.patch(f"/services/{services['Debt Advice Leeds']}", headers=own, json={"capacity": 9})

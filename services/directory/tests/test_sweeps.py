@@ -27,14 +27,27 @@ async def _events(kafka, topic: str, **match) -> list[dict]:
 
 async def test_safeguarding_expiry_flips_accepting_in_a_published_service_updated(kafka, postgres, jwt_secret) -> None:
     clock = FakeClock(datetime.now(timezone.utc))
-    async with running_service(partial(build, clock=clock), Settings, database_url=postgres.new_database("dir"),
-                               kafka=kafka.bootstrap_servers, jwt_secret=jwt_secret,
-                               safeguarding_sweep_interval_s=0.2) as (app, client):
+    async with running_service(
+        partial(build, clock=clock),
+        Settings,
+        database_url=postgres.new_database("dir"),
+        kafka=kafka.bootstrap_servers,
+        jwt_secret=jwt_secret,
+        safeguarding_sweep_interval_s=0.2,
+    ) as (app, client):
         admin = auth(jwt_secret, "admin")
         org = (await client.post("/organizations", headers=admin, json={"name": "Green Gym"})).json()["id"]
-        made = await client.post("/services", headers=admin, json={
-            "organization_id": org, "name": "Green Gym", "needs": ["nature"], "capacity": 2,
-            "safeguarding_policy_valid_until": clock.now.date().isoformat()})
+        made = await client.post(
+            "/services",
+            headers=admin,
+            json={
+                "organization_id": org,
+                "name": "Green Gym",
+                "needs": ["nature"],
+                "capacity": 2,
+                "safeguarding_policy_valid_until": clock.now.date().isoformat(),
+            },
+        )
         assert made.status_code == 201 and made.json()["accepting_referrals"] is True
         service_id = made.json()["id"]
 
@@ -59,20 +72,41 @@ async def test_safeguarding_expiry_flips_accepting_in_a_published_service_update
 
 def _created(referral_id: str, org: str, service_id: str, at: datetime) -> ev.ReferralCreated:
     return ev.ReferralCreated(
-        referral_id=referral_id, pcn_id="U12345", practice_id="B82005", link_worker_id="lw-1", organisation_id=org,
-        service_id=service_id, needs=["loneliness"], person_ref="a" * 64, age_band="65-74", postcode_district="LS1",
-        consent_to_share=True, created_at=at)
+        referral_id=referral_id,
+        pcn_id="U12345",
+        practice_id="B82005",
+        link_worker_id="lw-1",
+        organisation_id=org,
+        service_id=service_id,
+        needs=["loneliness"],
+        person_ref="a" * 64,
+        age_band="65-74",
+        postcode_district="LS1",
+        consent_to_share=True,
+        created_at=at,
+    )
 
 
 async def test_referral_unanswered_for_14_days_is_declined_no_response(kafka, postgres, jwt_secret, kit) -> None:
     referred_at = datetime.now(timezone.utc).replace(microsecond=0)
     clock = FakeClock(referred_at)
-    org, service_id, referral_id = "org-" + uuid.uuid4().hex[:6], "svc-" + uuid.uuid4().hex[:6], "r-" + uuid.uuid4().hex[:8]
-    async with running_service(partial(build, clock=clock), Settings, database_url=postgres.new_database("dir"),
-                               kafka=kafka.bootstrap_servers, jwt_secret=jwt_secret,
-                               auto_decline_sweep_interval_s=0.2) as (app, client):
+    org, service_id, referral_id = (
+        "org-" + uuid.uuid4().hex[:6],
+        "svc-" + uuid.uuid4().hex[:6],
+        "r-" + uuid.uuid4().hex[:8],
+    )
+    async with running_service(
+        partial(build, clock=clock),
+        Settings,
+        database_url=postgres.new_database("dir"),
+        kafka=kafka.bootstrap_servers,
+        jwt_secret=jwt_secret,
+        auto_decline_sweep_interval_s=0.2,
+    ) as (app, client):
         charity = auth(jwt_secret, "charity", organisation_id=org)
-        await kit.publish(kafka.bootstrap_servers, ev.REFERRAL_CREATED, _created(referral_id, org, service_id, referred_at))
+        await kit.publish(
+            kafka.bootstrap_servers, ev.REFERRAL_CREATED, _created(referral_id, org, service_id, referred_at)
+        )
 
         async def in_inbox():
             return (await client.get("/inbox", headers=charity)).json()["items"]

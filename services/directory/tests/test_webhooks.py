@@ -16,9 +16,19 @@ from socialrx_shared import events as ev
 
 def _created(referral_id: str, org: str) -> ev.ReferralCreated:
     return ev.ReferralCreated(
-        referral_id=referral_id, pcn_id="U12345", practice_id="B82005", link_worker_id="lw-1", organisation_id=org,
-        service_id="svc-" + org, needs=["loneliness"], person_ref="b" * 64, age_band="25-34",
-        postcode_district="LS6", consent_to_share=True, created_at=datetime.now(timezone.utc))
+        referral_id=referral_id,
+        pcn_id="U12345",
+        practice_id="B82005",
+        link_worker_id="lw-1",
+        organisation_id=org,
+        service_id="svc-" + org,
+        needs=["loneliness"],
+        person_ref="b" * 64,
+        age_band="25-34",
+        postcode_district="LS6",
+        consent_to_share=True,
+        created_at=datetime.now(timezone.utc),
+    )
 
 
 async def _subscribe(client, token, receiver, events) -> dict:
@@ -33,10 +43,17 @@ async def test_signed_retried_replayable_and_never_another_organisations(kafka, 
     charity_a = auth(jwt_secret, "charity", organisation_id=org_a)
     charity_b = auth(jwt_secret, "charity", organisation_id=org_b)
     ref_a, ref_b = "r-a-" + uuid.uuid4().hex[:8], "r-b-" + uuid.uuid4().hex[:8]
-    async with running_service(build, Settings, database_url=postgres.new_database("dir"),
-                               kafka=kafka.bootstrap_servers, jwt_secret=jwt_secret, webhook_allow_http=True,
-                               webhook_allow_private_networks=True,  # the receivers listen on 127.0.0.1
-                               webhook_poll_interval_s=0.2, webhook_retry_base_s=0.3) as (_app, client):
+    async with running_service(
+        build,
+        Settings,
+        database_url=postgres.new_database("dir"),
+        kafka=kafka.bootstrap_servers,
+        jwt_secret=jwt_secret,
+        webhook_allow_http=True,
+        webhook_allow_private_networks=True,  # the receivers listen on 127.0.0.1
+        webhook_poll_interval_s=0.2,
+        webhook_retry_base_s=0.3,
+    ) as (_app, client):
         with kit.Receiver(fail_first=2) as receiver_a, kit.Receiver() as receiver_b:
             sub_a = await _subscribe(client, charity_a, receiver_a, ["referral.created", "referral.accepted"])
             await _subscribe(client, charity_b, receiver_b, ["referral.created"])
@@ -60,7 +77,9 @@ async def test_signed_retried_replayable_and_never_another_organisations(kafka, 
             assert receiver_a.accepted[1]["type"] == "socialrx.referral.accepted.v1"
 
             # Replay: the same event, same id, again.
-            replay = await client.post(f"/subscriptions/{sub_a['id']}/deliveries/{log[0]['id']}/replay", headers=charity_a)
+            replay = await client.post(
+                f"/subscriptions/{sub_a['id']}/deliveries/{log[0]['id']}/replay", headers=charity_a
+            )
             assert replay.status_code == 202
             await wait_for(lambda: len(receiver_a.accepted) == 3, what="replayed delivery")
             assert receiver_a.accepted[2]["id"] == receiver_a.accepted[0]["id"]
@@ -72,22 +91,27 @@ async def test_signed_retried_replayable_and_never_another_organisations(kafka, 
 
             # B can neither see nor replay A's subscription.
             assert (await client.get(f"/subscriptions/{sub_a['id']}/deliveries", headers=charity_b)).status_code == 404
-            assert (await client.post(f"/subscriptions/{sub_a['id']}/deliveries/{log[0]['id']}/replay",
-                                      headers=charity_b)).status_code == 404
+            assert (
+                await client.post(f"/subscriptions/{sub_a['id']}/deliveries/{log[0]['id']}/replay", headers=charity_b)
+            ).status_code == 404
 
 
 async def test_subscription_refusals(kafka, postgres, jwt_secret) -> None:
     charity = auth(jwt_secret, "charity", organisation_id="org-x")
-    async with running_service(build, Settings, database_url=postgres.new_database("dir"),
-                               kafka=kafka.bootstrap_servers, jwt_secret=jwt_secret) as (_app, client):
+    async with running_service(
+        build, Settings, database_url=postgres.new_database("dir"), kafka=kafka.bootstrap_servers, jwt_secret=jwt_secret
+    ) as (_app, client):
         cases = [
             (charity, {"url": "http://example.org/hook", "events": ["referral.created"]}, 422),  # https only
             (charity, {"url": "https://example.org/hook", "events": ["payment.due"]}, 422),
             (charity, {"url": "https://example.org/hook", "events": []}, 422),
             (charity, {"url": "ftp://example.org/hook", "events": ["referral.created"]}, 422),
             (charity, {"url": "https://example.org/hook", "events": ["referral.created"], "extra": 1}, 422),
-            (auth(jwt_secret, "link_worker", pcn_id="U12345"),
-             {"url": "https://example.org/hook", "events": ["referral.created"]}, 403),
+            (
+                auth(jwt_secret, "link_worker", pcn_id="U12345"),
+                {"url": "https://example.org/hook", "events": ["referral.created"]},
+                403,
+            ),
             ({}, {"url": "https://example.org/hook", "events": ["referral.created"]}, 401),
         ]
         for headers, body, status in cases:
@@ -98,32 +122,54 @@ async def test_subscription_refusals(kafka, postgres, jwt_secret) -> None:
 
 
 async def test_asyncapi_document_lists_the_directorys_topics(kafka, postgres, jwt_secret) -> None:
-    async with running_service(build, Settings, database_url=postgres.new_database("dir"),
-                               kafka=kafka.bootstrap_servers, jwt_secret=jwt_secret) as (_app, client):
+    async with running_service(
+        build, Settings, database_url=postgres.new_database("dir"), kafka=kafka.bootstrap_servers, jwt_secret=jwt_secret
+    ) as (_app, client):
         doc = (await client.get("/asyncapi")).json()
     assert doc["asyncapi"].startswith("2.")
-    assert set(doc["channels"]) == {"referral.accepted.v1", "referral.declined.v1", "service.updated.v1",
-                                    "organisation.registered.v1"}
+    assert set(doc["channels"]) == {
+        "referral.accepted.v1",
+        "referral.declined.v1",
+        "service.updated.v1",
+        "organisation.registered.v1",
+    }
     assert "#/$defs/" not in str(doc)
     declined = doc["channels"]["referral.declined.v1"]["subscribe"]["message"]["payload"]
     assert "no_response" in str(declined["properties"]["data"])
 
 
-INSIDE = ["https://127.0.0.1:5432/", "https://169.254.169.254/latest/meta-data/", "https://[::1]/hook",
-          "https://0x7f000001/hook", "https://2130706433/", "https://10.0.0.8/hook", "https://[::ffff:127.0.0.1]/",
-          "https://postgres:5432/", "https://directory.socialrx.svc.cluster.local/hook", "https://localhost/hook",
-          "https://0.0.0.0/", "https://224.0.0.1/"]
+INSIDE = [
+    "https://127.0.0.1:5432/",
+    "https://169.254.169.254/latest/meta-data/",
+    "https://[::1]/hook",
+    "https://0x7f000001/hook",
+    "https://2130706433/",
+    "https://10.0.0.8/hook",
+    "https://[::ffff:127.0.0.1]/",
+    "https://postgres:5432/",
+    "https://directory.socialrx.svc.cluster.local/hook",
+    "https://localhost/hook",
+    "https://0.0.0.0/",
+    "https://224.0.0.1/",
+]
 
 
 async def test_urls_inside_the_network_are_refused_at_subscribe(kafka, postgres, jwt_secret, kit) -> None:
     charity = auth(jwt_secret, "charity", organisation_id="org-ssrf-" + uuid.uuid4().hex[:6])
     # The setting off (the default): even a real, answering receiver on loopback is refused.
-    async with running_service(build, Settings, database_url=postgres.new_database("dir"),
-                               kafka=kafka.bootstrap_servers, jwt_secret=jwt_secret,
-                               webhook_allow_http=True) as (_app, client):
+    async with running_service(
+        build,
+        Settings,
+        database_url=postgres.new_database("dir"),
+        kafka=kafka.bootstrap_servers,
+        jwt_secret=jwt_secret,
+        webhook_allow_http=True,
+    ) as (_app, client):
         with kit.Receiver() as receiver:
             for url in [*INSIDE, receiver.url]:
-                answer = await client.post("/subscriptions", headers=charity, json={"url": url, "events": ["referral.created"]})
+                answer = await client.post(
+                    "/subscriptions", headers=charity, json={"url": url, "events": ["referral.created"]}
+                )
                 assert answer.status_code == 422, (url, answer.text)
                 assert "this webhook url cannot be used" in answer.json()["detail"], url
                 assert "inside a network" in answer.json()["detail"] or "not public" in answer.json()["detail"], url
@@ -136,42 +182,70 @@ async def test_delivery_refuses_a_url_that_resolves_inside_the_network(kafka, po
     org = "org-rebind-" + uuid.uuid4().hex[:6]
     charity = auth(jwt_secret, "charity", organisation_id=org)
     referral_id = "r-" + uuid.uuid4().hex[:8]
-    async with running_service(build, Settings, database_url=postgres.new_database("dir"),
-                               kafka=kafka.bootstrap_servers, jwt_secret=jwt_secret, webhook_allow_http=True,
-                               webhook_poll_interval_s=0.2, webhook_retry_base_s=0.3,
-                               webhook_max_attempts=2) as (app, client):
+    async with running_service(
+        build,
+        Settings,
+        database_url=postgres.new_database("dir"),
+        kafka=kafka.bootstrap_servers,
+        jwt_secret=jwt_secret,
+        webhook_allow_http=True,
+        webhook_poll_interval_s=0.2,
+        webhook_retry_base_s=0.3,
+        webhook_max_attempts=2,
+    ) as (app, client):
         with kit.Receiver() as receiver:
             # Written as a subscription that passed its check, whose name now answers 127.0.0.1.
             subscription_id = str(uuid.uuid4())
             async with app.state.runtime.transaction() as session:
-                await session.execute(insert(subscriptions).values(
-                    id=subscription_id, organisation_id=org, url=receiver.url, events=["referral.created"],
-                    secret="whsec_test", active=True, created_at=datetime.now(timezone.utc)))
+                await session.execute(
+                    insert(subscriptions).values(
+                        id=subscription_id,
+                        organisation_id=org,
+                        url=receiver.url,
+                        events=["referral.created"],
+                        secret="whsec_test",
+                        active=True,
+                        created_at=datetime.now(timezone.utc),
+                    )
+                )
             await kit.publish(kafka.bootstrap_servers, ev.REFERRAL_CREATED, _created(referral_id, org))
 
             async def failed() -> list | None:
-                log = (await client.get(f"/subscriptions/{subscription_id}/deliveries", headers=charity)).json()["items"]
+                log = (await client.get(f"/subscriptions/{subscription_id}/deliveries", headers=charity)).json()[
+                    "items"
+                ]
                 return log if log and log[0]["status"] == "failed" else None
 
             log = await wait_for(failed, what="the delivery to be refused")
             assert [(d["attempts"], d["last_status_code"], d["last_error"]) for d in log] == [
-                (2, None, "refused: the URL points inside a network")]
+                (2, None, "refused: the URL points inside a network")
+            ]
             assert receiver.calls == []
 
 
 async def test_a_slow_receiver_holds_up_nobody_else(kafka, postgres, jwt_secret, kit) -> None:
     org_slow, org_fast = "org-slow-" + uuid.uuid4().hex[:6], "org-fast-" + uuid.uuid4().hex[:6]
     slow_charity = auth(jwt_secret, "charity", organisation_id=org_slow)
-    async with running_service(build, Settings, database_url=postgres.new_database("dir"),
-                               kafka=kafka.bootstrap_servers, jwt_secret=jwt_secret, webhook_allow_http=True,
-                               webhook_allow_private_networks=True, webhook_poll_interval_s=0.1,
-                               webhook_retry_base_s=0.2, webhook_timeout_s=1.0) as (_app, client):
+    async with running_service(
+        build,
+        Settings,
+        database_url=postgres.new_database("dir"),
+        kafka=kafka.bootstrap_servers,
+        jwt_secret=jwt_secret,
+        webhook_allow_http=True,
+        webhook_allow_private_networks=True,
+        webhook_poll_interval_s=0.1,
+        webhook_retry_base_s=0.2,
+        webhook_timeout_s=1.0,
+    ) as (_app, client):
         with kit.Receiver(delay_s=4.0) as slow, kit.Receiver() as fast:
             slow_sub = await _subscribe(client, slow_charity, slow, ["referral.created"])
             await _subscribe(client, auth(jwt_secret, "charity", organisation_id=org_fast), fast, ["referral.created"])
             fast_refs = []
             for n in range(4):
-                await kit.publish(kafka.bootstrap_servers, ev.REFERRAL_CREATED, _created(f"slow-{n}-{uuid.uuid4().hex[:6]}", org_slow))
+                await kit.publish(
+                    kafka.bootstrap_servers, ev.REFERRAL_CREATED, _created(f"slow-{n}-{uuid.uuid4().hex[:6]}", org_slow)
+                )
                 fast_refs.append(f"fast-{n}-{uuid.uuid4().hex[:6]}")
                 published = time.monotonic()
                 await kit.publish(kafka.bootstrap_servers, ev.REFERRAL_CREATED, _created(fast_refs[-1], org_fast))

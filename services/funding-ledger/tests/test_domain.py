@@ -179,3 +179,30 @@ def test_reconcile_classifies_each_line() -> None:
     assert (results[3]["matched_pence"], results[3]["unmatched_pence"]) == (200, 300)
     assert results[5]["duplicate_of_line"] == 4
     assert results[6]["reference"] == "BAD"
+
+
+def test_cause_keys_and_account_names_keep_the_spelling_already_in_the_journal() -> None:
+    """Journals written before keep these keys: a new spelling would post the same cause twice."""
+    assert domain.referral_accepted_key("r1") == "referral_accepted:r1"
+    assert domain.outcome_recorded_key("r1", "a1") == "outcome_recorded:r1:a1"
+    assert domain.block_grant_key("a1", "2026/27-Q3") == "block_grant:a1:2026/27-Q3"
+    assert domain.settlement_key("s1") == "settlement:s1"
+    assert domain.settlement_request_key("U1", "o1", "REF-1", None) == "settlement:ref:U1:o1:REF-1"
+    assert domain.settlement_request_key("U1", "o1", "REF-1", "k1") == "settlement:key:U1:k1"
+    assert domain.payment_key("p1") == "payment:p1"
+    assert domain.payment_reversal_key("p1") == "reversal:payment:p1"
+    assert (domain.expense_account("U1"), domain.bank_account("U1")) == ("expense:U1", "bank:U1")
+    assert (domain.payable_account("U1", "o1"), domain.credit_account("U1", "o1")) == ("payable:U1:o1", "credit:U1:o1")
+
+
+def test_the_domain_imports_only_the_standard_library_when_it_runs() -> None:
+    import ast
+    import inspect
+    import sys
+
+    tree = ast.parse(inspect.getsource(domain))
+    runtime_imports = {alias.name.split(".")[0] for node in tree.body if isinstance(node, ast.Import)
+                       for alias in node.names}
+    runtime_imports |= {node.module.split(".")[0] for node in tree.body
+                        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0}
+    assert runtime_imports - {"__future__"} <= sys.stdlib_module_names

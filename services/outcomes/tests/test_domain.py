@@ -123,3 +123,19 @@ def test_the_latest_follow_up_is_compared_with_the_baseline() -> None:
     ])
     assert set(changes) == {"WEMWBS"}
     assert changes["WEMWBS"].delta == 2 and changes["WEMWBS"].flag == "no_change"
+
+
+def test_the_referral_view_status_ends_the_same_in_any_order_of_events() -> None:
+    from itertools import permutations
+
+    from socialrx_outcomes.domain import referral_status
+
+    for decision in ("accepted", "declined"):
+        for order in permutations(("created", decision)):
+            status = None
+            for seen in order:
+                status = referral_status(status, seen)
+            assert status == decision, order
+    # The first decision stands: a second one (a replay from another deployment, say) changes nothing.
+    assert referral_status("accepted", "declined") == "accepted"
+    assert referral_status("declined", "accepted") == "declined"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -70,18 +71,28 @@ def _claim(claims: dict[str, Any], name: str) -> Any:
     return value
 
 
-def principal_from_claims(claims: dict[str, Any], *, names: ClaimNames = ClaimNames(),
-                          max_lifetime_s: int = DEFAULT_MAX_LIFETIME_S, now: float | None = None) -> Principal:
+def principal_from_claims(
+    claims: dict[str, Any],
+    *,
+    names: ClaimNames = ClaimNames(),
+    max_lifetime_s: int = DEFAULT_MAX_LIFETIME_S,
+    now: float | None = None,
+) -> Principal:
     """The caller a verified token describes, or a 401 saying which claim is wrong."""
     now = time.time() if now is None else now
     exp, iat = claims.get("exp"), claims.get("iat")
+    if not isinstance(exp, (int, float)) or isinstance(exp, bool):
+        raise _unauthorised("token has no expiry ('exp'): mint one that expires")
     # A long-lived token is a standing key if stolen: refuse any minted to live beyond the maximum.
     if isinstance(iat, (int, float)) and not isinstance(iat, bool):
         if exp - iat > max_lifetime_s:
-            raise _unauthorised(f"token lives longer than the {max_lifetime_s // 60} minutes allowed: mint a shorter one")
+            raise _unauthorised(
+                f"token lives longer than the {max_lifetime_s // 60} minutes allowed: mint a shorter one"
+            )
     elif exp - now > max_lifetime_s + OIDC_LEEWAY_S:
-        raise _unauthorised(f"token without 'iat' expires more than {max_lifetime_s // 60} minutes from now: "
-                            "mint a shorter one")
+        raise _unauthorised(
+            f"token without 'iat' expires more than {max_lifetime_s // 60} minutes from now: mint a shorter one"
+        )
     sub = claims.get("sub")
     if not isinstance(sub, str) or not sub.strip():
         raise _unauthorised("token 'sub' must be a non-empty string")
@@ -104,13 +115,25 @@ def principal_from_claims(claims: dict[str, Any], *, names: ClaimNames = ClaimNa
     return Principal(sub=sub, role=role, **scope)
 
 
-def decode_token(token: str, secret: str, *, issuer: str | None = None, audience: str | None = None,
-                 max_lifetime_s: int = DEFAULT_MAX_LIFETIME_S) -> Principal:
+def decode_token(
+    token: str,
+    secret: str,
+    *,
+    issuer: str | None = None,
+    audience: str | None = None,
+    max_lifetime_s: int = DEFAULT_MAX_LIFETIME_S,
+) -> Principal:
     """An HS256 token of this platform; `iss` and `aud` checked when configured."""
     required = ["exp", "sub", "role"] + (["iss"] if issuer else []) + (["aud"] if audience else [])
     try:
-        claims = jwt.decode(token, secret, algorithms=["HS256"], issuer=issuer, audience=audience,
-                            options={"require": required, "verify_aud": audience is not None})
+        claims = jwt.decode(
+            token,
+            secret,
+            algorithms=["HS256"],
+            issuer=issuer,
+            audience=audience,
+            options={"require": required, "verify_aud": audience is not None},
+        )
     except jwt.InvalidTokenError as exc:
         raise _refusal(exc, "invalid token: not an HS256 token signed with this platform's key") from None
     return principal_from_claims(claims, max_lifetime_s=max_lifetime_s)
@@ -130,9 +153,18 @@ def _refusal(exc: jwt.InvalidTokenError, otherwise: str) -> HTTPException:
     return _unauthorised(otherwise)
 
 
-def mint_token(secret: str, *, sub: str, role: str, pcn_id: str | None = None,
-               organisation_id: str | None = None, practice_id: str | None = None, ttl_s: int = 8 * 3600,
-               issuer: str | None = None, audience: str | None = None) -> str:
+def mint_token(
+    secret: str,
+    *,
+    sub: str,
+    role: str,
+    pcn_id: str | None = None,
+    organisation_id: str | None = None,
+    practice_id: str | None = None,
+    ttl_s: int = 8 * 3600,
+    issuer: str | None = None,
+    audience: str | None = None,
+) -> str:
     claims: dict[str, object] = {"sub": sub, "role": role, "exp": int(time.time()) + ttl_s, "iat": int(time.time())}
     if pcn_id:
         claims["pcn_id"] = pcn_id
@@ -157,9 +189,17 @@ class OidcVerifier:
     the blocking client and the lock.
     """
 
-    def __init__(self, issuer: str, audience: str, *, names: ClaimNames = ClaimNames(),
-                 max_lifetime_s: int = DEFAULT_MAX_LIFETIME_S, cache_s: float = 300.0,
-                 min_refetch_s: float = 30.0, timeout_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        issuer: str,
+        audience: str,
+        *,
+        names: ClaimNames = ClaimNames(),
+        max_lifetime_s: int = DEFAULT_MAX_LIFETIME_S,
+        cache_s: float = 300.0,
+        min_refetch_s: float = 30.0,
+        timeout_s: float = 5.0,
+    ) -> None:
         self.issuer = issuer
         self.audience = audience
         self.names = names
@@ -193,8 +233,15 @@ class OidcVerifier:
         if key.algorithm_name != alg:
             raise _unauthorised(f"token algorithm {alg} does not match its signing key")
         try:
-            claims = jwt.decode(token, key, algorithms=[alg], issuer=self.issuer, audience=self.audience,
-                                leeway=OIDC_LEEWAY_S, options={"require": ["exp", "sub", "iss", "aud"]})
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[alg],
+                issuer=self.issuer,
+                audience=self.audience,
+                leeway=OIDC_LEEWAY_S,
+                options={"require": ["exp", "sub", "iss", "aud"]},
+            )
         except jwt.InvalidTokenError as exc:
             raise _refusal(exc, "invalid token: signature not made by the identity provider's key") from None
         return principal_from_claims(claims, names=self.names, max_lifetime_s=self.max_lifetime_s)
@@ -212,9 +259,11 @@ class OidcVerifier:
         if key is not None:
             return key
         if not have_keys:
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
-                                detail="the identity provider's signing keys could not be fetched; try again shortly",
-                                headers={"Retry-After": str(max(1, int(self.min_refetch_s)))})
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE,
+                detail="the identity provider's signing keys could not be fetched; try again shortly",
+                headers={"Retry-After": str(max(1, int(self.min_refetch_s)))},
+            )
         raise _unauthorised("token signed with a key the identity provider does not publish")
 
     def _refresh(self, now: float) -> None:
@@ -251,8 +300,15 @@ class OidcVerifier:
 
 
 class Authenticator:
-    def __init__(self, secret: str, *, issuer: str | None = None, audience: str | None = None,
-                 max_lifetime_s: int = DEFAULT_MAX_LIFETIME_S, oidc: OidcVerifier | None = None) -> None:
+    def __init__(
+        self,
+        secret: str,
+        *,
+        issuer: str | None = None,
+        audience: str | None = None,
+        max_lifetime_s: int = DEFAULT_MAX_LIFETIME_S,
+        oidc: OidcVerifier | None = None,
+    ) -> None:
         self._secret = secret
         self._issuer = issuer
         self._audience = audience
@@ -263,12 +319,22 @@ class Authenticator:
     def from_settings(cls, settings: ServiceSettings) -> Authenticator:
         oidc = None
         if settings.oidc_issuer:
-            names = ClaimNames(settings.oidc_claim_role, settings.oidc_claim_pcn_id,
-                               settings.oidc_claim_organisation_id, settings.oidc_claim_practice_id)
-            oidc = OidcVerifier(settings.oidc_issuer, settings.oidc_audience, names=names,
-                                max_lifetime_s=settings.jwt_max_lifetime_s)
-        return cls(settings.jwt_secret.get_secret_value(), issuer=settings.jwt_issuer,
-                   audience=settings.jwt_audience, max_lifetime_s=settings.jwt_max_lifetime_s, oidc=oidc)
+            names = ClaimNames(
+                settings.oidc_claim_role,
+                settings.oidc_claim_pcn_id,
+                settings.oidc_claim_organisation_id,
+                settings.oidc_claim_practice_id,
+            )
+            oidc = OidcVerifier(
+                settings.oidc_issuer, settings.oidc_audience, names=names, max_lifetime_s=settings.jwt_max_lifetime_s
+            )
+        return cls(
+            settings.jwt_secret.get_secret_value(),
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            max_lifetime_s=settings.jwt_max_lifetime_s,
+            oidc=oidc,
+        )
 
     def __call__(self, request: Request) -> Principal:
         header = request.headers.get("authorization")
@@ -285,8 +351,9 @@ class Authenticator:
         except jwt.InvalidTokenError:
             raise _unauthorised("invalid token: not a JWT") from None
         if header.get("alg") == "HS256":
-            return decode_token(token, self._secret, issuer=self._issuer, audience=self._audience,
-                                max_lifetime_s=self._max_lifetime_s)
+            return decode_token(
+                token, self._secret, issuer=self._issuer, audience=self._audience, max_lifetime_s=self._max_lifetime_s
+            )
         if self.oidc is None:
             raise _unauthorised("invalid token: this platform accepts HS256 tokens only (no SOCIALRX_OIDC_ISSUER set)")
         return self.oidc.decode(token, header)
@@ -298,7 +365,7 @@ def authenticate(request: Request) -> Principal:
     return authenticator(request)
 
 
-def require(*roles: str):
+def require(*roles: str) -> Callable[..., Principal]:
     """Dependency: an authenticated caller in one of `roles` (403 otherwise)."""
 
     def dependency(principal: Principal = Depends(authenticate)) -> Principal:

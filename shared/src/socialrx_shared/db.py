@@ -19,7 +19,6 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
-    Text,
     Uuid,
     func,
     text,

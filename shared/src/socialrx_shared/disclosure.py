@@ -32,9 +32,11 @@ K = TypeVar("K", bound=Hashable)
 SUPPRESSED = "*"
 LARGEST_SUPPRESSED = 7
 ROUND_TO = 5
-RULE = ("NHS England's small-number rule: counts of 1 to 7 are shown as '*', every other count (totals "
-        "included) is rounded to the nearest 5, and where a hidden count could be worked out from a total "
-        "and the other shown counts, the next smallest count (or the total) is hidden too.")
+RULE = (
+    "NHS England's small-number rule: counts of 1 to 7 are shown as '*', every other count (totals "
+    "included) is rounded to the nearest 5, and where a hidden count could be worked out from a total "
+    "and the other shown counts, the next smallest count (or the total) is hidden too."
+)
 
 
 def rounded(count: int) -> int:
@@ -54,10 +56,12 @@ def hidden_cells(cells: Mapping[K, int], lines: Iterable[tuple[Sequence[K], K]],
     lines = [(list(parts), total) for parts, total in lines if parts]
     hidden = {key for key, count in cells.items() if primary(count)} | set(forced)
 
-    def cheapest(parts: list[K], total: K) -> K | None:
+    def cheapest(parts: Sequence[K], total: K) -> K | None:
         # The smallest non-zero part costs least information; a zero only if nothing else is left
         # (its hidden value could then be anything, which is what makes it protect); else the total.
-        shown = sorted((key for key in parts if key not in hidden), key=lambda key: (cells[key] == 0, cells[key], str(key)))
+        shown = sorted(
+            (key for key in parts if key not in hidden), key=lambda key: (cells[key] == 0, cells[key], str(key))
+        )
         if shown:
             return shown[0]
         return None if total in hidden else total
@@ -77,8 +81,9 @@ def hidden_cells(cells: Mapping[K, int], lines: Iterable[tuple[Sequence[K], K]],
             return hidden
         # A cell the lines pin down together: hide one more entry of a line through it, and audit again.
         cell = min(pinned, key=str)
-        candidates = [extra for parts, total in lines if cell in (*parts, total)
-                      if (extra := cheapest(parts, total)) is not None]
+        candidates = [
+            extra for parts, total in lines if cell in (*parts, total) if (extra := cheapest(parts, total)) is not None
+        ]
         if not candidates:
             return hidden  # every line through it is hidden already: nothing more to hide
         hidden.add(min(candidates, key=lambda key: (cells[key] == 0, cells[key], str(key))))
@@ -115,7 +120,7 @@ def determined(hidden: Iterable[K], lines: Iterable[tuple[Sequence[K], K]]) -> s
         for r in range(len(matrix)):
             if r != rank and matrix[r][column] != 0:
                 factor = matrix[r][column]
-                matrix[r] = [a - factor * b for a, b in zip(matrix[r], matrix[rank])]
+                matrix[r] = [a - factor * b for a, b in zip(matrix[r], matrix[rank], strict=True)]
         rank += 1
     found: set[K] = set()
     for row in matrix[:rank]:
@@ -125,8 +130,9 @@ def determined(hidden: Iterable[K], lines: Iterable[tuple[Sequence[K], K]]) -> s
     return found
 
 
-def protect(cells: Mapping[K, int], lines: Iterable[tuple[Sequence[K], K]] = (),
-            forced: Iterable[K] = ()) -> dict[K, int | str]:
+def protect(
+    cells: Mapping[K, int], lines: Iterable[tuple[Sequence[K], K]] = (), forced: Iterable[K] = ()
+) -> dict[K, int | str]:
     """Every cell as it may be published: SUPPRESSED, or the count rounded to the nearest 5."""
     hidden = hidden_cells(cells, lines, forced)
     return {key: SUPPRESSED if key in hidden else rounded(count) for key, count in cells.items()}

@@ -7,13 +7,21 @@ to do instead, and never include a person's details.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class Refused(Exception):
-    """Base of every refusal a caller can act on. `detail` is the message shown to them."""
+    """Base of every refusal a caller can act on. `detail` is the message shown to them; `context` (ids,
+    counts: never a person's details) lets a program act too, e.g. the id of the record it clashes with."""
 
-    def __init__(self, detail: str) -> None:
+    def __init__(self, detail: str, **context: Any) -> None:
         super().__init__(detail)
         self.detail = detail
+        self.context = context
+
+    def body(self) -> str | dict[str, Any]:
+        """The response's `detail`: the message, or with context `{"message": ..., **context}`."""
+        return {"message": self.detail, **self.context} if self.context else self.detail
 
 
 class Invalid(Refused):

@@ -26,7 +26,7 @@ from pydantic import (
     field_validator,
 )
 
-SPECVERSION = "1.0"
+SPECVERSION: Literal["1.0"] = "1.0"
 TYPE_PREFIX = "socialrx."
 DLQ_SUFFIX = ".dlq"
 
@@ -71,9 +71,7 @@ class ReferralAccepted(Strict):
     accepted_at: AwareDatetime
 
 
-DeclineReason = Literal[
-    "no_capacity", "not_eligible", "unable_to_contact", "person_declined", "no_response", "other"
-]
+DeclineReason = Literal["no_capacity", "not_eligible", "unable_to_contact", "person_declined", "no_response", "other"]
 
 
 class ReferralDeclined(Strict):
@@ -141,6 +139,7 @@ class PaymentReversed(Strict):
     """A payment due taken back, wholly, by a new reversing entry: a correction changed what is owed
     (e.g. an outcome corrected from completed to engaged). What of it was still open is no longer
     owed; what had already been paid is held as a credit for the organisation (never lost)."""
+
     payment_id: Id
     agreement_id: Id
     pcn_id: OdsCode
@@ -193,6 +192,7 @@ class ServiceUpdated(Strict):
 class OrganisationRegistered(Strict):
     """The directory added an organisation (a charity or community group): other services learn
     which organisation ids are real from this, not from what a form was typed with."""
+
     organisation_id: Id
     name: Annotated[str, StringConstraints(min_length=1, max_length=300)]
     registered_at: AwareDatetime
@@ -207,6 +207,7 @@ class ReferralRefused(Strict):
     """referral-intake refused a referral for the service's sake (not for a fault in the request):
     unmet need, counted by the directory. Nothing about the person but an age band and a district;
     no referral was made, so there is no referral id and no person_ref."""
+
     refusal_id: Id  # the same request retried with its Idempotency-Key keeps its id: counted once
     pcn_id: OdsCode
     organisation_id: Id
@@ -354,9 +355,7 @@ def parse_event(topic: str, raw: bytes | None) -> tuple[Envelope, Strict]:
 
 
 def _errors(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()[:10]
-    )
+    return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()[:10])
 
 
 def json_schemas() -> dict[str, dict[str, Any]]:

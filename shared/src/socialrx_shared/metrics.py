@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -18,12 +19,18 @@ FAILED = Counter("socialrx_messages_failed_total", "Handling attempts that faile
 DEAD_LETTERED = Counter("socialrx_messages_dead_lettered_total", "Messages sent to a DLQ", ["service", "topic"])
 PUBLISHED = Counter("socialrx_messages_published_total", "Events published by the outbox relay", ["service", "topic"])
 HANDLER_LATENCY_S = Histogram("socialrx_handler_duration_seconds", "Event handling latency", ["service", "topic"])
-OUTBOX_BACKLOG = Gauge("socialrx_outbox_backlog", "Unsent outbox rows seen at the last relay pass (capped at batch size)", ["service"])
-OUTBOX_OLDEST_AGE_S = Gauge("socialrx_outbox_oldest_unsent_age_seconds", "Age of the oldest unsent outbox row", ["service"])
-CONSUMER_LAG = Gauge("socialrx_consumer_lag", "Messages behind the end of each assigned partition", ["service", "topic", "partition"])
+OUTBOX_BACKLOG = Gauge(
+    "socialrx_outbox_backlog", "Unsent outbox rows seen at the last relay pass (capped at batch size)", ["service"]
+)
+OUTBOX_OLDEST_AGE_S = Gauge(
+    "socialrx_outbox_oldest_unsent_age_seconds", "Age of the oldest unsent outbox row", ["service"]
+)
+CONSUMER_LAG = Gauge(
+    "socialrx_consumer_lag", "Messages behind the end of each assigned partition", ["service", "topic", "partition"]
+)
 
 
-async def observe_consumer_lag(service: str, consumers: list) -> None:
+async def observe_consumer_lag(service: str, consumers: list[Any]) -> None:
     """Lag = the partition's high watermark (known from the last fetch) minus the consumer's position."""
     for consumer in consumers:
         if consumer is None:

@@ -12,6 +12,10 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 def run_env(metadata: MetaData) -> None:
     url = context.config.get_main_option("sqlalchemy.url")
+    if url is None:
+        raise RuntimeError(
+            "alembic is run without sqlalchemy.url: run migrations with socialrx_shared.db.run_migrations"
+        )
     if context.is_offline_mode():
         context.configure(url=url, target_metadata=metadata, literal_binds=True)
         with context.begin_transaction():

@@ -26,8 +26,11 @@ RETRY_AFTER_S = 2
 
 def validation_detail(exc: ValidationError) -> list[dict[str, Any]]:
     return [
-        {"loc": [str(part) for part in err.get("loc", ())], "msg": err.get("msg", "invalid"),
-         "type": err.get("type", "value_error")}
+        {
+            "loc": [str(part) for part in err.get("loc", ())],
+            "msg": err.get("msg", "invalid"),
+            "type": err.get("type", "value_error"),
+        }
         for err in exc.errors(include_input=False, include_url=False)
     ]
 
@@ -43,13 +46,15 @@ async def _unavailable(_request: Request, exc: Exception) -> JSONResponse:
     would say "our bug". `make chaos` saw 500s here while PostgreSQL restarted."""
     if not is_transient(exc):
         raise exc  # a real fault: the server error it is
-    return JSONResponse({"detail": "the service's database is unavailable for a moment: try again shortly"},
-                        status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
+    return JSONResponse(
+        {"detail": "the service's database is unavailable for a moment: try again shortly"},
+        status_code=503,
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
 
 
 # The one place a typed refusal becomes an HTTP status.
-REFUSAL_STATUS: dict[type[Refused], int] = {Invalid: 422, NotFound: 404, Conflict: 409, Forbidden: 403,
-                                            TooLarge: 413}
+REFUSAL_STATUS: dict[type[Refused], int] = {Invalid: 422, NotFound: 404, Conflict: 409, Forbidden: 403, TooLarge: 413}
 
 
 def status_of(refusal: Refused) -> int:
@@ -61,7 +66,7 @@ def status_of(refusal: Refused) -> int:
 
 async def _refused(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, Refused)
-    return JSONResponse({"detail": exc.detail}, status_code=status_of(exc))
+    return JSONResponse({"detail": exc.body()}, status_code=status_of(exc))
 
 
 def install(app: FastAPI) -> None:

@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from faststream.kafka import KafkaBroker
@@ -92,9 +93,7 @@ class ServiceRuntime:
         return self.producer
 
     async def start(self) -> None:
-        async for attempt in AsyncRetrying(
-            stop=stop_after_delay(60), wait=wait_exponential(0.2, max=3), reraise=True
-        ):
+        async for attempt in AsyncRetrying(stop=stop_after_delay(60), wait=wait_exponential(0.2, max=3), reraise=True):
             with attempt:
                 await run_migrations(self.migrations_dir, self.settings.database_url)
         self.consumer.subscribe(self.broker, self.settings.consumer_group(self.name))
@@ -144,7 +143,7 @@ class ServiceRuntime:
             checks["kafka"] = "unavailable"
         return checks
 
-    def consumers(self) -> list:
+    def consumers(self) -> list[Any]:
         """The aiokafka consumers behind this service's subscribers (for lag metrics)."""
         return [getattr(sub, "consumer", None) for sub in self.broker.subscribers]
 
@@ -155,6 +154,7 @@ class ServiceRuntime:
             yield session
         self.relay.wake()
 
-    async def stage(self, session: AsyncSession, spec: EventSpec, data: Strict,
-                    headers: dict[str, str] | None = None) -> Envelope:
+    async def stage(
+        self, session: AsyncSession, spec: EventSpec, data: Strict, headers: dict[str, str] | None = None
+    ) -> Envelope:
         return await stage(session, self.outbox, spec, data, source=self.name, headers=headers)

@@ -20,11 +20,15 @@ def jwt_secret_problem(secret: str, *, dev_mode: bool) -> str | None:
     if dev_mode:
         return None
     if secret == DEV_JWT_SECRET:
-        return ("SOCIALRX_JWT_SECRET is the public development secret: set a random one of at least "
-                f"{MIN_JWT_SECRET_BYTES} bytes (e.g. `openssl rand -hex 32`), or SOCIALRX_DEV_MODE=1 on a laptop")
+        return (
+            "SOCIALRX_JWT_SECRET is the public development secret: set a random one of at least "
+            f"{MIN_JWT_SECRET_BYTES} bytes (e.g. `openssl rand -hex 32`), or SOCIALRX_DEV_MODE=1 on a laptop"
+        )
     if len(secret.encode()) < MIN_JWT_SECRET_BYTES:
-        return (f"SOCIALRX_JWT_SECRET is shorter than {MIN_JWT_SECRET_BYTES} bytes: anyone holding one token could "
-                "guess it; set a random one (e.g. `openssl rand -hex 32`)")
+        return (
+            f"SOCIALRX_JWT_SECRET is shorter than {MIN_JWT_SECRET_BYTES} bytes: anyone holding one token could "
+            "guess it; set a random one (e.g. `openssl rand -hex 32`)"
+        )
     return None
 
 
@@ -46,8 +50,9 @@ class ServiceSettings(BaseSettings):
     oidc_audience: str = Field("socialrx", min_length=1, validation_alias="SOCIALRX_OIDC_AUDIENCE")
     oidc_claim_role: str = Field("role", min_length=1, validation_alias="SOCIALRX_OIDC_CLAIM_ROLE")
     oidc_claim_pcn_id: str = Field("pcn_id", min_length=1, validation_alias="SOCIALRX_OIDC_CLAIM_PCN_ID")
-    oidc_claim_organisation_id: str = Field("organisation_id", min_length=1,
-                                            validation_alias="SOCIALRX_OIDC_CLAIM_ORGANISATION_ID")
+    oidc_claim_organisation_id: str = Field(
+        "organisation_id", min_length=1, validation_alias="SOCIALRX_OIDC_CLAIM_ORGANISATION_ID"
+    )
     oidc_claim_practice_id: str = Field("practice_id", min_length=1, validation_alias="SOCIALRX_OIDC_CLAIM_PRACTICE_ID")
     log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
     http_host: str = Field("127.0.0.1", validation_alias="SOCIALRX_HTTP_HOST")
@@ -64,15 +69,18 @@ class ServiceSettings(BaseSettings):
         return None if isinstance(value, str) and not value.strip() else value
 
     @model_validator(mode="after")
-    def _refuse_well_known_secrets(self) -> "ServiceSettings":
+    def _refuse_well_known_secrets(self) -> ServiceSettings:
         problem = jwt_secret_problem(self.jwt_secret.get_secret_value(), dev_mode=self.dev_mode)
         if problem:
             raise ValueError(problem)
         if self.oidc_issuer is not None and not self.oidc_issuer.startswith(
-                ("https://", "http://") if self.dev_mode else ("https://",)):
+            ("https://", "http://") if self.dev_mode else ("https://",)
+        ):
             # Keys fetched over plain HTTP could be swapped by anyone on the path: only on a laptop.
-            raise ValueError("SOCIALRX_OIDC_ISSUER must be the provider's https:// issuer URL, "
-                             "e.g. https://login.example.nhs.uk/realms/pcn (http:// only with SOCIALRX_DEV_MODE=1)")
+            raise ValueError(
+                "SOCIALRX_OIDC_ISSUER must be the provider's https:// issuer URL, "
+                "e.g. https://login.example.nhs.uk/realms/pcn (http:// only with SOCIALRX_DEV_MODE=1)"
+            )
         return self
 
     def consumer_group(self, service: str) -> str:

@@ -6,15 +6,24 @@ import json
 from typing import Any
 
 from socialrx_shared.events import (
-    ORGANISATION_REGISTERED, REFERRAL_ACCEPTED, REFERRAL_DECLINED, SERVICE_UPDATED, json_schemas,
+    ORGANISATION_REGISTERED,
+    REFERRAL_ACCEPTED,
+    REFERRAL_DECLINED,
+    SERVICE_UPDATED,
+    json_schemas,
 )
 
 PUBLISHED = (
     (REFERRAL_ACCEPTED, "A charity accepted a referral (key: referral_id)."),
-    (REFERRAL_DECLINED, "A charity declined a referral, or it went unanswered for 14 days "
-                        "(reason no_response) (key: referral_id)."),
-    (SERVICE_UPDATED, "A service changed, or its referral gate flipped by itself (a safeguarding policy "
-                      "expired) (key: service_id; keep the highest `version`)."),
+    (
+        REFERRAL_DECLINED,
+        "A charity declined a referral, or it went unanswered for 14 days (reason no_response) (key: referral_id).",
+    ),
+    (
+        SERVICE_UPDATED,
+        "A service changed, or its referral gate flipped by itself (a safeguarding policy "
+        "expired) (key: service_id; keep the highest `version`).",
+    ),
     (ORGANISATION_REGISTERED, "An organisation was added to the directory (key: organisation_id)."),
 )
 
@@ -33,10 +42,15 @@ def document(bootstrap_servers: str) -> dict[str, Any]:
                 "summary": f"{spec.ce_type} events; dead letters of consumers go to {spec.dlq_topic}",
                 "bindings": {"kafka": {"groupId": {"type": "string", "description": "your own consumer group"}}},
                 "message": {
-                    "name": spec.ce_type, "contentType": "application/cloudevents+json",
-                    "headers": {"type": "object", "properties": {
-                        "traceparent": {"type": "string", "description": "W3C trace context"},
-                        "ce_type": {"type": "string", "const": spec.ce_type}}},
+                    "name": spec.ce_type,
+                    "contentType": "application/cloudevents+json",
+                    "headers": {
+                        "type": "object",
+                        "properties": {
+                            "traceparent": {"type": "string", "description": "W3C trace context"},
+                            "ce_type": {"type": "string", "const": spec.ce_type},
+                        },
+                    },
                     "bindings": {"kafka": {"key": {"type": "string", "description": f"the {spec.key_field}"}}},
                     "payload": schema,
                 },
@@ -47,10 +61,13 @@ def document(bootstrap_servers: str) -> dict[str, Any]:
     moved = json.loads(text)
     return {
         "asyncapi": "2.6.0",
-        "info": {"title": "socialrx directory events", "version": "1.0.0",
-                 "description": "CloudEvents 1.0 structured JSON on Kafka, one topic per event type. Events carry "
-                                "no direct identifiers of a person. Filter by data.organisation_id: the topics hold "
-                                "every organisation's events (webhooks deliver only your own)."},
+        "info": {
+            "title": "socialrx directory events",
+            "version": "1.0.0",
+            "description": "CloudEvents 1.0 structured JSON on Kafka, one topic per event type. Events carry "
+            "no direct identifiers of a person. Filter by data.organisation_id: the topics hold "
+            "every organisation's events (webhooks deliver only your own).",
+        },
         "servers": {"kafka": {"url": bootstrap_servers, "protocol": "kafka"}},
         "defaultContentType": "application/cloudevents+json",
         "channels": moved["channels"],

@@ -15,9 +15,11 @@ import statistics
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Any, Literal, get_args
 from urllib.parse import unquote, urlsplit
 
 from socialrx_shared import disclosure
+from socialrx_shared.errors import Conflict
 
 DEFAULT_NEEDS = {
     "loneliness": "Loneliness and social isolation",
@@ -41,12 +43,36 @@ AUTO_DECLINE_AFTER = timedelta(days=14)
 REMINDER_BEFORE_DECLINE = timedelta(days=2)
 WEBHOOK_EVENTS = ("referral.created", "referral.accepted", "referral.declined", "service.updated")
 
-# Inbox states: received -> accepted | declined; accepted -> finished (the place is free again).
-DECIDABLE = "received"
+# A referral's status as the directory (a charity's inbox) sees it; the one rule is `inbox_status`.
+InboxStatus = Literal["received", "accepted", "declined", "finished"]
+INBOX_STATUSES: tuple[InboxStatus, ...] = get_args(InboxStatus)
+# What can happen to a referral in an inbox: it arrives, its charity (or the clock) decides, it ends.
+InboxChange = Literal["referred", "accepted", "declined", "ended"]
+DECIDABLE: InboxStatus = "received"
 
 
-class DecisionConflict(Exception):
+class DecisionConflict(Conflict):
     """A second decision on the same referral."""
+
+
+def inbox_status(current: InboxStatus | None, change: InboxChange) -> InboxStatus:
+    """The inbox status after `change`: received -> accepted | declined; accepted -> finished (its place is
+    free again). A referral that arrives twice keeps its status; a second decision is a DecisionConflict;
+    an ending of a referral that was never accepted changes nothing."""
+    if change == "referred":
+        return current or DECIDABLE
+    if current is None:
+        raise ValueError(f"{change!r} of a referral that never arrived")
+    if change == "ended":
+        return "finished" if current == "accepted" else current
+    if current != DECIDABLE:
+        raise DecisionConflict(f"this referral was already {current}; a decision cannot be changed")
+    return change
+
+
+def auto_decline_at(status: InboxStatus, referred_at: datetime) -> datetime | None:
+    """When an unanswered referral will be declined automatically (None once it is answered)."""
+    return referred_at + AUTO_DECLINE_AFTER if status == DECIDABLE else None
 
 
 @dataclass(frozen=True)
@@ -68,11 +94,17 @@ def gate(status: str, capacity: int, safeguarding_valid_until: date | None, toda
     return Gate(True, None)
 
 
-def decide(current: str, decision: str) -> str:
-    """The inbox status after `decision` ('accepted' or 'declined'), or DecisionConflict."""
-    if current != DECIDABLE:
-        raise DecisionConflict(f"this referral was already {current}; a decision cannot be changed")
-    return decision
+def may_manage(role: str, own_organisation_id: str | None, organization_id: str) -> bool:
+    """An admin manages every organisation's services; a charity only its own."""
+    return role != "charity" or own_organisation_id == organization_id
+
+
+def normal_postcode(value: str | None) -> str | None:
+    """'ls14ap' or 'LS1 4AP' -> 'LS1 4AP': one spelling, so the same place matches itself."""
+    if value is None:
+        return None
+    compact = value.replace(" ", "").upper()
+    return f"{compact[:-3]} {compact[-3:]}"
 
 
 def frees_a_place(outcome_status: str) -> bool:
@@ -109,11 +141,18 @@ def overdue(referred_at: datetime, now: datetime) -> bool:
     return now - referred_at >= AUTO_DECLINE_AFTER
 
 
-def page_envelope(total: int, page: int, per_page: int, size: int) -> dict:
+def page_envelope(total: int, page: int, per_page: int, size: int) -> dict[str, int | bool]:
     """The Open Referral page envelope (without `contents`)."""
     total_pages = math.ceil(total / per_page) if total else 0
-    return {"total_items": total, "total_pages": total_pages, "page_number": page, "size": size,
-            "first_page": page == 1, "last_page": page >= total_pages, "empty": size == 0}
+    return {
+        "total_items": total,
+        "total_pages": total_pages,
+        "page_number": page,
+        "size": size,
+        "first_page": page == 1,
+        "last_page": page >= total_pages,
+        "empty": size == 0,
+    }
 
 
 @dataclass(frozen=True)
@@ -123,7 +162,7 @@ class Decision:
     reply_seconds: float
 
 
-def referral_stats(decisions: list[Decision], pending: int) -> dict:
+def referral_stats(decisions: list[Decision], pending: int) -> dict[str, Any]:
     """Acceptance rate and typical (median) reply time of one service, as it may be published.
 
     An automatic no_response decline counts against the acceptance rate but not in the reply time:
@@ -154,12 +193,22 @@ def signature(secret: str, timestamp: str, body: bytes) -> str:
 
 def retry_delay_s(attempts: int, base_s: float, cap_s: float) -> float:
     """Exponential backoff after the `attempts`-th failure: base, 2*base, 4*base ... up to cap."""
-    return min(base_s * 2 ** max(attempts - 1, 0), cap_s)
+    return min(base_s * 2.0 ** max(attempts - 1, 0), cap_s)
 
 
 # Names that only mean something inside a network: a webhook must go to the public internet.
-INTERNAL_NAME_SUFFIXES = (".localhost", ".local", ".localdomain", ".internal", ".intranet", ".lan", ".home.arpa",
-                          ".svc", ".cluster.local", ".corp")
+INTERNAL_NAME_SUFFIXES = (
+    ".localhost",
+    ".local",
+    ".localdomain",
+    ".internal",
+    ".intranet",
+    ".lan",
+    ".home.arpa",
+    ".svc",
+    ".cluster.local",
+    ".corp",
+)
 
 
 def literal_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -184,9 +233,14 @@ def address_refusal(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> s
     """Why a webhook may not be sent to this address, or None for a public unicast address."""
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
-    for kind, flagged in (("loopback", address.is_loopback), ("private", address.is_private),
-                          ("link-local", address.is_link_local), ("multicast", address.is_multicast),
-                          ("unspecified", address.is_unspecified), ("reserved", address.is_reserved)):
+    for kind, flagged in (
+        ("loopback", address.is_loopback),
+        ("private", address.is_private),
+        ("link-local", address.is_link_local),
+        ("multicast", address.is_multicast),
+        ("unspecified", address.is_unspecified),
+        ("reserved", address.is_reserved),
+    ):
         if flagged:
             return f"it points at a {kind} address ({address}), inside a network"
     if not address.is_global:  # shared (100.64/10), documentation and benchmarking ranges ...
@@ -227,9 +281,13 @@ def smtp_target(url: str) -> SmtpTarget:
     if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
         raise ValueError("SOCIALRX_SMTP_URL must look like smtp://host:port or smtps://user:password@host:465")
     implicit = parts.scheme == "smtps"
-    return SmtpTarget(parts.hostname, parts.port or (465 if implicit else 25), implicit,
-                      unquote(parts.username) if parts.username else None,
-                      unquote(parts.password) if parts.password else None)
+    return SmtpTarget(
+        parts.hostname,
+        parts.port or (465 if implicit else 25),
+        implicit,
+        unquote(parts.username) if parts.username else None,
+        unquote(parts.password) if parts.password else None,
+    )
 
 
 def notification_email(reason: str, web_base_url: str) -> tuple[str, str]:
@@ -240,13 +298,17 @@ def notification_email(reason: str, web_base_url: str) -> tuple[str, str]:
     """
     link = web_base_url.rstrip("/") + "/charity/inbox"
     if reason == "arrived":
-        return ("A new referral is waiting for you on socialrx",
-                "A link worker has referred someone to one of your services.\n\n"
-                f"Please sign in to accept or decline it:\n{link}\n")
+        return (
+            "A new referral is waiting for you on socialrx",
+            "A link worker has referred someone to one of your services.\n\n"
+            f"Please sign in to accept or decline it:\n{link}\n",
+        )
     if reason == "reminder":
         days = REMINDER_BEFORE_DECLINE.days
-        return (f"A referral will be declined automatically in {days} days",
-                f"A referral to one of your services has not been answered. In {days} days it will be declined "
-                "automatically, and the person will be told no one could take it.\n\n"
-                f"Please sign in to accept or decline it:\n{link}\n")
+        return (
+            f"A referral will be declined automatically in {days} days",
+            f"A referral to one of your services has not been answered. In {days} days it will be declined "
+            "automatically, and the person will be told no one could take it.\n\n"
+            f"Please sign in to accept or decline it:\n{link}\n",
+        )
     raise ValueError(f"unknown notification reason {reason!r}")

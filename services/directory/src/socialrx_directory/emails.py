@@ -39,23 +39,35 @@ BATCH = 20
 
 async def enqueue(session: AsyncSession, referral_id: str, organisation_id: str, reason: str, now: datetime) -> None:
     """Queue one email (`now` is the cause's time, the sweep's clock); a second call does nothing."""
-    await session.execute(pg_insert(email_notifications).values(
-        referral_id=referral_id, reason=reason, organisation_id=organisation_id, status="pending", attempts=0,
-        # The sender works on the wall clock, whatever clock the sweep was given.
-        next_attempt_at=datetime.now(timezone.utc), created_at=now,
-    ).on_conflict_do_nothing(index_elements=["referral_id", "reason"]))
+    await session.execute(
+        pg_insert(email_notifications)
+        .values(
+            referral_id=referral_id,
+            reason=reason,
+            organisation_id=organisation_id,
+            status="pending",
+            attempts=0,
+            # The sender works on the wall clock, whatever clock the sweep was given.
+            next_attempt_at=datetime.now(timezone.utc),
+            created_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["referral_id", "reason"])
+    )
 
 
 async def reminder_sweep(rt: ServiceRuntime, now: datetime) -> int:
     """Enqueue a reminder for every referral still unanswered REMINDER_BEFORE_DECLINE before its auto-decline."""
     async with rt.transaction() as session:
-        due = (await session.execute(
-            select(referral_inbox.c.referral_id, referral_inbox.c.organisation_id)
-            .where(referral_inbox.c.status == domain.DECIDABLE,
-                   referral_inbox.c.referred_at <= now - (domain.AUTO_DECLINE_AFTER - domain.REMINDER_BEFORE_DECLINE),
-                   # Past the deadline the auto-decline takes it: a reminder then would be a lie.
-                   referral_inbox.c.referred_at > now - domain.AUTO_DECLINE_AFTER)
-        )).all()
+        due = (
+            await session.execute(
+                select(referral_inbox.c.referral_id, referral_inbox.c.organisation_id).where(
+                    referral_inbox.c.status == domain.DECIDABLE,
+                    referral_inbox.c.referred_at <= now - (domain.AUTO_DECLINE_AFTER - domain.REMINDER_BEFORE_DECLINE),
+                    # Past the deadline the auto-decline takes it: a reminder then would be a lie.
+                    referral_inbox.c.referred_at > now - domain.AUTO_DECLINE_AFTER,
+                )
+            )
+        ).all()
         for row in due:
             await enqueue(session, row.referral_id, row.organisation_id, "reminder", now)
     return len(due)
@@ -79,8 +91,16 @@ def _send(target: domain.SmtpTarget, message: EmailMessage) -> None:
 
 
 class EmailSender:
-    def __init__(self, rt: ServiceRuntime, *, smtp_url: str, web_base_url: str, sender: str,
-                 retry_base_s: float = 30.0, retry_cap_s: float = 3600.0) -> None:
+    def __init__(
+        self,
+        rt: ServiceRuntime,
+        *,
+        smtp_url: str,
+        web_base_url: str,
+        sender: str,
+        retry_base_s: float = 30.0,
+        retry_cap_s: float = 3600.0,
+    ) -> None:
         self.rt = rt
         self.target = domain.smtp_target(smtp_url)
         self.web_base_url = web_base_url
@@ -101,14 +121,23 @@ class EmailSender:
     async def _one(self) -> str:
         now = datetime.now(timezone.utc)
         async with self.rt.transaction() as session:
-            row = (await session.execute(
-                select(email_notifications, organizations.c.email, referral_inbox.c.status.label("referral_status"))
-                .outerjoin(organizations, organizations.c.id == email_notifications.c.organisation_id)
-                .outerjoin(referral_inbox, referral_inbox.c.referral_id == email_notifications.c.referral_id)
-                .where(email_notifications.c.status == "pending", email_notifications.c.next_attempt_at <= now)
-                .order_by(email_notifications.c.id).limit(1)
-                .with_for_update(of=email_notifications, skip_locked=True)
-            )).mappings().first()
+            row = (
+                (
+                    await session.execute(
+                        select(
+                            email_notifications, organizations.c.email, referral_inbox.c.status.label("referral_status")
+                        )
+                        .outerjoin(organizations, organizations.c.id == email_notifications.c.organisation_id)
+                        .outerjoin(referral_inbox, referral_inbox.c.referral_id == email_notifications.c.referral_id)
+                        .where(email_notifications.c.status == "pending", email_notifications.c.next_attempt_at <= now)
+                        .order_by(email_notifications.c.id)
+                        .limit(1)
+                        .with_for_update(of=email_notifications, skip_locked=True)
+                    )
+                )
+                .mappings()
+                .first()
+            )
             if row is None:
                 return "nothing due"
             done = update(email_notifications).where(email_notifications.c.id == row["id"])
@@ -124,13 +153,19 @@ class EmailSender:
             message.set_content(body)
             try:
                 await asyncio.wait_for(asyncio.to_thread(_send, self.target, message), SMTP_TIMEOUT_S + 5)
-            except (OSError, smtplib.SMTPException, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError, smtplib.SMTPException) as exc:
                 attempts = row["attempts"] + 1
                 delay = domain.retry_delay_s(attempts, self.retry_base_s, self.retry_cap_s)
-                await session.execute(done.values(attempts=attempts, last_error=type(exc).__name__,
-                                                  next_attempt_at=now + timedelta(seconds=delay)))
+                await session.execute(
+                    done.values(
+                        attempts=attempts, last_error=type(exc).__name__, next_attempt_at=now + timedelta(seconds=delay)
+                    )
+                )
                 log.warning("notification email not sent; will retry", attempts=attempts, error=type(exc).__name__)
                 return "failed"
-            await session.execute(done.values(status="sent", sent_at=datetime.now(timezone.utc),
-                                              attempts=row["attempts"] + 1, last_error=None))
+            await session.execute(
+                done.values(
+                    status="sent", sent_at=datetime.now(timezone.utc), attempts=row["attempts"] + 1, last_error=None
+                )
+            )
             return "sent"

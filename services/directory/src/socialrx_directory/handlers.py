@@ -25,16 +25,26 @@ def register(rt: ServiceRuntime) -> None:
     async def on_created(session: AsyncSession, envelope: Envelope, event: ReferralCreated) -> None:
         await session.execute(
             pg_insert(referral_inbox)
-            .values(referral_id=event.referral_id, organisation_id=event.organisation_id,
-                    service_id=event.service_id, pcn_id=event.pcn_id, needs=event.needs, age_band=event.age_band,
-                    postcode_district=event.postcode_district, accessibility_needs=event.accessibility_needs,
-                    status="received", referred_at=event.created_at)
+            .values(
+                referral_id=event.referral_id,
+                organisation_id=event.organisation_id,
+                service_id=event.service_id,
+                pcn_id=event.pcn_id,
+                needs=event.needs,
+                age_band=event.age_band,
+                postcode_district=event.postcode_district,
+                accessibility_needs=event.accessibility_needs,
+                status=domain.inbox_status(None, "referred"),
+                referred_at=event.created_at,
+            )
             .on_conflict_do_nothing(index_elements=["referral_id"])
         )
         # The charity's webhook gets the referral exactly as it travelled on Kafka.
         await enqueue(session, event.organisation_id, envelope)
         if rt.settings.smtp_url:  # type: ignore[attr-defined]
-            await emails.enqueue(session, event.referral_id, event.organisation_id, "arrived", datetime.now(timezone.utc))
+            await emails.enqueue(
+                session, event.referral_id, event.organisation_id, "arrived", datetime.now(timezone.utc)
+            )
 
     @consumer.on(OUTCOME_RECORDED.topic)
     async def on_outcome(session: AsyncSession, envelope: Envelope, event: OutcomeRecorded) -> None:
@@ -42,9 +52,12 @@ def register(rt: ServiceRuntime) -> None:
             return
         released = await session.execute(
             update(referral_inbox)
-            .where(referral_inbox.c.referral_id == event.referral_id, referral_inbox.c.status == "accepted",
-                   referral_inbox.c.place_released.is_(False))
-            .values(place_released=True, status="finished")
+            .where(
+                referral_inbox.c.referral_id == event.referral_id,
+                referral_inbox.c.status == "accepted",
+                referral_inbox.c.place_released.is_(False),
+            )
+            .values(place_released=True, status=domain.inbox_status("accepted", "ended"))
             .returning(referral_inbox.c.service_id)
         )
         service_id = released.scalar()
@@ -52,5 +65,7 @@ def register(rt: ServiceRuntime) -> None:
             return  # not ours, not accepted, or its place was already given back
         exists = await session.scalar(select(services.c.id).where(services.c.id == service_id))
         if exists:
-            await session.execute(update(services).where(services.c.id == service_id).values(capacity=services.c.capacity + 1))
+            await session.execute(
+                update(services).where(services.c.id == service_id).values(capacity=services.c.capacity + 1)
+            )
             await stage_service_updated(rt, session, service_id)

@@ -27,18 +27,21 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from socialrx_shared.db import run_migrations
+from socialrx_shared.errors import Invalid
 from socialrx_shared.events import ORGANISATION_REGISTERED, OrganisationRegistered
 from socialrx_shared.runtime import ServiceRuntime
 
 from . import commands, domain
-from .store import organizations, services, taxonomy_terms
+from .settings import SERVICE, Settings
+from .store import inbox, metadata, organizations, outbox, services, taxonomy_terms
 
 STANDARD = Path(__file__).parent / "standards" / "oruk-hsds-3.0"
 UK_POSTCODE = re.compile(r"^[A-Z]{1,2}[0-9][A-Z0-9]? ?[0-9][A-Z]{2}$")
 MAX_RECORDS = 5000
 
 
-class BadFeed(ValueError):
+class BadFeed(Invalid):
     """The feed as a whole is unusable (not one of the accepted shapes)."""
 
 
@@ -57,6 +60,7 @@ def _validator():
 
 def records_of(feed: Any) -> list[tuple[Any, dict | None]]:
     """(service record, organisation it sits under, if any) for each record of the feed."""
+    found: list[tuple[Any, dict | None]]
     if isinstance(feed, list):
         found = [(r, None) for r in feed]
     elif isinstance(feed, dict) and isinstance(feed.get("contents"), list):
@@ -67,8 +71,9 @@ def records_of(feed: Any) -> list[tuple[Any, dict | None]]:
     elif isinstance(feed, dict) and "status" in feed:
         found = [(feed, None)]
     else:
-        raise BadFeed("a feed is a page ({\"contents\": [...]}), a list of services, a service, "
-                      "or an organization with \"services\"")
+        raise BadFeed(
+            'a feed is a page ({"contents": [...]}), a list of services, a service, or an organization with "services"'
+        )
     if len(found) > MAX_RECORDS:
         raise BadFeed(f"at most {MAX_RECORDS} records per import; split the feed")
     return found
@@ -99,9 +104,16 @@ def _location(record: dict) -> dict:
     raw = str(address.get("postal_code") or "").upper().strip()
     compact = raw.replace(" ", "")
     postcode = f"{compact[:-3]} {compact[-3:]}" if UK_POSTCODE.match(raw) else None
-    return {"service_at_location_id": sal.get("id"), "location_id": loc.get("id"),
-            "location_name": loc.get("name"), "address_1": address.get("address_1"), "city": address.get("city"),
-            "latitude": loc.get("latitude"), "longitude": loc.get("longitude"), "postcode": postcode}
+    return {
+        "service_at_location_id": sal.get("id"),
+        "location_id": loc.get("id"),
+        "location_name": loc.get("name"),
+        "address_1": address.get("address_1"),
+        "city": address.get("city"),
+        "latitude": loc.get("latitude"),
+        "longitude": loc.get("longitude"),
+        "postcode": postcode,
+    }
 
 
 async def _needs(session: AsyncSession, record: dict) -> list[str]:
@@ -112,45 +124,90 @@ async def _needs(session: AsyncSession, record: dict) -> list[str]:
         code = domain.slug(term.get("term") or term.get("name") or "")
         if not term.get("id") or not code:
             continue
-        await session.execute(pg_insert(taxonomy_terms).values(
-            id=term["id"], code=code, name=term.get("name") or code, description=term.get("description") or "",
-            vocabulary=(term.get("taxonomy") or "imported")[:64]).on_conflict_do_nothing())
+        await session.execute(
+            pg_insert(taxonomy_terms)
+            .values(
+                id=term["id"],
+                code=code,
+                name=term.get("name") or code,
+                description=term.get("description") or "",
+                vocabulary=(term.get("taxonomy") or "imported")[:64],
+            )
+            .on_conflict_do_nothing()
+        )
         known = await session.scalar(select(taxonomy_terms.c.code).where(taxonomy_terms.c.id == term["id"]))
         codes.append(known or code)
     return sorted(set(codes))[:20]
 
 
 async def _ensure_org(rt: ServiceRuntime, session: AsyncSession, org: dict, now: datetime) -> None:
-    added = await session.scalar(pg_insert(organizations).values(
-        id=org["id"], name=org["name"], description=org.get("description") or "",
-        email=(org.get("email") or None), website=(org.get("website") or None), created_at=now, updated_at=now,
-    ).on_conflict_do_nothing(index_elements=["id"]).returning(organizations.c.id))
+    added = await session.scalar(
+        pg_insert(organizations)
+        .values(
+            id=org["id"],
+            name=org["name"],
+            description=org.get("description") or "",
+            email=(org.get("email") or None),
+            website=(org.get("website") or None),
+            created_at=now,
+            updated_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["id"])
+        .returning(organizations.c.id)
+    )
     if added is not None:  # a new organisation is announced, as one an admin adds is
-        await rt.stage(session, ORGANISATION_REGISTERED,
-                       OrganisationRegistered(organisation_id=org["id"], name=org["name"][:300] or org["id"],
-                                              registered_at=now))
+        await rt.stage(
+            session,
+            ORGANISATION_REGISTERED,
+            OrganisationRegistered(organisation_id=org["id"], name=org["name"][:300] or org["id"], registered_at=now),
+        )
 
 
 async def import_record(rt: ServiceRuntime, session: AsyncSession, record: dict, org: dict) -> str:
     """Upsert one checked record; 'created' or 'updated'."""
     now = datetime.now(timezone.utc)
     await _ensure_org(rt, session, org, now)
-    fields = {"name": record["name"], "description": record.get("description") or "", "status": record["status"],
-              "url": record.get("url"), "email": record.get("email"), "needs": await _needs(session, record),
-              **_location(record)}
-    owner = await session.scalar(select(services.c.organization_id).where(services.c.id == record["id"]).with_for_update())
+    fields = {
+        "name": record["name"],
+        "description": record.get("description") or "",
+        "status": record["status"],
+        "url": record.get("url"),
+        "email": record.get("email"),
+        "needs": await _needs(session, record),
+        **_location(record),
+    }
+    owner = await session.scalar(
+        select(services.c.organization_id).where(services.c.id == record["id"]).with_for_update()
+    )
     if owner is not None and owner != org["id"]:
         raise BadRecord(f"service {record['id']} belongs to another organization in this directory")
-    duplicate = await session.scalar(select(services.c.id).where(
-        services.c.id != record["id"], services.c.organization_id == org["id"],
-        func.lower(services.c.name) == record["name"].lower(), services.c.postcode.is_not_distinct_from(fields["postcode"])))
+    duplicate = await session.scalar(
+        select(services.c.id).where(
+            services.c.id != record["id"],
+            services.c.organization_id == org["id"],
+            func.lower(services.c.name) == record["name"].lower(),
+            services.c.postcode.is_not_distinct_from(fields["postcode"]),
+        )
+    )
     if duplicate:
         raise BadRecord(f"duplicates existing service {duplicate} (same organization, name and postcode)")
     if owner is None:
-        fields["service_at_location_id"] = fields["service_at_location_id"] or domain.derived_id(record["id"], "service_at_location")
-        await session.execute(insert(services).values(
-            id=record["id"], organization_id=org["id"], capacity=0, safeguarding_policy_valid_until=None,
-            version=0, published_accepting=False, created_at=now, updated_at=now, **fields))
+        fields["service_at_location_id"] = fields["service_at_location_id"] or domain.derived_id(
+            record["id"], "service_at_location"
+        )
+        await session.execute(
+            insert(services).values(
+                id=record["id"],
+                organization_id=org["id"],
+                capacity=0,
+                safeguarding_policy_valid_until=None,
+                version=0,
+                published_accepting=False,
+                created_at=now,
+                updated_at=now,
+                **fields,
+            )
+        )
     else:
         fields = {k: v for k, v in fields.items() if v is not None or k in ("url", "email")}
         await session.execute(update(services).where(services.c.id == record["id"]).values(**fields))
@@ -174,11 +231,15 @@ async def import_feed(rt: ServiceRuntime, feed: Any) -> dict:
     return report
 
 
-async def _main(path: str) -> int:
-    from .app import SERVICE, Settings
-    from .store import inbox, metadata, outbox
-    from socialrx_shared.db import run_migrations
+async def import_some(rt: ServiceRuntime, feed: Any) -> dict:
+    """As `import_feed`, but a feed of which no record could be imported is refused (with the report)."""
+    report = await import_feed(rt, feed)
+    if report["skipped"] and not report["imported"]:
+        raise Invalid("no record of the feed could be imported", **report)
+    return report
 
+
+async def _main(path: str) -> int:
     settings = Settings()
     migrations = Path(__file__).parent / "migrations"
     await run_migrations(migrations, settings.database_url)

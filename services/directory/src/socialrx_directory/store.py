@@ -1,12 +1,33 @@
-"""The directory's tables: organisations, services (ORUK shaped), taxonomy, and charities' inboxes."""
+"""The directory's tables: organisations, services (ORUK shaped), taxonomy, and charities' inboxes;
+and the reads the management API answers from."""
 
 from __future__ import annotations
 
-from sqlalchemy import (BigInteger, Boolean, Column, Date, DateTime, Float, Index, Integer, LargeBinary, String, Table,
-                        Text, Uuid)
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    Row,
+    String,
+    Table,
+    Text,
+    Uuid,
+    func,
+    select,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 
 from socialrx_shared.db import new_metadata, reliability_tables
+from socialrx_shared.runtime import ServiceRuntime
 
 metadata = new_metadata()
 outbox, inbox = reliability_tables(metadata)
@@ -116,8 +137,11 @@ webhook_deliveries = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("delivered_at", DateTime(timezone=True)),
 )
-Index("ix_webhook_deliveries_due", webhook_deliveries.c.next_attempt_at,
-      postgresql_where=webhook_deliveries.c.status == "pending")
+Index(
+    "ix_webhook_deliveries_due",
+    webhook_deliveries.c.next_attempt_at,
+    postgresql_where=webhook_deliveries.c.status == "pending",
+)
 Index("uq_webhook_deliveries_event", webhook_deliveries.c.subscription_id, webhook_deliveries.c.event_id, unique=True)
 
 # One email per referral and reason, whatever the restarts and replicas: the unique key makes the
@@ -136,12 +160,20 @@ email_notifications = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("sent_at", DateTime(timezone=True)),
 )
-Index("uq_email_notifications_referral_reason", email_notifications.c.referral_id, email_notifications.c.reason,
-      unique=True)
-Index("ix_email_notifications_due", email_notifications.c.next_attempt_at,
-      postgresql_where=email_notifications.c.status == "pending")
+Index(
+    "uq_email_notifications_referral_reason",
+    email_notifications.c.referral_id,
+    email_notifications.c.reason,
+    unique=True,
+)
+Index(
+    "ix_email_notifications_due",
+    email_notifications.c.next_attempt_at,
+    postgresql_where=email_notifications.c.status == "pending",
+)
 
-# Unmet need: one row per referral-intake refusal (its id is stable across the link worker's retries, so it counts once).
+# Unmet need: one row per referral-intake refusal (its id is stable across the link worker's retries, so it
+# counts once).
 referral_refusals = Table(
     "referral_refusals",
     metadata,
@@ -155,3 +187,36 @@ referral_refusals = Table(
     Column("reason", String(40), nullable=False),
     Column("refused_at", DateTime(timezone=True), nullable=False, index=True),
 )
+
+
+async def inbox_page(
+    rt: ServiceRuntime, organisation_id: str | None, status: str | None, page: int, per_page: int
+) -> tuple[int, list[dict[str, Any]]]:
+    """(how many, this page of them) of an organisation's inbox, oldest referral first."""
+    query = select(referral_inbox).where(referral_inbox.c.organisation_id == organisation_id)
+    if status:
+        query = query.where(referral_inbox.c.status == status)
+    async with rt.sessionmaker() as session:
+        total = await session.scalar(select(func.count()).select_from(query.subquery()))
+        rows = (
+            (
+                await session.execute(
+                    query.order_by(referral_inbox.c.referred_at).offset((page - 1) * per_page).limit(per_page)
+                )
+            )
+            .mappings()
+            .all()
+        )
+    return total or 0, [dict(row) for row in rows]
+
+
+async def decisions(rt: ServiceRuntime, service_id: str | None) -> Sequence[Row[Any]]:
+    """Every inbox row's service, status, decline reason and reply time in seconds (`reply_s`)."""
+    reply_s = func.extract("epoch", referral_inbox.c.decided_at - referral_inbox.c.referred_at)
+    query = select(
+        referral_inbox.c.service_id, referral_inbox.c.status, referral_inbox.c.decline_reason, reply_s.label("reply_s")
+    )
+    if service_id is not None:
+        query = query.where(referral_inbox.c.service_id == service_id)
+    async with rt.sessionmaker() as session:
+        return (await session.execute(query)).all()

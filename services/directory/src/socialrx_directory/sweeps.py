@@ -8,6 +8,7 @@ what was last published). `clock` is injectable so tests can move time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 
@@ -34,9 +35,17 @@ async def safeguarding_sweep(rt: ServiceRuntime, now: datetime) -> list[str]:
     today = now.date()
     flipped: list[str] = []
     async with rt.transaction() as session:
-        rows = (await session.execute(select(
-            services.c.id, services.c.status, services.c.capacity,
-            services.c.safeguarding_policy_valid_until, services.c.published_accepting))).all()
+        rows = (
+            await session.execute(
+                select(
+                    services.c.id,
+                    services.c.status,
+                    services.c.capacity,
+                    services.c.safeguarding_policy_valid_until,
+                    services.c.published_accepting,
+                )
+            )
+        ).all()
         for row in rows:
             gate = domain.gate(row.status, row.capacity, row.safeguarding_policy_valid_until, today)
             if gate.accepting_referrals != row.published_accepting:
@@ -50,11 +59,18 @@ async def safeguarding_sweep(rt: ServiceRuntime, now: datetime) -> list[str]:
 async def auto_decline_sweep(rt: ServiceRuntime, now: datetime) -> list[str]:
     """Decline (reason no_response) every referral left unanswered for domain.AUTO_DECLINE_AFTER."""
     async with rt.sessionmaker() as session:
-        due = (await session.execute(
-            select(referral_inbox.c.referral_id)
-            .where(referral_inbox.c.status == domain.DECIDABLE,
-                   referral_inbox.c.referred_at <= now - domain.AUTO_DECLINE_AFTER)
-        )).scalars().all()
+        due = (
+            (
+                await session.execute(
+                    select(referral_inbox.c.referral_id).where(
+                        referral_inbox.c.status == domain.DECIDABLE,
+                        referral_inbox.c.referred_at <= now - domain.AUTO_DECLINE_AFTER,
+                    )
+                )
+            )
+            .scalars()
+            .all()
+        )
     declined: list[str] = []
     for referral_id in due:
         try:
@@ -72,8 +88,13 @@ async def auto_decline_sweep(rt: ServiceRuntime, now: datetime) -> list[str]:
 class Periodic:
     """Runs `job` every `interval_s` until stopped; a failing run is logged and tried again next time."""
 
-    def __init__(self, name: str, interval_s: float, job: Callable[[], Awaitable[object]],
-                 on_stop: Callable[[], Awaitable[object]] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        interval_s: float,
+        job: Callable[[], Awaitable[object]],
+        on_stop: Callable[[], Awaitable[object]] | None = None,
+    ) -> None:
         self.name = name
         self.interval_s = interval_s
         self.job = job
@@ -89,7 +110,7 @@ class Periodic:
         if self._task is not None:
             try:
                 await asyncio.wait_for(self._task, timeout=15)
-            except (asyncio.TimeoutError, asyncio.CancelledError):
+            except (TimeoutError, asyncio.CancelledError):
                 log.warning("background job stopped before finishing", job=self.name)
         if self.on_stop is not None:
             await self.on_stop()
@@ -100,7 +121,5 @@ class Periodic:
                 await self.job()
             except Exception as exc:  # database away, say: the next round tries again
                 log.warning("background job failed; will retry", job=self.name, error=type(exc).__name__)
-            try:
+            with contextlib.suppress(TimeoutError):  # the interval passed: run again
                 await asyncio.wait_for(self._stop.wait(), timeout=self.interval_s)
-            except asyncio.TimeoutError:
-                pass

@@ -29,6 +29,7 @@ REFUSAL_COLUMN = {
 @dataclass(frozen=True)
 class Turned:
     """One referral turned away: its needs, district and the report column it counts in."""
+
     needs: tuple[str, ...]
     postcode_district: str
     column: str
@@ -66,17 +67,21 @@ def report(turned: Iterable[Turned], gaps: Iterable[ServiceGap]) -> list[dict]:
     gaps = list(gaps)
     out = []
     for need, district in sorted(rows):
-        out.append({
-            "need": need, "postcode_district": district,
-            **{column: shown[(need, district, column)] for column in (*COLUMNS, TOTAL)},
-            "services_not_taking_referrals": [
-                {"service_id": g.service_id, "name": g.name, "reason": g.reason}
-                for g in sorted(gaps, key=lambda g: g.service_id)
-                if need in g.needs and g.postcode_district == district],
-        })
+        out.append(
+            {
+                "need": need,
+                "postcode_district": district,
+                **{column: shown[(need, district, column)] for column in (*COLUMNS, TOTAL)},
+                "services_not_taking_referrals": [
+                    {"service_id": g.service_id, "name": g.name, "reason": g.reason}
+                    for g in sorted(gaps, key=lambda g: g.service_id)
+                    if need in g.needs and g.postcode_district == district
+                ],
+            }
+        )
     return out
 
 
 def capacity_or_safeguarding(reason: str | None) -> bool:
     """Gate reasons that are unmet need: no places, or no valid safeguarding policy."""
-    return bool(reason) and (reason.startswith("no capacity") or "safeguarding" in reason)
+    return reason is not None and (reason.startswith("no capacity") or "safeguarding" in reason)

@@ -30,9 +30,9 @@ from datetime import datetime, timedelta, timezone
 
 import httpx
 from sqlalchemy import and_, exists, select, update
-from sqlalchemy.orm import aliased
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from socialrx_shared.events import Envelope, EventSpec, Strict
 from socialrx_shared.logging import get_logger
@@ -64,8 +64,9 @@ def new_secret() -> str:
     return "whsec_" + secrets.token_urlsafe(32)
 
 
-async def publish(rt: ServiceRuntime, session: AsyncSession, spec: EventSpec, data: Strict,
-                  organisation_id: str) -> Envelope:
+async def publish(
+    rt: ServiceRuntime, session: AsyncSession, spec: EventSpec, data: Strict, organisation_id: str
+) -> Envelope:
     envelope = await rt.stage(session, spec, data)
     await enqueue(session, organisation_id, envelope)
     return envelope
@@ -74,21 +75,41 @@ async def publish(rt: ServiceRuntime, session: AsyncSession, spec: EventSpec, da
 async def enqueue(session: AsyncSession, organisation_id: str, envelope: Envelope) -> None:
     """One delivery per active subscription of this organisation that asked for this event."""
     event_name = envelope.spec.name
-    subs = (await session.execute(
-        select(subscriptions.c.id).where(subscriptions.c.organisation_id == organisation_id,
-                                         subscriptions.c.active.is_(True),
-                                         subscriptions.c.events.contains([event_name]))
-    )).scalars().all()
+    subs = (
+        (
+            await session.execute(
+                select(subscriptions.c.id).where(
+                    subscriptions.c.organisation_id == organisation_id,
+                    subscriptions.c.active.is_(True),
+                    subscriptions.c.events.contains([event_name]),
+                )
+            )
+        )
+        .scalars()
+        .all()
+    )
     now = datetime.now(timezone.utc)
     for sub_id in subs:
-        await session.execute(pg_insert(webhook_deliveries).values(
-            subscription_id=sub_id, organisation_id=organisation_id, event_id=envelope.id,
-            event_type=envelope.type, body=envelope.to_bytes(), status="pending", attempts=0,
-            next_attempt_at=now, created_at=now,
-        ).on_conflict_do_nothing(index_elements=["subscription_id", "event_id"]))
+        await session.execute(
+            pg_insert(webhook_deliveries)
+            .values(
+                subscription_id=sub_id,
+                organisation_id=organisation_id,
+                event_id=envelope.id,
+                event_type=envelope.type,
+                body=envelope.to_bytes(),
+                status="pending",
+                attempts=0,
+                next_attempt_at=now,
+                created_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=["subscription_id", "event_id"])
+        )
 
 
-def signed_headers(secret: str, body: bytes, event_id: str, event_type: str, now: float | None = None) -> dict[str, str]:
+def signed_headers(
+    secret: str, body: bytes, event_id: str, event_type: str, now: float | None = None
+) -> dict[str, str]:
     timestamp = str(int(now if now is not None else time.time()))
     return {
         "Content-Type": "application/cloudevents+json",
@@ -97,8 +118,6 @@ def signed_headers(secret: str, body: bytes, event_id: str, event_type: str, now
         EVENT_ID_HEADER: event_id,
         EVENT_TYPE_HEADER: event_type,
     }
-
-
 
 
 def _default_port(url: httpx.URL) -> int:
@@ -116,11 +135,12 @@ async def resolve_public(host: str, port: int) -> str:
         raise AddressRefused(refusal)
     loop = asyncio.get_running_loop()
     try:
-        infos = await asyncio.wait_for(loop.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM),
-                                       RESOLVE_TIMEOUT_S)
-    except (OSError, asyncio.TimeoutError) as exc:
+        infos = await asyncio.wait_for(
+            loop.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM), RESOLVE_TIMEOUT_S
+        )
+    except (TimeoutError, OSError) as exc:
         raise HostUnresolved("the host name did not resolve") from exc
-    addresses = [info[4][0] for info in infos]
+    addresses = [str(info[4][0]) for info in infos]
     for address in addresses:
         problem = domain.address_refusal(domain.literal_address(address.split("%")[0]))  # type: ignore[arg-type]
         if problem:
@@ -156,8 +176,17 @@ def _pinned(url: httpx.URL, address: str) -> tuple[httpx.URL, dict[str, str], di
 
 
 class DeliveryWorker:
-    def __init__(self, rt: ServiceRuntime, *, retry_base_s: float, retry_cap_s: float, max_attempts: int,
-                 timeout_s: float = 10.0, concurrency: int = 8, allow_private_networks: bool = False) -> None:
+    def __init__(
+        self,
+        rt: ServiceRuntime,
+        *,
+        retry_base_s: float,
+        retry_cap_s: float,
+        max_attempts: int,
+        timeout_s: float = 10.0,
+        concurrency: int = 8,
+        allow_private_networks: bool = False,
+    ) -> None:
         self.rt = rt
         self.retry_base_s = retry_base_s
         self.retry_cap_s = retry_cap_s
@@ -182,11 +211,14 @@ class DeliveryWorker:
         per_subscription = max(1, int(LEASE.total_seconds() // (self.timeout_s + 1)))
         started = [(sub, rows[:per_subscription]) for sub, rows in list(groups.items())[:free]]
         # The rest (over the limits) give their lease back at once, for the next round.
-        await self._release([r for _, rows in list(groups.items())[free:] for r in rows] +
-                            [r for _, rows in list(groups.items())[:free] for r in rows[per_subscription:]])
+        await self._release(
+            [r for _, rows in list(groups.items())[free:] for r in rows]
+            + [r for _, rows in list(groups.items())[:free] for r in rows[per_subscription:]]
+        )
         for subscription_id, rows in started:
-            self._in_flight[subscription_id] = asyncio.create_task(self._deliver_in_order(rows),
-                                                                   name=f"webhook-{subscription_id}")
+            self._in_flight[subscription_id] = asyncio.create_task(
+                self._deliver_in_order(rows), name=f"webhook-{subscription_id}"
+            )
         return sum(len(rows) for _, rows in started)
 
     async def run_once(self) -> int:
@@ -217,26 +249,44 @@ class DeliveryWorker:
         earlier = aliased(webhook_deliveries)
         # An earlier delivery of the same subscription still waiting (its retry, or its lease while in
         # flight) holds the later ones back: a receiver sees one subscription's events in order.
-        waiting_before = exists().where(and_(earlier.c.subscription_id == webhook_deliveries.c.subscription_id,
-                                             earlier.c.status == "pending", earlier.c.id < webhook_deliveries.c.id,
-                                             earlier.c.next_attempt_at > now))
-        query = (select(webhook_deliveries.c.id, webhook_deliveries.c.subscription_id, webhook_deliveries.c.body,
-                        webhook_deliveries.c.event_id, webhook_deliveries.c.event_type, webhook_deliveries.c.attempts,
-                        subscriptions.c.url, subscriptions.c.secret)
-                 .join(subscriptions, subscriptions.c.id == webhook_deliveries.c.subscription_id)
-                 .where(webhook_deliveries.c.status == "pending", webhook_deliveries.c.next_attempt_at <= now,
-                        ~waiting_before)
-                 .order_by(webhook_deliveries.c.id).limit(BATCH)
-                 .with_for_update(of=webhook_deliveries, skip_locked=True))
+        waiting_before = exists().where(
+            and_(
+                earlier.c.subscription_id == webhook_deliveries.c.subscription_id,
+                earlier.c.status == "pending",
+                earlier.c.id < webhook_deliveries.c.id,
+                earlier.c.next_attempt_at > now,
+            )
+        )
+        query = (
+            select(
+                webhook_deliveries.c.id,
+                webhook_deliveries.c.subscription_id,
+                webhook_deliveries.c.body,
+                webhook_deliveries.c.event_id,
+                webhook_deliveries.c.event_type,
+                webhook_deliveries.c.attempts,
+                subscriptions.c.url,
+                subscriptions.c.secret,
+            )
+            .join(subscriptions, subscriptions.c.id == webhook_deliveries.c.subscription_id)
+            .where(
+                webhook_deliveries.c.status == "pending", webhook_deliveries.c.next_attempt_at <= now, ~waiting_before
+            )
+            .order_by(webhook_deliveries.c.id)
+            .limit(BATCH)
+            .with_for_update(of=webhook_deliveries, skip_locked=True)
+        )
         if busy:
             query = query.where(webhook_deliveries.c.subscription_id.not_in(busy))
         async with self.rt.transaction() as session:
             rows = (await session.execute(query)).all()
             if rows:
                 # The lease: another worker (or this one after a crash) retries only once it expires.
-                await session.execute(update(webhook_deliveries)
-                                      .where(webhook_deliveries.c.id.in_([r.id for r in rows]))
-                                      .values(next_attempt_at=now + LEASE))
+                await session.execute(
+                    update(webhook_deliveries)
+                    .where(webhook_deliveries.c.id.in_([r.id for r in rows]))
+                    .values(next_attempt_at=now + LEASE)
+                )
         return list(rows)
 
     async def _release(self, rows: Iterable) -> None:
@@ -244,9 +294,11 @@ class DeliveryWorker:
         if not ids:
             return
         async with self.rt.transaction() as session:
-            await session.execute(update(webhook_deliveries).where(webhook_deliveries.c.id.in_(ids),
-                                                                   webhook_deliveries.c.status == "pending")
-                                  .values(next_attempt_at=datetime.now(timezone.utc)))
+            await session.execute(
+                update(webhook_deliveries)
+                .where(webhook_deliveries.c.id.in_(ids), webhook_deliveries.c.status == "pending")
+                .values(next_attempt_at=datetime.now(timezone.utc))
+            )
 
     async def _deliver_in_order(self, rows: list) -> None:
         try:
@@ -256,7 +308,7 @@ class DeliveryWorker:
                     await self._record(row, code, error)
                     if error is not None:
                         # Later events wait behind this one's retry (order), so they go back unsent.
-                        await self._release(rows[index + 1:])
+                        await self._release(rows[index + 1 :])
                         return
         except Exception as exc:  # the database away, say: the leases expire and the rows come back
             log.warning("webhook deliveries interrupted; they will be retried", error=type(exc).__name__)
@@ -269,12 +321,13 @@ class DeliveryWorker:
             # receiver that trickles bytes cannot hold the delivery longer.
             async with asyncio.timeout(self.timeout_s):
                 if self.allow_private_networks:
-                    target, extra_headers, extensions = url, {}, {}
+                    target, extra_headers, extensions = url, {}, {}  # type: ignore[var-annotated]
                 else:
                     address = await resolve_public(url.host, _default_port(url))
                     target, extra_headers, extensions = _pinned(url, address)
-                async with client.stream("POST", target, content=row.body, headers={**headers, **extra_headers},
-                                         extensions=extensions) as response:
+                async with client.stream(
+                    "POST", target, content=row.body, headers={**headers, **extra_headers}, extensions=extensions
+                ) as response:
                     status_code = response.status_code  # the body is never read: it is not ours to keep
         except AddressRefused:
             return None, "refused: the URL points inside a network"
@@ -299,7 +352,10 @@ class DeliveryWorker:
             delay = domain.retry_delay_s(attempts, self.retry_base_s, self.retry_cap_s)
             values = {"next_attempt_at": now + timedelta(seconds=delay), "last_error": error}
         async with self.rt.transaction() as session:
-            await session.execute(update(webhook_deliveries).where(webhook_deliveries.c.id == row.id)
-                                  .values(attempts=attempts, last_status_code=code, **values))
+            await session.execute(
+                update(webhook_deliveries)
+                .where(webhook_deliveries.c.id == row.id)
+                .values(attempts=attempts, last_status_code=code, **values)
+            )
         if error:
             log.info("webhook delivery failed", delivery_id=row.id, attempts=attempts, error=error)

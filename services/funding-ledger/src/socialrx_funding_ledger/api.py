@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from socialrx_shared.auth import Principal, forbidden, require
 from socialrx_shared.events import Id, OutcomeStatus
 from socialrx_shared.http import Page, body_limit, content_disposition, nul_error, per_page_up_to
-from socialrx_shared.runtime import ServiceRuntime
+from socialrx_shared.service import runtime_of
 
 from . import commands, domain, ledger, reports
 from .store import agreements, journal_lines, payments, settlements
@@ -33,14 +33,6 @@ def _plausible(on: date) -> date:
 
 
 LedgerDate = Annotated[date, AfterValidator(_plausible)]
-
-
-def refused(exc: commands.Refused) -> HTTPException:
-    return HTTPException(exc.status_code, detail=exc.detail)
-
-
-def runtime_of(request: Request) -> ServiceRuntime:
-    return request.app.state.runtime
 
 
 class NewAgreement(BaseModel):
@@ -83,10 +75,7 @@ def _scope(query, table, principal: Principal, organisation_id: str | None):
 
 @router.post("/agreements", status_code=201, tags=["agreements"], summary="Agree funding with an organisation (finance)")
 async def create_agreement(body: NewAgreement, request: Request, principal: Principal = Depends(require("finance"))) -> dict:
-    try:
-        return await commands.create_agreement(runtime_of(request), principal.pcn_id, principal.sub, body.model_dump())
-    except commands.Refused as exc:
-        raise refused(exc) from None
+    return await commands.create_agreement(runtime_of(request), principal.pcn_id, principal.sub, body.model_dump())
 
 
 class AgreementPatch(BaseModel):
@@ -112,10 +101,7 @@ async def change_agreement(agreement_id: str, body: AgreementPatch, request: Req
         raise HTTPException(422, detail=f"{', '.join(k for k, v in terms.items() if v is None)} cannot be null")
     change = commands.AgreementChange(ends_on=body.ends_on, ends_on_given="ends_on" in given,
                                       effective_from=body.effective_from, terms=terms or None, reason=body.reason)
-    try:
-        return await commands.change_agreement(runtime_of(request), principal.pcn_id, principal.sub, agreement_id, change)
-    except commands.Refused as exc:
-        raise refused(exc) from None
+    return await commands.change_agreement(runtime_of(request), principal.pcn_id, principal.sub, agreement_id, change)
 
 
 @router.get("/agreements", tags=["agreements"], summary="Agreements in your scope, each with its versions")
@@ -213,10 +199,7 @@ async def create_settlement(body: NewSettlement, request: Request, response: Res
         body.organisation_id, body.amount_pence, body.paid_on, body.reference,
         None if body.allocations is None else [(a.payment_id, a.amount_pence) for a in body.allocations],
         idempotency_key)
-    try:
-        view, created = await commands.settle(runtime_of(request), principal.pcn_id, command)
-    except commands.Refused as exc:
-        raise refused(exc) from None
+    view, created = await commands.settle(runtime_of(request), principal.pcn_id, command)
     if not created:
         response.status_code = 200  # the same request again: the first answer, nothing posted
     return view
@@ -240,10 +223,7 @@ class BlockGrantCommand(BaseModel):
 @router.post("/block-grants", tags=["agreements"], summary="Accrue the block grants of the period holding `on` (idempotent)")
 async def accrue_block_grants(body: BlockGrantCommand, request: Request,
                               principal: Principal = Depends(require("finance"))) -> dict:
-    try:
-        items = await commands.accrue_block_grants(runtime_of(request), principal.pcn_id, body.on, body.agreement_id)
-    except commands.Refused as exc:
-        raise refused(exc) from None
+    items = await commands.accrue_block_grants(runtime_of(request), principal.pcn_id, body.on, body.agreement_id)
     return {"on": body.on.isoformat(), "items": items}
 
 
@@ -282,10 +262,7 @@ async def reconciliation(request: Request, file: UploadFile = File(...), post: b
         raise HTTPException(422, detail="the file is not UTF-8 text; save it as CSV UTF-8") from None
     if "\x00" in text:  # the csv module reads it; PostgreSQL would refuse it mid-request
         raise nul_error(["body", "file"])
-    try:
-        return await commands.reconcile(runtime_of(request), principal.pcn_id, text, post)
-    except commands.Refused as exc:
-        raise refused(exc) from None
+    return await commands.reconcile(runtime_of(request), principal.pcn_id, text, post)
 
 
 @router.get("/trial-balance", tags=["ledger"], summary="Total debits and credits (always equal)")

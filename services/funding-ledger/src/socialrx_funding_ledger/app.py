@@ -1,18 +1,14 @@
-"""Wiring: settings, database, Kafka, handlers and HTTP routes of directory."""
+"""funding-ledger's own settings; the wiring every service shares is `socialrx_shared.service`."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from fastapi import FastAPI
 from pydantic import Field
 
-from socialrx_shared.http import create_app, serve
-from socialrx_shared.runtime import ServiceRuntime
+from socialrx_shared.service import run, service_app
 from socialrx_shared.settings import ServiceSettings
 
-from . import api, handlers, insight_api
-from .store import inbox, metadata, outbox
+from . import api, handlers, insight_api, store
 
 SERVICE = "funding-ledger"
 
@@ -26,18 +22,16 @@ class Settings(ServiceSettings):
 
 
 def build(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()
-    runtime = ServiceRuntime(SERVICE, settings, metadata, outbox, inbox, Path(__file__).parent / "migrations")
-    handlers.register(runtime)
-    return create_app(
-        runtime, [api.router, insight_api.router], title="socialrx funding-ledger",
-        description="Funding agreements, a double-entry ledger of what each PCN owes each organisation, arrears, settlements.",
+    return service_app(
+        SERVICE, settings or Settings(), store=store, register=[handlers.register],
+        routers=[api.router, insight_api.router],
+        description="Funding agreements, a double-entry ledger of what each PCN owes each organisation, arrears, "
+                    "settlements.",
     )
 
 
 def main() -> None:
-    settings = Settings()
-    serve(build(settings), settings)
+    run(build, Settings)
 
 
 if __name__ == "__main__":

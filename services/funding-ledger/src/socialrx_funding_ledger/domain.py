@@ -10,7 +10,11 @@ import calendar
 import re
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
+
+if TYPE_CHECKING:  # a type only: the domain imports nothing but the standard library when it runs
+    from socialrx_shared.events import PaymentBasis
 
 BUCKETS = ("not_due", "days_1_30", "days_31_60", "days_61_90", "days_over_90")
 
@@ -28,6 +32,59 @@ def business_date_of(at: datetime) -> date:
 
 def today_in_uk(now: datetime | None = None) -> date:
     return business_date_of(now or datetime.now(timezone.utc))
+
+
+# Accounts of the journal (see ledger.py for what each holds). Named here, once, because a balance is
+# found by its account's exact name.
+def expense_account(pcn_id: str) -> str:
+    return f"expense:{pcn_id}"
+
+
+def bank_account(pcn_id: str) -> str:
+    return f"bank:{pcn_id}"
+
+
+def payable_account(pcn_id: str, organisation_id: str) -> str:
+    return f"payable:{pcn_id}:{organisation_id}"
+
+
+def credit_account(pcn_id: str, organisation_id: str) -> str:
+    return f"credit:{pcn_id}:{organisation_id}"
+
+
+# Cause keys: every journal entry is keyed by what caused it, so the same cause posts once, whatever
+# the redeliveries, retries and replays. A key, once written, must never change its spelling.
+def referral_accepted_key(referral_id: str) -> str:
+    return f"referral_accepted:{referral_id}"
+
+
+def outcome_recorded_key(referral_id: str, agreement_id: str) -> str:
+    return f"outcome_recorded:{referral_id}:{agreement_id}"
+
+
+def block_grant_key(agreement_id: str, period_label: str) -> str:
+    return f"block_grant:{agreement_id}:{period_label}"
+
+
+def settlement_key(settlement_id: str) -> str:
+    """The journal entry of a settlement (a payment the PCN made)."""
+    return f"settlement:{settlement_id}"
+
+
+def settlement_request_key(pcn_id: str, organisation_id: str, reference: str, idempotency_key: str | None) -> str:
+    """What makes two settlement requests the same one: their Idempotency-Key, else their remittance reference."""
+    if idempotency_key:
+        return f"settlement:key:{pcn_id}:{idempotency_key}"
+    return f"settlement:ref:{pcn_id}:{organisation_id}:{reference}"
+
+
+def payment_key(payment_id: str) -> str:
+    """The accrual entry of a payment, when the cause it was posted under is not known (older events)."""
+    return f"payment:{payment_id}"
+
+
+def payment_reversal_key(payment_id: str) -> str:
+    return f"reversal:payment:{payment_id}"
 
 
 @dataclass(frozen=True)
@@ -92,7 +149,7 @@ def due_date(business_date: date, kind: str, days_after_period_end: int) -> date
     return period_of(business_date, kind).ends_on + timedelta(days=days_after_period_end)
 
 
-def fee(agreement: Agreement, basis: str, outcome_status: str | None = None) -> int:
+def fee(agreement: Agreement, basis: PaymentBasis, outcome_status: str | None = None) -> int:
     if basis == "referral_accepted":
         return agreement.per_referral_pence
     if basis == "outcome_recorded":
@@ -105,6 +162,7 @@ def fee(agreement: Agreement, basis: str, outcome_status: str | None = None) -> 
 @dataclass(frozen=True)
 class OutcomeFact:
     """The newest revision the ledger has seen of one outcome of a referral."""
+
     outcome_id: str
     status: str
     recorded_at: datetime
@@ -158,7 +216,7 @@ class OpenPayment:
     # when both fall due together on the same business day. None for payments older than this field.
     caused_at: datetime | None = None
 
-    def allocation_order(self) -> tuple:
+    def allocation_order(self) -> tuple[date, date, datetime, str]:
         caused_at = self.caused_at or datetime.combine(self.business_date, datetime.min.time(), timezone.utc)
         return (self.due_date, self.business_date, caused_at, self.payment_id)
 
@@ -189,6 +247,7 @@ def allocate_oldest_first(amount_pence: int, open_payments: list[OpenPayment]) -
 
 # --- block grants ---------------------------------------------------------------------------
 
+
 def grant_business_date(agreement: Agreement, on: date) -> date | None:
     """The date a block grant for the period holding `on` is accrued on, or None if the agreement
     is not in force at any time in that period. A grant is owed for a whole period the agreement
@@ -200,6 +259,7 @@ def grant_business_date(agreement: Agreement, on: date) -> date | None:
 
 
 # --- settlements ----------------------------------------------------------------------------
+
 
 def check_allocations(amount_pence: int, given: list[tuple[str, int]], open_pence_by_id: dict[str, int]) -> str | None:
     """Why allocations a finance officer gave cannot be applied, or None if they can."""
@@ -221,6 +281,7 @@ def check_allocations(amount_pence: int, given: list[tuple[str, int]], open_penc
 
 
 # --- arrears --------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class OpenItem:
@@ -245,8 +306,10 @@ def days_outstanding(items: list[OpenItem], as_of: date) -> dict[str, int | None
     ages = [(max((as_of - i.business_date).days, 0), i.open_pence) for i in live]
     total_pence = sum(p for _, p in ages)
     weighted = sum(days * pence for days, pence in ages)
-    return {"oldest_days_outstanding": max(d for d, _ in ages),
-            "weighted_days_outstanding": (weighted + total_pence // 2) // total_pence}  # rounded half up
+    return {
+        "oldest_days_outstanding": max(d for d, _ in ages),
+        "weighted_days_outstanding": (weighted + total_pence // 2) // total_pence,
+    }  # rounded half up
 
 
 # --- money formatting -----------------------------------------------------------------------
@@ -309,11 +372,13 @@ def parse_remittance_row(line: int, row: list[str]) -> RemittanceLine | Malforme
     except ValueError:
         return MalformedLine(line, reference, f"paid_on {paid_on_text!r} is not an ISO date written YYYY-MM-DD")
     if not FIRST_YEAR <= paid_on.year <= LAST_YEAR:
-        return MalformedLine(line, reference, f"paid_on {paid_on_text} is not a plausible date "
-                                              f"(years {FIRST_YEAR} to {LAST_YEAR})")
+        return MalformedLine(
+            line, reference, f"paid_on {paid_on_text} is not a plausible date (years {FIRST_YEAR} to {LAST_YEAR})"
+        )
     if not _PENCE.fullmatch(amount_text):
-        return MalformedLine(line, reference, f"amount_pence {amount_text!r} is not a whole number of pence "
-                                              "written with the digits 0-9")
+        return MalformedLine(
+            line, reference, f"amount_pence {amount_text!r} is not a whole number of pence written with the digits 0-9"
+        )
     amount_pence = int(amount_text)
     if amount_pence <= 0 or amount_pence > 1_000_000_000:
         return MalformedLine(line, reference, f"amount_pence {amount_pence} is out of range (1 to 1000000000)")
@@ -327,12 +392,16 @@ def parse_remittance_row(line: int, row: list[str]) -> RemittanceLine | Malforme
 @dataclass(frozen=True)
 class Recorded:
     """A settlement already in the ledger, as reconciliation compares it."""
+
     settlement_id: str
     amount_pence: int
 
 
-def reconcile(lines: list[RemittanceLine | MalformedLine], recorded: dict[tuple[str, str], Recorded],
-              open_by_org: dict[str, list[OpenPayment]]) -> list[dict]:
+def reconcile(
+    lines: list[RemittanceLine | MalformedLine],
+    recorded: dict[tuple[str, str], Recorded],
+    open_by_org: dict[str, list[OpenPayment]],
+) -> list[dict[str, Any]]:
     """Classify each remittance line. A line is compared first with the settlement of the same
     organisation and reference; failing that, with the organisation's open payments (lines earlier
     in the file use them up first, as posting them would).
@@ -346,13 +415,18 @@ def reconcile(lines: list[RemittanceLine | MalformedLine], recorded: dict[tuple[
     """
     remaining = {org: {p.payment_id: p for p in payments} for org, payments in open_by_org.items()}
     seen: dict[tuple[str, str], int] = {}
-    results: list[dict] = []
+    results: list[dict[str, Any]] = []
     for item in lines:
         if isinstance(item, MalformedLine):
             results.append({"line": item.line, "reference": item.reference, "status": "malformed", "error": item.error})
             continue
-        base = {"line": item.line, "reference": item.reference, "organisation_id": item.organisation_id,
-                "amount_pence": item.amount_pence, "paid_on": item.paid_on.isoformat()}
+        base = {
+            "line": item.line,
+            "reference": item.reference,
+            "organisation_id": item.organisation_id,
+            "amount_pence": item.amount_pence,
+            "paid_on": item.paid_on.isoformat(),
+        }
         key = (item.organisation_id, item.reference)
         if key in seen:
             results.append(base | {"status": "duplicate", "duplicate_of_line": seen[key]})
@@ -362,13 +436,19 @@ def reconcile(lines: list[RemittanceLine | MalformedLine], recorded: dict[tuple[
     return results
 
 
-def _match_one(item: RemittanceLine, recorded: Recorded | None, open_payments: dict[str, OpenPayment]) -> dict:
+def _match_one(
+    item: RemittanceLine, recorded: Recorded | None, open_payments: dict[str, OpenPayment]
+) -> dict[str, Any]:
     if recorded is not None:
         if recorded.amount_pence == item.amount_pence:
             return {"status": "matched", "settlement_id": recorded.settlement_id, "recorded": True}
-        return {"status": "part_matched", "settlement_id": recorded.settlement_id, "recorded": True,
-                "recorded_amount_pence": recorded.amount_pence,
-                "difference_pence": item.amount_pence - recorded.amount_pence}
+        return {
+            "status": "part_matched",
+            "settlement_id": recorded.settlement_id,
+            "recorded": True,
+            "recorded_amount_pence": recorded.amount_pence,
+            "difference_pence": item.amount_pence - recorded.amount_pence,
+        }
     allocation = allocate_oldest_first(item.amount_pence, list(open_payments.values()))
     if not allocation.allocations:
         return {"status": "unmatched", "recorded": False, "error": "no settlement with this reference and nothing open"}
@@ -377,6 +457,10 @@ def _match_one(item: RemittanceLine, recorded: Recorded | None, open_payments: d
         open_payments[payment_id] = replace(payment, open_pence=payment.open_pence - pence)
     proposed = [{"payment_id": pid, "amount_pence": pence} for pid, pence in allocation.allocations]
     status = "matched" if allocation.unallocated_pence == 0 else "part_matched"
-    return {"status": status, "recorded": False, "allocations": proposed,
-            "matched_pence": item.amount_pence - allocation.unallocated_pence,
-            "unmatched_pence": allocation.unallocated_pence}
+    return {
+        "status": status,
+        "recorded": False,
+        "allocations": proposed,
+        "matched_pence": item.amount_pence - allocation.unallocated_pence,
+        "unmatched_pence": allocation.unallocated_pence,
+    }

@@ -40,7 +40,7 @@ async def settle_outcome_fee(rt: ServiceRuntime, session: AsyncSession, referral
     agreement = ledger.agreement_from_row(dict(row))
     events = (await session.execute(select(outcomes.c.event).where(outcomes.c.referral_id == referral_id))).scalars().all()
     facts = [_fact(OutcomeRecorded.model_validate(e)) for e in events]
-    cause_key = f"outcome_recorded:{referral_id}:{agreement.id}"
+    cause_key = domain.outcome_recorded_key(referral_id, agreement.id)
     fees = (await session.execute(
         select(payments.c.payment_id, payment_reversals.c.payment_id.label("reversed"))
         .outerjoin(payment_reversals, payment_reversals.c.payment_id == payments.c.payment_id)
@@ -103,7 +103,7 @@ async def on_accepted(rt: ServiceRuntime, session: AsyncSession, event: Referral
 async def accrue_referral_fee(rt: ServiceRuntime, session: AsyncSession, agreement: domain.Agreement,
                               referral_id: str, accepted_on, accepted_at) -> None:
     terms = await ledger.terms_on(session, agreement, accepted_on)
-    await ledger.accrue(rt, session, cause_key=f"referral_accepted:{referral_id}", agreement=terms,
+    await ledger.accrue(rt, session, cause_key=domain.referral_accepted_key(referral_id), agreement=terms,
                         basis="referral_accepted", amount_pence=domain.fee(terms, "referral_accepted"),
                         business_date=accepted_on, referral_id=referral_id, caused_at=accepted_at)
 

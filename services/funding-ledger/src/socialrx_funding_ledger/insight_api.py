@@ -15,9 +15,10 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from socialrx_shared.auth import Principal, forbidden, require
+from socialrx_shared.service import runtime_of
 
 from . import domain, insight, insight_store
-from .api import LedgerDate, runtime_of
+from .api import LedgerDate
 
 router = APIRouter()
 

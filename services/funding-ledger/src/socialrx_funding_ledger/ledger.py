@@ -23,7 +23,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from socialrx_shared.events import (
-    PAYMENT_DUE, PAYMENT_REVERSED, PAYMENT_SETTLED, EventSpec, PaymentDue, PaymentReversed, PaymentSettled, Strict,
+    PAYMENT_DUE, PAYMENT_REVERSED, PAYMENT_SETTLED, EventSpec, PaymentBasis, PaymentDue, PaymentReversed, PaymentSettled,
+    Strict,
 )
 from socialrx_shared.runtime import ServiceRuntime
 
@@ -33,12 +34,9 @@ from .store import agreement_versions, agreements, allocations, journal_entries,
 PAYMENT_NAMESPACE = uuid.UUID("6f1c1a52-7b1e-4c4a-9d38-5e0f0b9d8a11")
 
 
-def payable_account(pcn_id: str, organisation_id: str) -> str:
-    return f"payable:{pcn_id}:{organisation_id}"
-
-
-def credit_account(pcn_id: str, organisation_id: str) -> str:
-    return f"credit:{pcn_id}:{organisation_id}"
+# The account names live in domain.py; these two stay reachable here for the ledger's readers.
+payable_account = domain.payable_account
+credit_account = domain.credit_account
 
 
 HEADER_CAUSE = "ledger-cause-key"
@@ -126,7 +124,7 @@ async def accrued_in_financial_year(session: AsyncSession, agreement_id: str, on
 
 
 async def accrue(rt: ServiceRuntime, session: AsyncSession, *, cause_key: str, agreement: domain.Agreement,
-                 basis: str, amount_pence: int, business_date: date, referral_id: str | None,
+                 basis: PaymentBasis, amount_pence: int, business_date: date, referral_id: str | None,
                  caused_at: datetime | None = None) -> PaymentDue | None:
     """Record that the PCN owes for work done on `business_date`, and publish `payment.due`."""
     if amount_pence <= 0:
@@ -170,7 +168,7 @@ async def record_payment(rt: ServiceRuntime | None, session: AsyncSession, payme
     if payment.amount_pence > 0:
         posted = await post_entry(session, cause_key, business_date,
                                   f"{payment.basis} {payment.referral_id or payment.period}", [
-            (f"expense:{payment.pcn_id}", payment.amount_pence, 0),
+            (domain.expense_account(payment.pcn_id), payment.amount_pence, 0),
             (payable_account(payment.pcn_id, payment.organisation_id), 0, payment.amount_pence),
         ])
         if posted is None:
@@ -187,7 +185,7 @@ async def accrue_block_grant(rt: ServiceRuntime, session: AsyncSession, agreemen
         return None
     agreement = await terms_on(session, agreement, business_date)
     period = domain.period_of(on, agreement.period)
-    return await accrue(rt, session, cause_key=f"block_grant:{agreement.id}:{period.label}", agreement=agreement,
+    return await accrue(rt, session, cause_key=domain.block_grant_key(agreement.id, period.label), agreement=agreement,
                         basis="block_grant", amount_pence=agreement.block_grant_pence_per_period,
                         business_date=business_date, referral_id=None)
 
@@ -223,12 +221,12 @@ async def record_settlement(rt: ServiceRuntime | None, session: AsyncSession, se
         await session.execute(insert(allocations), [
             {"settlement_id": settled.settlement_id, "payment_id": a.payment_id, "amount_pence": a.amount_pence}
             for a in settled.allocations])
-    lines = [(f"bank:{settled.pcn_id}", 0, settled.amount_pence)]
+    lines = [(domain.bank_account(settled.pcn_id), 0, settled.amount_pence)]
     if allocated_pence:
         lines.append((payable_account(settled.pcn_id, settled.organisation_id), allocated_pence, 0))
     if unallocated_pence:
         lines.append((credit_account(settled.pcn_id, settled.organisation_id), unallocated_pence, 0))
-    await post_entry(session, f"settlement:{settled.settlement_id}", settled.paid_on,
+    await post_entry(session, domain.settlement_key(settled.settlement_id), settled.paid_on,
                      f"payment {settled.reference}", lines)
     await stage(rt, session, PAYMENT_SETTLED, settled, {HEADER_CAUSE: cause_key})
     return True
@@ -249,7 +247,7 @@ async def reverse_payment(rt: ServiceRuntime, session: AsyncSession, payment_id:
         organisation_id=row["organisation_id"], referral_id=row["referral_id"], basis=row["basis"],
         reversed_pence=row["amount_pence"], open_cancelled_pence=row["open_pence"],
         overpaid_pence=row["amount_pence"] - row["open_pence"], business_date=business_date, reason=reason)
-    recorded = await record_reversal(rt, session, reversed_, cause_key=f"reversal:payment:{payment_id}")
+    recorded = await record_reversal(rt, session, reversed_, cause_key=domain.payment_reversal_key(payment_id))
     return reversed_ if recorded else None
 
 
@@ -274,7 +272,7 @@ async def record_reversal(rt: ServiceRuntime | None, session: AsyncSession, even
     if changed is None:
         raise LedgerBroken(f"reversal of {event.payment_id} does not match the payment's amount and open amount")
     if event.reversed_pence:
-        lines = [(f"expense:{event.pcn_id}", 0, event.reversed_pence)]
+        lines = [(domain.expense_account(event.pcn_id), 0, event.reversed_pence)]
         if event.open_cancelled_pence:
             lines.append((payable_account(event.pcn_id, event.organisation_id), event.open_cancelled_pence, 0))
         if event.overpaid_pence:

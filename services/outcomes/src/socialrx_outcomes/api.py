@@ -12,16 +12,12 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from socialrx_shared.auth import Principal, require
 from socialrx_shared.events import Instrument, OutcomeStatus, Phase
 from socialrx_shared.http import content_disposition
-from socialrx_shared.runtime import ServiceRuntime
+from socialrx_shared.service import runtime_of
 
 from . import handlers, reports
 from .handlers import MeasureInput, OutcomeInput, Refused
 
 router = APIRouter(tags=["outcomes"])
-
-
-def runtime_of(request: Request) -> ServiceRuntime:
-    return request.app.state.runtime
 
 
 class MeasureIn(BaseModel):

@@ -16,6 +16,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Literal, get_args
+
+# A referral's status as outcomes sees it (its `referral_view`); the one rule is `referral_status`.
+ReferralStatus = Literal["created", "accepted", "declined"]
+REFERRAL_STATUSES: tuple[ReferralStatus, ...] = get_args(ReferralStatus)
+
+
+def referral_status(current: ReferralStatus | None, seen: ReferralStatus) -> ReferralStatus:
+    """The view's status after an event saying `seen`. Events come in any order: the creation never
+    undoes a decision seen before it, and the first decision stands."""
+    if current is None or current == "created":
+        return seen
+    return current
 
 ONS4_ITEMS = ("life_satisfaction", "worthwhile", "happy_yesterday", "anxious_yesterday")
 SWEMWBS_METRIC = {

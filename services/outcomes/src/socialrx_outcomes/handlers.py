@@ -37,22 +37,28 @@ def register(rt: ServiceRuntime) -> None:
             "age_band": event.age_band, "postcode_district": event.postcode_district,
             "accessibility_needs": event.accessibility_needs, "created_at": event.created_at,
         }
-        statement = pg_insert(referral_view).values(referral_id=event.referral_id, status="created", **fields)
-        # A decision seen first already set the status: the creation only fills in the details.
+        statement = pg_insert(referral_view).values(referral_id=event.referral_id,
+                                                    status=domain.referral_status(None, "created"), **fields)
+        # A decision seen first already set the status (domain.referral_status): the creation only fills in
+        # the details.
         await session.execute(statement.on_conflict_do_update(
             index_elements=["referral_id"], set_={k: statement.excluded[k] for k in fields}))
 
-    async def decided(session: AsyncSession, event: ReferralAccepted | ReferralDeclined, status: str,
+    async def decided(session: AsyncSession, event: ReferralAccepted | ReferralDeclined, status: domain.ReferralStatus,
                       **extra: object) -> None:
         at_column = "accepted_at" if status == "accepted" else "declined_at"
         at = event.accepted_at if status == "accepted" else event.declined_at  # type: ignore[union-attr]
         values = {"pcn_id": event.pcn_id, "organisation_id": event.organisation_id,
                   "service_id": event.service_id, at_column: at, **extra}
-        statement = pg_insert(referral_view).values(referral_id=event.referral_id, status=status, **values)
+        statement = pg_insert(referral_view).values(referral_id=event.referral_id,
+                                                    status=domain.referral_status(None, status), **values)
+        # The row's status is worked out in the same statement (no read first); the CASE is the domain rule
+        # written out for every status the row may hold.
+        next_status = case({current: domain.referral_status(current, status) for current in domain.REFERRAL_STATUSES},
+                           value=referral_view.c.status, else_=referral_view.c.status)
         await session.execute(statement.on_conflict_do_update(
             index_elements=["referral_id"],
-            set_={**{k: statement.excluded[k] for k in values},
-                  "status": case((referral_view.c.status == "created", status), else_=referral_view.c.status)},
+            set_={**{k: statement.excluded[k] for k in values}, "status": next_status},
         ))
 
     @consumer.on(REFERRAL_ACCEPTED.topic)

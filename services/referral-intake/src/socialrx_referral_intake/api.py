@@ -20,6 +20,7 @@ from socialrx_shared.events import (
 )
 from socialrx_shared.http import Page, PerPage
 from socialrx_shared.runtime import ServiceRuntime
+from socialrx_shared.service import runtime_of
 
 from . import domain
 from .store import contact_access_audit, person_details, referrals, services_view, timeline
@@ -114,10 +115,6 @@ class ContactOut(BaseModel):
     email: str | None
     postcode: str
     accessibility_needs: list[str]
-
-
-def runtime_of(request: Request) -> ServiceRuntime:
-    return request.app.state.runtime
 
 
 def _request_hash(body: NewReferral) -> str:

@@ -1,18 +1,14 @@
-"""Wiring: settings, database, Kafka, handlers and HTTP routes of referral-intake."""
+"""referral-intake's own settings; the wiring every service shares is `socialrx_shared.service`."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from fastapi import FastAPI
 from pydantic import Field, SecretStr
 
-from socialrx_shared.http import create_app, serve
-from socialrx_shared.runtime import ServiceRuntime
+from socialrx_shared.service import run, service_app
 from socialrx_shared.settings import ServiceSettings
 
-from . import api, handlers
-from .store import inbox, metadata, outbox
+from . import api, handlers, store
 
 SERVICE = "referral-intake"
 
@@ -28,18 +24,14 @@ class Settings(ServiceSettings):
 
 
 def build(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()
-    runtime = ServiceRuntime(SERVICE, settings, metadata, outbox, inbox, Path(__file__).parent / "migrations")
-    handlers.register(runtime)
-    return create_app(
-        runtime, [api.router], title="socialrx referral-intake",
+    return service_app(
+        SERVICE, settings or Settings(), store=store, register=[handlers.register], routers=[api.router],
         description="Link workers refer people to services; the only place a person's identifiable details live.",
     )
 
 
 def main() -> None:
-    settings = Settings()
-    serve(build(settings), settings)
+    run(build, Settings)
 
 
 if __name__ == "__main__":

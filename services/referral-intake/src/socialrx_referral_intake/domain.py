@@ -13,12 +13,16 @@ import hashlib
 import hmac
 import re
 from datetime import date, datetime, timedelta
+from typing import Literal, get_args
 
-STATUSES = ("created", "accepted", "declined", "outcome_recorded")
+# A referral's status as the link worker sees it (its timeline); the one rule is `next_status`.
+ReferralStatus = Literal["created", "accepted", "declined", "outcome_recorded"]
+STATUSES: tuple[ReferralStatus, ...] = get_args(ReferralStatus)
+INITIAL_STATUS: ReferralStatus = "created"
 
 # How far along each status is. A status only moves forward, so a late `referral.accepted`
 # after `outcome.recorded` changes nothing, and both orders end at `outcome_recorded`.
-_RANK = {"created": 0, "accepted": 1, "declined": 1, "outcome_recorded": 2}
+_RANK: dict[ReferralStatus, int] = {"created": 0, "accepted": 1, "declined": 1, "outcome_recorded": 2}
 
 # Consent is recorded by a person at a device whose clock may run a little fast; beyond this it is
 # a mistake (a wrong date typed, a wrong time zone), not skew.
@@ -90,7 +94,7 @@ def age_band(date_of_birth: date, on: date) -> str:
     return "85+"
 
 
-def next_status(current: str, event_status: str) -> str:
+def next_status(current: ReferralStatus, event_status: ReferralStatus) -> ReferralStatus:
     """The referral's status after an event whose own status is `event_status`."""
     if event_status not in _RANK:
         raise ValueError(f"unknown status {event_status!r}")

@@ -16,13 +16,13 @@ from socialrx_shared.events import (
 from socialrx_shared.logging import get_logger
 from socialrx_shared.runtime import ServiceRuntime
 
-from .domain import next_status
+from .domain import ReferralStatus, next_status
 from .store import referrals, services_view, timeline
 
 log = get_logger(__name__)
 
 
-async def apply_status_event(session: AsyncSession, envelope: Envelope, referral_id: str, status: str,
+async def apply_status_event(session: AsyncSession, envelope: Envelope, referral_id: str, status: ReferralStatus,
                              at: datetime, detail: dict, decline_reason: str | None = None) -> None:
     """Record the event in the referral's timeline and move its status forward (never back)."""
     current = await session.scalar(
