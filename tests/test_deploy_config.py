@@ -180,3 +180,12 @@ def test_the_oidc_settings_in_compose_and_the_configmap_mean_off_when_empty(comp
     made = settings(SOCIALRX_JWT_SECRET="k" * 32, SOCIALRX_OIDC_ISSUER=config["SOCIALRX_OIDC_ISSUER"],
                     SOCIALRX_OIDC_AUDIENCE=config["SOCIALRX_OIDC_AUDIENCE"], SOCIALRX_DEV_MODE=False)
     assert made.oidc_issuer is None and made.oidc_audience == "socialrx"
+
+
+def test_every_long_running_container_is_started_again_when_it_exits(compose) -> None:
+    """A service that exits (its database away at startup, a crash) must come back by itself, as it does
+    under Kubernetes; `make chaos` found a replica that stayed down after exiting at startup."""
+    one_shot = {"kafka-topics"}
+    for name, spec in compose["services"].items():
+        if name not in one_shot:
+            assert spec.get("restart") == "unless-stopped", name
