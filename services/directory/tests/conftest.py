@@ -162,3 +162,20 @@ def kit():
     from types import SimpleNamespace
 
     return SimpleNamespace(Receiver=Receiver, publish=publish, example=example, oruk_valid=assert_oruk_valid)
+
+
+@pytest.fixture(scope="module")
+def rules_database(postgres) -> str:
+    """One directory database per test module for handler-rule tests; each test's changes are rolled back."""
+    return postgres.new_database("dir_rules")
+
+
+@pytest.fixture
+async def handlers(rules_database: str, jwt_secret: str):
+    """The directory's event handlers on the real PostgreSQL, in a transaction rolled back after the test
+    (no Kafka): for the rules of how the directory reacts to an event. Delivery is tested through Kafka."""
+    from socialrx_devstack.testing import handler_bench
+    from socialrx_directory.app import Settings, build
+
+    async with handler_bench(build, Settings, database_url=rules_database, jwt_secret=jwt_secret) as bench:
+        yield bench
