@@ -11,7 +11,6 @@ from typing import Any
 
 from sqlalchemy import insert, select
 
-from socialrx_devstack.testing import HandlerBench
 from socialrx_directory.store import (
     organizations,
     referral_inbox,
@@ -20,6 +19,7 @@ from socialrx_directory.store import (
     subscriptions,
     webhook_deliveries,
 )
+from socialrx_harness.testing import HandlerBench
 from socialrx_shared import events as ev
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
