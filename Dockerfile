@@ -13,10 +13,14 @@ WORKDIR /app
 COPY pyproject.toml uv.lock README.md ./
 COPY shared shared
 COPY services services
-COPY deploy/devstack deploy/devstack
-# Only this service and what it needs, at the versions in uv.lock; installed, not editable.
+COPY deploy/ops deploy/ops
+COPY tests/harness/pyproject.toml tests/harness/pyproject.toml
+COPY bench/pyproject.toml bench/pyproject.toml
+# Only this service, the operators' CLI (`socialrx dlq ...`, `socialrx token`) and what they need, at the
+# versions in uv.lock; installed, not editable. The harness and the benchmark are workspace members uv must
+# see (their pyproject.toml), never installed.
 RUN test -n "$SERVICE" || (echo "build with --build-arg SERVICE=<service>" >&2; exit 1)
-RUN uv sync --frozen --no-dev --no-editable --package "socialrx-$SERVICE"
+RUN uv sync --frozen --no-dev --no-editable --package "socialrx-$SERVICE" --package socialrx-ops
 # The service's console script under one fixed name, so CMD stays exec-form (signals reach Python).
 RUN test -x "/app/.venv/bin/socialrx-$SERVICE" && ln -s "socialrx-$SERVICE" /app/.venv/bin/socialrx-service
 

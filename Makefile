@@ -22,7 +22,7 @@ $(VENV)/.installed: uv.lock pyproject.toml $(UV) deploy/bootstrap.sh
 install: $(VENV)/.installed
 
 up: install
-	$(VENV)/bin/python -m socialrx_devstack.up
+	$(VENV)/bin/python -m socialrx_harness.up
 
 test: install
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
@@ -45,12 +45,12 @@ lint: install
 		$(filter %.py,$(LINT_PATHS))
 
 bench: install
-	$(VENV)/bin/python -m socialrx_devstack.bench $(if $(N),--n $(N),)
+	$(VENV)/bin/python -m socialrx_bench.bench $(if $(N),--n $(N),)
 
 # Two replicas of every service, three brokers, faults from a seed, under load (README: Reliability).
 # make chaos [N=10000] [RATE=12] [SEED=20261126] [PER_KIND=2]
 chaos: install
-	$(VENV)/bin/python -m socialrx_devstack.chaos $(if $(N),--n $(N),) $(if $(RATE),--rate $(RATE),) \
+	$(VENV)/bin/python -m socialrx_harness.chaos $(if $(N),--n $(N),) $(if $(RATE),--rate $(RATE),) \
 		$(if $(SEED),--seed $(SEED),) $(if $(PER_KIND),--per-kind $(PER_KIND),)
 
 lock: $(UV)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from socialrx_devstack import procs
-from socialrx_devstack.postgres import LocalPostgres
+from socialrx_harness import procs
+from socialrx_harness.postgres import LocalPostgres
 
 sys.path.insert(0, str(Path(__file__).parent))
 

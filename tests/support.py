@@ -9,9 +9,9 @@ from typing import Any
 
 import httpx
 
-from socialrx_devstack.platform import Platform
-from socialrx_devstack.testing import auth, publish_raw, wait_for  # noqa: F401 - re-exported for the tests
-from socialrx_devstack.testing import events_with_records as events_on  # noqa: F401
+from socialrx_harness.platform import Platform
+from socialrx_harness.testing import auth, publish_raw, wait_for  # noqa: F401 - re-exported for the tests
+from socialrx_harness.testing import events_with_records as events_on  # noqa: F401
 
 PCN = "U12345"
 PRACTICE = "B82005"

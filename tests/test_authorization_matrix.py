@@ -15,7 +15,7 @@ import httpx
 import pytest
 from support import PCN, eventually_status, make_world, refer
 
-from socialrx_devstack.testing import auth, wait_for
+from socialrx_harness.testing import auth, wait_for
 from socialrx_shared.auth import ROLES
 
 PUBLIC = "public"

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 
-from socialrx_devstack import bench
-from socialrx_devstack.postgres import SERVICES
+from socialrx_bench import bench
+from socialrx_harness.postgres import SERVICES
 
 
 def test_bench_tiny_run_is_correct(kafka, postgres, jwt_secret, tmp_path, monkeypatch) -> None:

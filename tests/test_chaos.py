@@ -13,10 +13,10 @@ import subprocess
 
 import pytest
 
-from socialrx_devstack import chaos, procs
-from socialrx_devstack.chaos_faults import CONSUMER_SESSION_TIMEOUT_S, KINDS, schedule
-from socialrx_devstack.chaos_load import plan_for
-from socialrx_devstack.postgres import SERVICES
+from socialrx_harness import chaos, procs
+from socialrx_harness.chaos_faults import CONSUMER_SESSION_TIMEOUT_S, KINDS, schedule
+from socialrx_harness.chaos_load import plan_for
+from socialrx_harness.postgres import SERVICES
 
 
 def test_the_same_seed_replays_the_same_schedule() -> None:
@@ -123,7 +123,7 @@ def test_an_interrupted_run_leaves_nothing_behind() -> None:
     import sys
     import time
 
-    run = subprocess.Popen([sys.executable, "-m", "socialrx_devstack.chaos", "--n", "300", "--rate", "2",
+    run = subprocess.Popen([sys.executable, "-m", "socialrx_harness.chaos", "--n", "300", "--rate", "2",
                             "--per-kind", "1", "--records", "50", "--out", "/dev/null"],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     ports: list[int] = []

@@ -8,8 +8,8 @@ import subprocess
 import pytest
 from typer.testing import CliRunner
 
-from socialrx_devstack.cli import app
-from socialrx_devstack.up import write_tokens_file
+from socialrx_ops.cli import app
+from socialrx_harness.up import write_tokens_file
 from socialrx_shared.auth import decode_token
 from socialrx_shared.settings import DEV_JWT_SECRET
 
@@ -51,3 +51,11 @@ def test_tokens_file_is_private_and_sourceable(tmp_path) -> None:
     out = subprocess.run(["bash", "-c", f'source {path} && echo "$ADMIN $LW $FIN $(charity_token org-7)"'],
                          capture_output=True, text=True, check=True).stdout.split()
     assert out == ["a.b.c", "d.e.f", "g.h.i", "charity-token-for-org-7"]
+
+
+def test_the_operators_cli_knows_every_service_the_harness_runs() -> None:
+    """`socialrx migration` lists the services itself (the images hold no harness): the same four."""
+    from socialrx_harness.postgres import SERVICES
+    from socialrx_ops import cli
+
+    assert cli.SERVICES == SERVICES

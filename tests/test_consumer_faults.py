@@ -17,7 +17,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from socialrx_devstack.testing import events_on_topic, running_service, wait_for
+from socialrx_harness.testing import events_on_topic, running_service, wait_for
 from socialrx_referral_intake.app import Settings, build
 from socialrx_referral_intake.store import services_view
 from socialrx_shared import events as ev
@@ -150,7 +150,7 @@ async def test_dead_letters_are_counted_only_once_acknowledged_and_a_failed_send
         assert counted._value.get() == before + 1
 
         async def letters():
-            from socialrx_devstack.testing import read_topic
+            from socialrx_harness.testing import read_topic
 
             return [r for r in await read_topic(kafka.bootstrap_servers, ev.SERVICE_UPDATED.dlq_topic)
                     if marker.encode() in r.value]

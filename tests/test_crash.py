@@ -10,9 +10,9 @@ import httpx
 from aiokafka import AIOKafkaProducer
 from support import PCN
 
-from socialrx_devstack.platform import DEV_PERSON_REF_KEY, ServiceProcess, service_env
-from socialrx_devstack.procs import free_port
-from socialrx_devstack.testing import auth, events_on_topic, publish_event, wait_for
+from socialrx_harness.platform import DEV_PERSON_REF_KEY, ServiceProcess, service_env
+from socialrx_harness.procs import free_port
+from socialrx_harness.testing import auth, events_on_topic, publish_event, wait_for
 from socialrx_shared import events as ev
 
 REFERRALS = 1500

@@ -70,6 +70,7 @@ def test_every_image_builds_from_the_one_dockerfile(compose, service: str, port:
     text = dockerfile.read_text()
     assert "USER socialrx" in text and "HEALTHCHECK" in text and "uv sync --frozen" in text
     assert '--package "socialrx-$SERVICE"' in text and "SOCIALRX_HTTP_PORT=${PORT}" in text
+    assert "--package socialrx-ops" in text  # the operators' CLI (`socialrx dlq ...`) in every image
     assert 'CMD ["socialrx-service"]' in text and 'ln -s "socialrx-$SERVICE" /app/.venv/bin/socialrx-service' in text
     project = _pyproject(service)["project"]
     assert project["name"] == f"socialrx-{service}"

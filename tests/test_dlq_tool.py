@@ -9,12 +9,12 @@ import uuid
 
 from support import publish_raw
 
-from socialrx_devstack.testing import read_topic, wait_for
+from socialrx_harness.testing import read_topic, wait_for
 
 
 def _cli(kafka, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "socialrx_devstack.cli", "dlq", *args], env=env,
+    return subprocess.run([sys.executable, "-m", "socialrx_ops.cli", "dlq", *args], env=env,
                           capture_output=True, text=True, timeout=120)
 
 

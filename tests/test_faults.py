@@ -20,12 +20,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from support import PERSON, eventually_status, make_world, referral_body
 
-from socialrx_devstack import procs
-from socialrx_devstack.kafka import LocalKafka, LocalKafkaCluster
-from socialrx_devstack.platform import DEV_PERSON_REF_KEY, Platform
-from socialrx_devstack.postgres import SERVICES, LocalPostgres
-from socialrx_devstack.testing import events_on_topic, wait_for
-from socialrx_devstack.topics import ensure_topics
+from socialrx_harness import procs
+from socialrx_harness.kafka import LocalKafka, LocalKafkaCluster
+from socialrx_harness.platform import DEV_PERSON_REF_KEY, Platform
+from socialrx_harness.postgres import SERVICES, LocalPostgres
+from socialrx_harness.testing import events_on_topic, wait_for
+from socialrx_harness.topics import ensure_topics
 from socialrx_shared import events as ev
 
 NHS_NUMBERS = ["9434765919", "9999999999", "9000000009", "9876543210"]

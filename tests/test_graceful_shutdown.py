@@ -11,9 +11,9 @@ import asyncpg
 import httpx
 from support import PCN, PERSON, publish_raw, referral_body
 
-from socialrx_devstack.platform import DEV_PERSON_REF_KEY, ServiceProcess, service_env
-from socialrx_devstack.procs import free_port
-from socialrx_devstack.testing import auth, events_on_topic, wait_for
+from socialrx_harness.platform import DEV_PERSON_REF_KEY, ServiceProcess, service_env
+from socialrx_harness.procs import free_port
+from socialrx_harness.testing import auth, events_on_topic, wait_for
 from socialrx_shared import events as ev
 
 

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from support import PERSON, eventually_status, events_on, make_world, publish_raw, refer, referral_body
 
-from socialrx_devstack.testing import wait_for
+from socialrx_harness.testing import wait_for
 from socialrx_shared import events as ev
 
 

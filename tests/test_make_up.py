@@ -11,7 +11,7 @@ import time
 
 import httpx
 
-from socialrx_devstack import procs
+from socialrx_harness import procs
 
 
 def _wait_for_line(proc: subprocess.Popen, text: str, timeout_s: float, seen: list[str]) -> None:
@@ -51,7 +51,7 @@ def test_make_up_starts_everything_and_stops_cleanly(kafka, tmp_path) -> None:
         "SOCIALRX_HTTP_PORTS": ",".join(map(str, ports)),
         "SOCIALRX_PG_PORT": str(procs.free_port()),
     }
-    up = subprocess.Popen([sys.executable, "-u", "-m", "socialrx_devstack.up"], env=env, stdout=subprocess.PIPE,
+    up = subprocess.Popen([sys.executable, "-u", "-m", "socialrx_harness.up"], env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, start_new_session=True)
     seen: list[str] = []
     try:
@@ -60,7 +60,7 @@ def test_make_up_starts_everything_and_stops_cleanly(kafka, tmp_path) -> None:
             assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200
         _wait_for_line(up, "Press Ctrl-C", 30, seen)
         _the_tokens_file_works(tmp_path / "state" / "tokens.env", ports, "".join(seen))
-        second = subprocess.run([sys.executable, "-m", "socialrx_devstack.up"], env=env, capture_output=True,
+        second = subprocess.run([sys.executable, "-m", "socialrx_harness.up"], env=env, capture_output=True,
                                 text=True, timeout=60)
         assert second.returncode == 1
         assert "already running" in second.stdout

@@ -6,7 +6,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from support import eventually_status, make_world, refer
 
-from socialrx_devstack.testing import wait_for
+from socialrx_harness.testing import wait_for
 
 
 def _samples(text: str) -> dict[tuple[str, frozenset], float]:

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from support import PCN, PRACTICE, events_on, make_world, refer, wait_for
 
-from socialrx_devstack.testing import auth, read_topic
+from socialrx_harness.testing import auth, read_topic
 from socialrx_shared.events import REFERRAL_CREATED
 
 

@@ -8,7 +8,7 @@ import uuid
 import httpx
 from support import eventually_status, make_world, publish_raw, refer
 
-from socialrx_devstack.testing import read_topic, wait_for
+from socialrx_harness.testing import read_topic, wait_for
 from socialrx_shared import events as ev
 
 # Which services consume each topic (ARCHITECTURE.md): each one dead-letters a poison message itself.

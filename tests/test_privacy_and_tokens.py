@@ -12,7 +12,7 @@ import jwt
 import pytest
 from support import PCN, PERSON, eventually_status, make_world, refer
 
-from socialrx_devstack.testing import auth, read_topic, wait_for
+from socialrx_harness.testing import auth, read_topic, wait_for
 from socialrx_shared.events import ALL_DLQ_TOPICS, ALL_TOPICS
 
 SECRETS_IN_PERSON = [PERSON["nhs_number"], "943 476 5919", PERSON["given_name"], PERSON["family_name"],

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from socialrx_devstack import procs
-from socialrx_devstack.kafka import LocalKafka
-from socialrx_devstack.testing import running_service, wait_for
+from socialrx_harness import procs
+from socialrx_harness.kafka import LocalKafka
+from socialrx_harness.testing import running_service, wait_for
 from socialrx_referral_intake.app import Settings, build
 
 

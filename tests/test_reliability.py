@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select
 from support import PCN, publish_raw, referral_body
 
-from socialrx_devstack.testing import auth, events_on_topic, running_service, wait_for
+from socialrx_harness.testing import auth, events_on_topic, running_service, wait_for
 from socialrx_referral_intake.app import Settings, build
 from socialrx_shared import events as ev
 
@@ -116,6 +116,6 @@ async def test_one_failing_record_in_a_batch_is_dead_lettered_and_the_rest_appli
 
 
 async def _letters_for(kafka, marker: str) -> list:
-    from socialrx_devstack.testing import read_topic
+    from socialrx_harness.testing import read_topic
 
     return [r for r in await read_topic(kafka.bootstrap_servers, ev.SERVICE_UPDATED.dlq_topic) if marker.encode() in r.value]

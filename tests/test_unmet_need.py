@@ -10,7 +10,7 @@ import httpx
 import pytest
 from support import PERSON, eventually_status, events_on, make_world, refer, referral_body
 
-from socialrx_devstack.testing import auth, wait_for
+from socialrx_harness.testing import auth, wait_for
 from socialrx_shared import events as ev
 from socialrx_shared.disclosure import SUPPRESSED
 

@@ -16,7 +16,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 import socialrx_directory
-from socialrx_devstack.testing import publish_event
+from socialrx_harness.testing import publish_event
 from socialrx_shared import events as ev
 
 STANDARD = Path(socialrx_directory.__file__).parent / "standards" / "oruk-hsds-3.0"
@@ -162,3 +162,20 @@ def kit():
     from types import SimpleNamespace
 
     return SimpleNamespace(Receiver=Receiver, publish=publish, example=example, oruk_valid=assert_oruk_valid)
+
+
+@pytest.fixture(scope="module")
+def rules_database(postgres) -> str:
+    """One directory database per test module for handler-rule tests; each test's changes are rolled back."""
+    return postgres.new_database("dir_rules")
+
+
+@pytest.fixture
+async def handlers(rules_database: str, jwt_secret: str):
+    """The directory's event handlers on the real PostgreSQL, in a transaction rolled back after the test
+    (no Kafka): for the rules of how the directory reacts to an event. Delivery is tested through Kafka."""
+    from socialrx_directory.app import Settings, build
+    from socialrx_harness.testing import handler_bench
+
+    async with handler_bench(build, Settings, database_url=rules_database, jwt_secret=jwt_secret) as bench:
+        yield bench

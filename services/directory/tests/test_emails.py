@@ -11,10 +11,10 @@ from email import message_from_bytes
 from aiosmtpd.controller import Controller
 from sqlalchemy import select
 
-from socialrx_devstack.testing import auth, publish_event, running_service, wait_for
 from socialrx_directory import domain, emails
 from socialrx_directory.app import Settings, build
 from socialrx_directory.store import email_notifications
+from socialrx_harness.testing import auth, publish_event, running_service, wait_for
 from socialrx_shared import events as ev
 
 WEB = "https://socialrx.example-pcn.nhs.uk"

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import uuid
 
-from socialrx_devstack.testing import auth, events_on_topic, running_service, wait_for
 from socialrx_directory.app import Settings, build
+from socialrx_harness.testing import auth, events_on_topic, running_service, wait_for
 from socialrx_shared import events as ev
 
 

@@ -6,9 +6,9 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
-from socialrx_devstack.testing import auth, running_service
 from socialrx_directory import domain
 from socialrx_directory.app import Settings, build
+from socialrx_harness.testing import auth, running_service
 
 NEXT_YEAR = (date.today() + timedelta(days=365)).isoformat()
 

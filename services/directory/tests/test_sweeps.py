@@ -6,9 +6,9 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from functools import partial
 
-from socialrx_devstack.testing import auth, events_on_topic, running_service, wait_for
 from socialrx_directory import sweeps
 from socialrx_directory.app import Settings, build
+from socialrx_harness.testing import auth, events_on_topic, running_service, wait_for
 from socialrx_shared import events as ev
 
 

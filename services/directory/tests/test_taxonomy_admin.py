@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from socialrx_devstack.testing import auth, running_service
 from socialrx_directory.app import Settings, build
+from socialrx_harness.testing import auth, running_service
 
 
 async def test_admins_add_terms_and_services_use_only_known_ones(kafka, postgres, jwt_secret) -> None:

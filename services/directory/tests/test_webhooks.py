@@ -8,9 +8,9 @@ from datetime import datetime, timezone
 
 from sqlalchemy import insert
 
-from socialrx_devstack.testing import auth, running_service, wait_for
 from socialrx_directory.app import Settings, build
 from socialrx_directory.store import subscriptions
+from socialrx_harness.testing import auth, running_service, wait_for
 from socialrx_shared import events as ev
 
 

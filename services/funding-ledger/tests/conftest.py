@@ -11,7 +11,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from socialrx_devstack.testing import auth, running_service, wait_for
+from socialrx_harness.testing import auth, running_service, wait_for
 from socialrx_funding_ledger.app import Settings, build
 from socialrx_shared import events as ev
 

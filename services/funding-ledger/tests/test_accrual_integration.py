@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timezone
 
-from socialrx_devstack.testing import auth, publish_event, running_service, wait_for
+from socialrx_harness.testing import auth, publish_event, running_service, wait_for
 from socialrx_funding_ledger.app import Settings, build
 from socialrx_shared import events as ev
 

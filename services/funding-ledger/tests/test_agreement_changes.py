@@ -8,7 +8,7 @@ from datetime import date, datetime, timezone
 
 from sqlalchemy import text
 
-from socialrx_devstack.testing import wait_for
+from socialrx_harness.testing import wait_for
 from socialrx_shared import events as ev
 from socialrx_shared.db import make_engine
 

@@ -77,7 +77,8 @@ def _effects_in_asserts(path: Path) -> list[str]:
 
 def test_no_effect_inside_an_assert_in_running_code() -> None:
     """`python -O` removes asserts: an await (or :=) inside one would vanish with its effect."""
-    roots = [REPOSITORY / "shared" / "src", REPOSITORY / "deploy" / "devstack" / "src",
+    roots = [REPOSITORY / "shared" / "src", REPOSITORY / "deploy" / "ops" / "src",
+             REPOSITORY / "tests" / "harness" / "src", REPOSITORY / "bench" / "src",
              *(p / "src" for p in (REPOSITORY / "services").iterdir())]
     found = [hit for root in roots if root.is_dir() for path in root.rglob("*.py") for hit in _effects_in_asserts(path)]
     assert found == []

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from socialrx_devstack.testing import auth, events_on_topic, wait_for
+from socialrx_harness.testing import auth, events_on_topic, wait_for
 from socialrx_shared import events as ev
 from socialrx_shared.db import make_engine
 

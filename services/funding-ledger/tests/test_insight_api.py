@@ -7,7 +7,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
 
-from socialrx_devstack.testing import auth, wait_for
+from socialrx_harness.testing import auth, wait_for
 from socialrx_shared import events as ev
 
 

@@ -10,7 +10,7 @@ from datetime import date
 
 import pytest
 
-from socialrx_devstack.testing import auth
+from socialrx_harness.testing import auth
 
 
 def new_pcn() -> str:

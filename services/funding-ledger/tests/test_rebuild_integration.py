@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 
-from socialrx_devstack.testing import wait_for
+from socialrx_harness.testing import wait_for
 from socialrx_funding_ledger import ledger as ledger_module
 from socialrx_funding_ledger import rebuild
 from socialrx_funding_ledger.store import journal_lines, outbox

@@ -7,7 +7,7 @@ import asyncio
 import uuid
 from datetime import datetime, timezone
 
-from socialrx_devstack.testing import auth, running_service
+from socialrx_harness.testing import auth, running_service
 from socialrx_funding_ledger.app import Settings, build
 from socialrx_shared import events as ev
 

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from socialrx_devstack.testing import auth, running_service
+from socialrx_harness.testing import auth, running_service
 from socialrx_outcomes import reports
 from socialrx_outcomes.app import Settings, build
 from socialrx_shared import events as ev

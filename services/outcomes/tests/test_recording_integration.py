@@ -6,7 +6,7 @@ import json
 import uuid
 from datetime import datetime, timedelta, timezone
 
-from socialrx_devstack.testing import read_topic, wait_for
+from socialrx_harness.testing import read_topic, wait_for
 from socialrx_shared import events as ev
 
 AT = datetime(2026, 5, 4, 9, tzinfo=timezone.utc)

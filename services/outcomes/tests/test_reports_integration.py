@@ -14,7 +14,7 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
-from socialrx_devstack.testing import wait_for
+from socialrx_harness.testing import wait_for
 from socialrx_outcomes import reports
 from socialrx_shared import disclosure
 

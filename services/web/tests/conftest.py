@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from socialrx_devstack.testing import auth
+from socialrx_harness.testing import auth
 
 sys.path.insert(0, str(Path(__file__).parent))  # web_pages.py, the browser steps
 

@@ -10,7 +10,7 @@ from datetime import date
 
 import httpx
 
-from socialrx_devstack.testing import auth
+from socialrx_harness.testing import auth
 from web_pages import check_page, sign_in, sign_out, wait_text
 
 

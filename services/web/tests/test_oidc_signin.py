@@ -11,8 +11,8 @@ import uuid
 
 import pytest
 
-from socialrx_devstack.platform import ServiceProcess, web_env
-from socialrx_devstack.procs import free_port
+from socialrx_harness.platform import ServiceProcess, web_env
+from socialrx_harness.procs import free_port
 from web_pages import check_page, click
 
 

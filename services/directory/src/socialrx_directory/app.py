@@ -97,7 +97,7 @@ def build(settings: Settings | None = None, clock: sweeps.Clock = sweeps.system_
         SERVICE,
         settings,
         store=store,
-        register=[handlers.register, unmet_need_api.register],
+        register=[handlers.register],
         routers=[oruk_api.router, api.router, subscriptions_api.router, unmet_need_api.router],
         description="Organisations and services (Open Referral UK), capacity and safeguarding gates, charities' "
         "referral inboxes and webhook subscriptions.",

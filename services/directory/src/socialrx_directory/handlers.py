@@ -1,4 +1,5 @@
-"""How the directory reacts to events: referrals land in inboxes; finished referrals free a place."""
+"""How the directory reacts to events: referrals land in inboxes; finished referrals free a place;
+referral-intake's refusals are counted for the unmet-need report."""
 
 from __future__ import annotations
 
@@ -9,12 +10,20 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from socialrx_shared.consumer import EventConsumer
-from socialrx_shared.events import OUTCOME_RECORDED, REFERRAL_CREATED, Envelope, OutcomeRecorded, ReferralCreated
+from socialrx_shared.events import (
+    OUTCOME_RECORDED,
+    REFERRAL_CREATED,
+    REFERRAL_REFUSED,
+    Envelope,
+    OutcomeRecorded,
+    ReferralCreated,
+    ReferralRefused,
+)
 from socialrx_shared.runtime import ServiceRuntime
 
 from . import domain, emails
 from .commands import stage_service_updated
-from .store import referral_inbox, services
+from .store import referral_inbox, referral_refusals, services
 from .webhooks import enqueue
 
 
@@ -69,3 +78,21 @@ def register(rt: ServiceRuntime) -> None:
                 update(services).where(services.c.id == service_id).values(capacity=services.c.capacity + 1)
             )
             await stage_service_updated(rt, session, service_id)
+
+    @consumer.on(REFERRAL_REFUSED.topic)
+    async def on_refused(session: AsyncSession, envelope: Envelope, event: ReferralRefused) -> None:
+        await session.execute(
+            pg_insert(referral_refusals)
+            .values(
+                refusal_id=event.refusal_id,
+                pcn_id=event.pcn_id,
+                organisation_id=event.organisation_id,
+                service_id=event.service_id,
+                needs=event.needs,
+                age_band=event.age_band,
+                postcode_district=event.postcode_district,
+                reason=event.reason,
+                refused_at=event.refused_at,
+            )
+            .on_conflict_do_nothing(index_elements=["refusal_id"])
+        )

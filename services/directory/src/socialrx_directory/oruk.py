@@ -8,7 +8,7 @@ supplier-specific properties.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime, timezone
 from typing import Any
 
@@ -59,7 +59,7 @@ def taxonomy_term(term: Mapping) -> dict:
     }
 
 
-def taxonomy(vocabulary: str, terms: list[Mapping] | None = None) -> dict:
+def taxonomy(vocabulary: str, terms: Sequence[Mapping] | None = None) -> dict:
     out: dict[str, Any] = {
         "id": domain.taxonomy_id(vocabulary),
         "name": vocabulary,

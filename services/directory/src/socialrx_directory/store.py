@@ -4,6 +4,7 @@ and the reads the management API answers from."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import (
@@ -28,6 +29,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from socialrx_shared.db import new_metadata, reliability_tables
 from socialrx_shared.runtime import ServiceRuntime
+
+from . import domain, unmet_need
 
 metadata = new_metadata()
 outbox, inbox = reliability_tables(metadata)
@@ -220,3 +223,54 @@ async def decisions(rt: ServiceRuntime, service_id: str | None) -> Sequence[Row[
         query = query.where(referral_inbox.c.service_id == service_id)
     async with rt.sessionmaker() as session:
         return (await session.execute(query)).all()
+
+
+async def turned_away(
+    rt: ServiceRuntime, from_: date, to: date, pcn_id: str | None, today: date
+) -> tuple[list[unmet_need.Turned], list[unmet_need.ServiceGap]]:
+    """Referrals turned away from `from_` to `to` (both included): refused by referral-intake, or declined
+    for no capacity; only `pcn_id`'s if given. And the services that cannot take referrals `today` for
+    capacity or safeguarding."""
+    start = datetime.combine(from_, time.min, timezone.utc)
+    end = datetime.combine(to + timedelta(days=1), time.min, timezone.utc)
+    refused = select(referral_refusals).where(
+        referral_refusals.c.refused_at >= start, referral_refusals.c.refused_at < end
+    )
+    declined = select(referral_inbox.c.needs, referral_inbox.c.postcode_district).where(
+        referral_inbox.c.status == "declined",
+        referral_inbox.c.decline_reason == "no_capacity",
+        referral_inbox.c.decided_at >= start,
+        referral_inbox.c.decided_at < end,
+    )
+    if pcn_id is not None:
+        refused = refused.where(referral_refusals.c.pcn_id == pcn_id)
+        declined = declined.where(referral_inbox.c.pcn_id == pcn_id)
+    async with rt.sessionmaker() as session:
+        turned = [
+            unmet_need.Turned(tuple(r.needs), r.postcode_district, unmet_need.REFUSAL_COLUMN[r.reason])
+            for r in (await session.execute(refused)).all()
+        ]
+        turned += [
+            unmet_need.Turned(tuple(r.needs), r.postcode_district, "declined_no_capacity")
+            for r in (await session.execute(declined)).all()
+        ]
+        service_rows = (
+            await session.execute(
+                select(
+                    services.c.id,
+                    services.c.name,
+                    services.c.needs,
+                    services.c.postcode,
+                    services.c.status,
+                    services.c.capacity,
+                    services.c.safeguarding_policy_valid_until,
+                )
+            )
+        ).all()
+    gaps = []
+    for s in service_rows:
+        gate = domain.gate(s.status, s.capacity, s.safeguarding_policy_valid_until, today)
+        if gate.reason is not None and unmet_need.capacity_or_safeguarding(gate.reason):
+            district = domain.outward_code(s.postcode) if s.postcode else None
+            gaps.append(unmet_need.ServiceGap(s.id, s.name, tuple(s.needs), district, gate.reason))
+    return turned, gaps

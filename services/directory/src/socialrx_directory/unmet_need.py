@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import date, timedelta
 
 from socialrx_shared import disclosure
+from socialrx_shared.errors import Invalid
 
 COLUMNS = ("refused_no_capacity", "refused_safeguarding", "refused_not_active", "declined_no_capacity")
 TOTAL = "total"
@@ -85,3 +87,16 @@ def report(turned: Iterable[Turned], gaps: Iterable[ServiceGap]) -> list[dict]:
 def capacity_or_safeguarding(reason: str | None) -> bool:
     """Gate reasons that are unmet need: no places, or no valid safeguarding policy."""
     return reason is not None and (reason.startswith("no capacity") or "safeguarding" in reason)
+
+
+def period(from_: date | None, to: date | None, today: date) -> tuple[date, date]:
+    """The report's days, both included: to defaults to today, from to a year before to. Refuses
+    implausible years and a from after to (`Invalid`)."""
+    to = to or today
+    from_ = from_ or to - timedelta(days=365)
+    for name, day in (("from", from_), ("to", to)):
+        if not 2000 <= day.year <= 2100:
+            raise Invalid(f"{name} ({day}) is not a plausible date (years 2000 to 2100)")
+    if from_ > to:
+        raise Invalid(f"from ({from_}) is after to ({to}); give from on or before to")
+    return from_, to

@@ -28,7 +28,7 @@ from datetime import date
 
 import httpx
 
-from .bench_driver import FEE_OUTCOME_PENCE, FEE_REFERRAL_PENCE, PERSON, World
+from socialrx_bench.bench_driver import FEE_OUTCOME_PENCE, FEE_REFERRAL_PENCE, PERSON, World
 
 TRANSIENT_STATUSES = {500, 502, 503, 504}
 BASELINE = [{"instrument": "SWEMWBS", "phase": "baseline", "answers": [3, 3, 3, 3, 3, 3, 3]}]

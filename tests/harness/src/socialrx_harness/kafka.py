@@ -1,6 +1,6 @@
 """A single-node Apache Kafka 4.x broker in KRaft mode, run with the machine's Java, no Docker.
 
-The broker's jars come from Maven Central through `deploy/kafka/pom.xml`
+The broker's jars come from Maven Central through `tests/harness/kafka/pom.xml`
 (`mvn dependency:copy-dependencies`) and are cached under ~/.cache/socialrx, so only the first run
 downloads them. The broker's log lives on disk in the directory it is given.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 from . import procs
 
 KAFKA_VERSION = "4.1.1"
-POM = Path(__file__).resolve().parents[3] / "kafka" / "pom.xml"
+POM = Path(__file__).resolve().parents[2] / "kafka" / "pom.xml"
 CACHE = Path(os.environ.get("SOCIALRX_CACHE", Path.home() / ".cache" / "socialrx"))
 
 LOG4J2 = """\

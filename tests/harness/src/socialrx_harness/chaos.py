@@ -8,7 +8,7 @@
   duplicates and 1,000 poison records published.
 - Invariants every 10 s and at the end (`Checker`); figures to a JSON file and a table.
 
-    python -m socialrx_devstack.chaos [--n 10000] [--rate 12] [--seed 1] [--per-kind 2] [--out FILE]
+    python -m socialrx_harness.chaos [--n 10000] [--rate 12] [--seed 1] [--per-kind 2] [--out FILE]
 
 Everything it starts is stopped at the end, also on Ctrl-C, SIGTERM or failure.
 """
@@ -41,7 +41,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from socialrx_shared import events as ev
 
 from . import procs
-from .bench_driver import FEE_OUTCOME_PENCE, FEE_REFERRAL_PENCE, PERSON, World, agree_once_known, make_world
+from socialrx_bench.bench_driver import FEE_OUTCOME_PENCE, FEE_REFERRAL_PENCE, PERSON, World, agree_once_known, make_world
 from .chaos_faults import KINDS, Fault, schedule
 from .chaos_load import Balancer, Lifecycle, Load, LoadStats, Plan, nominal_fee_pence
 from .kafka import LocalKafkaCluster

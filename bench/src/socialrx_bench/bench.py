@@ -41,17 +41,17 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from socialrx_shared import events as ev
 
-from . import procs
+from socialrx_harness import procs
 from .bench_driver import FEE_OUTCOME_PENCE, FEE_REFERRAL_PENCE, Driver, PhaseResult, World, make_world
 from .bench_png import Chart
-from .infra import PostgresServer, given_database_urls
-from .kafka import KAFKA_VERSION, LocalKafka
-from .platform import DEV_PERSON_REF_KEY, Platform
-from .postgres import SERVICES, LocalPostgres
-from .testing import auth, read_topic
-from .topics import ensure_topics_sync
+from socialrx_harness.infra import PostgresServer, given_database_urls
+from socialrx_harness.kafka import KAFKA_VERSION, LocalKafka
+from socialrx_harness.platform import DEV_PERSON_REF_KEY, Platform
+from socialrx_harness.postgres import SERVICES, LocalPostgres
+from socialrx_harness.testing import auth, read_topic
+from socialrx_harness.topics import ensure_topics_sync
 
-ROOT = Path(__file__).resolve().parents[4]
+ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_N = 1500
 EVENTS_PER_LIFECYCLE = 7  # created, accepted, 2 x service.updated, outcome.recorded, 2 x payment.due
 
@@ -771,7 +771,7 @@ def table(r: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m socialrx_devstack.bench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m socialrx_bench.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=DEFAULT_N, help=f"lifecycles driven flat out (default {DEFAULT_N})")
     parser.add_argument("--rate", type=float, default=None,
                         help="offered lifecycles/s of the fixed-rate phase (default: half the flat-out rate, at most 100)")

@@ -1,7 +1,8 @@
-"""`socialrx`: the command line for local use.
+"""`socialrx`: the operators' command line (in every service image, and in the workspace for local use).
 
     socialrx token link_worker --pcn-id U12345     mint a bearer token (local use)
-    socialrx migration referral-intake -m "..."    autogenerate an Alembic revision
+    socialrx migration referral-intake -m "..."    autogenerate an Alembic revision (development: needs the
+                                                   harness, socialrx-harness, which the images do not hold)
     socialrx dlq list | show TOPIC | redrive TOPIC  dead letters (KAFKA_BOOTSTRAP_SERVERS)
 """
 
@@ -19,9 +20,10 @@ import typer
 from socialrx_shared.auth import ROLES, SCOPE_CLAIM, mint_token
 from socialrx_shared.settings import DEV_JWT_SECRET
 
-from .postgres import SERVICES
+# The services with a database of their own (the harness's `postgres.SERVICES`, which a test holds equal).
+SERVICES = ("referral-intake", "directory", "outcomes", "funding-ledger")
 
-app = typer.Typer(help="socialrx: local tools", no_args_is_help=True)
+app = typer.Typer(help="socialrx: operators' tools", no_args_is_help=True)
 dlq_app = typer.Typer(help="Dead letters: list, inspect, re-drive", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
 BOOTSTRAP = typer.Option(None, envvar="KAFKA_BOOTSTRAP_SERVERS", help="Kafka bootstrap servers")
@@ -112,8 +114,9 @@ def migration(service: str = typer.Argument(..., help=f"one of {', '.join(SERVIC
     from alembic import command
     from alembic.config import Config
 
-    from . import procs
-    from .postgres import LocalPostgres
+    # Development only: the throwaway PostgreSQL is the harness's (not in the service images).
+    from socialrx_harness import procs
+    from socialrx_harness.postgres import LocalPostgres
 
     if service not in SERVICES:
         raise typer.BadParameter(f"service must be one of {', '.join(SERVICES)}")

@@ -1,5 +1,6 @@
 """Helpers for tests: run one service in-process on the real broker and database, mint tokens,
-wait for eventual consistency, read a topic."""
+wait for eventual consistency, read a topic; or run a service's event handlers on the real database
+inside a transaction that is rolled back (`handler_bench`: rules, fast, no Kafka)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,18 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from fastapi import FastAPI
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from socialrx_shared.auth import mint_token
+from socialrx_shared.db import run_migrations
+from socialrx_shared.events import Envelope, EventSpec, Strict, new_event
 
 from .platform import DEV_PERSON_REF_KEY
 
@@ -39,6 +45,51 @@ async def running_service(build: Callable[..., FastAPI], settings_cls: type, *, 
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
             yield app, client
+
+
+@dataclass
+class HandlerBench:
+    """A service's event handlers and one session, all inside a transaction rolled back at the end.
+
+    `deliver` calls the handler registered for the event's topic as the consumer would (the inbox and
+    the offset are the consumer's, tested through Kafka and by `shared/tests/test_outbox_inbox_contract.py`);
+    `session` reads and seeds the service's tables; `staged` reads the events the handlers staged."""
+
+    runtime: Any
+    session: AsyncSession
+
+    async def deliver(self, spec: EventSpec, data: Strict) -> Envelope:
+        envelope = new_event(spec, data, source="test")
+        await self.runtime.consumer.handlers[spec.topic](self.session, envelope, data)
+        return envelope
+
+    async def staged(self, spec: EventSpec) -> list[Envelope]:
+        outbox = self.runtime.outbox
+        query = select(outbox.c.value).where(outbox.c.topic == spec.topic).order_by(outbox.c.id)
+        return [Envelope.model_validate_json(value) for value in (await self.session.execute(query)).scalars()]
+
+
+@asynccontextmanager
+async def handler_bench(build: Callable[..., FastAPI], settings_cls: type, *, database_url: str, jwt_secret: str,
+                        **settings: Any) -> AsyncIterator[HandlerBench]:
+    """The service built (handlers registered, nothing started: no Kafka, no background jobs), its
+    database migrated, and a session whose every change, commits included, is rolled back at the end."""
+    app = build(settings_cls(database_url=database_url, kafka_bootstrap_servers="127.0.0.1:9",
+                             jwt_secret=jwt_secret, **settings))
+    runtime = app.state.runtime
+    await run_migrations(runtime.migrations_dir, database_url)  # a no-op once the database is at head
+    try:
+        async with runtime.engine.connect() as connection:
+            outer = await connection.begin()
+            # A commit inside (a handler's own savepoint) releases a savepoint, never the outer transaction.
+            session = AsyncSession(bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False)
+            try:
+                yield HandlerBench(runtime, session)
+            finally:
+                await session.close()
+                await outer.rollback()
+    finally:
+        await runtime.engine.dispose()
 
 
 async def _ready(runtime: Any) -> bool:

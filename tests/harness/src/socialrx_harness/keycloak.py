@@ -30,7 +30,7 @@ from . import procs
 from .kafka import CACHE
 
 KEYCLOAK_VERSION = "26.7.3"
-REALM_FILE = Path(__file__).resolve().parents[3] / "keycloak" / "socialrx-realm.json"
+REALM_FILE = Path(__file__).resolve().parents[4] / "deploy" / "keycloak" / "socialrx-realm.json"
 REALM = "socialrx"
 CLIENT_ID = "socialrx-web"
 AUDIENCE = "socialrx"

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from .testing import auth
+from socialrx_harness.testing import auth
 
 FEE_REFERRAL_PENCE = 5000
 FEE_OUTCOME_PENCE = 12000
