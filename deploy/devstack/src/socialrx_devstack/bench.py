@@ -119,6 +119,15 @@ class CpuMeter:
         return sample
 
     @staticmethod
+    def ms_per(before: dict[str, float], after: dict[str, float], count: int) -> dict[str, float]:
+        """CPU milliseconds per unit (lifecycle) of each component, and of the platform (all but the driver)."""
+        if count <= 0:
+            return {}
+        per = {k: round((after[k] - before.get(k, 0.0)) * 1000 / count, 2) for k in after}
+        per["platform (services, Kafka, PostgreSQL)"] = round(sum(v for k, v in per.items() if k != "bench driver"), 2)
+        return per
+
+    @staticmethod
     def share(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, float]:
         """Cores used by each component over the interval (2.0 = both cores of this machine)."""
         return {k: round((after[k] - before.get(k, 0.0)) / seconds, 2) for k in after} if seconds > 0 else {}
@@ -222,6 +231,7 @@ async def phase_figures(phase: PhaseResult, dbs: Databases, accepted_published: 
         "latency_accepted_published_to_payment_posted": _latency_summary(latencies),
         "driver_lifecycle_create_to_outcome_201": _latency_summary(phase.lifecycle_s),
         "http_requests": phase.requests, "http_retries_not_known_yet": phase.retries_not_yet_known,
+        "http_retries_connection": phase.retries_connection, "http_retries_already_done": phase.retries_already_done,
         "http_errors": phase.errors,
         "http_seconds_by_step": {step: {"requests": len(v), "mean_ms": round(statistics.fmean(v) * 1000, 1),
                                         "p95_ms": round(_pct(v, 95) * 1000, 1)} for step, v in phase.http_s.items()},
@@ -535,7 +545,7 @@ def commit() -> dict:
 
 
 async def measure(args: argparse.Namespace, *, bootstrap: str, database_urls: dict[str, str], urls: dict[str, str],
-                  secret: str, cpu: CpuMeter, infra: dict) -> dict:
+                  secret: str, cpu: CpuMeter, infra: dict, profile_pids: dict[str, int] | None = None) -> dict:
     limits = httpx.Limits(max_connections=4 * args.workers + 20, max_keepalive_connections=4 * args.workers + 20)
     async with httpx.AsyncClient(timeout=60, limits=limits) as client, Databases(database_urls) as dbs:
         world = await make_world(client, urls, secret, organisations=args.organisations)
@@ -547,12 +557,20 @@ async def measure(args: argparse.Namespace, *, bootstrap: str, database_urls: di
         await wait_ledgered(dbs, world.pcn_id, expected, 120)
 
         _say(f"flat out: {args.n} lifecycles, {args.workers} concurrent HTTP workers per step ...")
+        profiler = None
+        if args.profile and profile_pids:
+            from .bench_profile import Profiler
+            profiler = Profiler(args.profile, profile_pids)
+            profiler.start()
         cpu0 = cpu.sample()
         flat = await driver.run("flat-out", args.n)
         expected += 2 * len(flat.referral_ids)
         _say(f"  driver done in {flat.last_outcome_done - flat.first_create_sent:.1f}s; waiting for the ledger ...")
         flat_end = await wait_ledgered(dbs, world.pcn_id, expected, max(300, args.n / 5))
-        cpu_flat = CpuMeter.share(cpu0, cpu.sample(), flat_end - flat.first_create_sent)
+        cpu0_end = cpu.sample()
+        cpu_flat = CpuMeter.share(cpu0, cpu0_end, flat_end - flat.first_create_sent)
+        cpu_ms_per_lifecycle = CpuMeter.ms_per(cpu0, cpu0_end, len(flat.referral_ids))
+        profile = profiler.stop() if profiler else None
         caught_up = await wait_caught_up(dbs, flat.referral_ids, max(300, args.n / 5))
         handlers = await handler_seconds(urls)
         rate = args.rate
@@ -615,6 +633,7 @@ async def measure(args: argparse.Namespace, *, bootstrap: str, database_urls: di
             fig.pop("_posted")
             fig.pop("_rows")
         figures[0]["cpu_cores_used"] = cpu_flat
+        figures[0]["cpu_ms_per_lifecycle"] = cpu_ms_per_lifecycle
         figures[1]["cpu_cores_used"] = cpu_fixed
         return {
             "load_path": "HTTP API only (httpx.AsyncClient): POST /referrals, POST /referrals/{id}/accept, "
@@ -632,6 +651,7 @@ async def measure(args: argparse.Namespace, *, bootstrap: str, database_urls: di
             "ledger_rebuild": rebuilt, "arrears": arrears, "correctness": checks,
             "target": {"lifecycles_per_s": 2000, "note": "900,000 referrals a year through all four services in < 8 min"},
             "infra": infra, "timeline": series,
+            **({"profile_flat_out": profile} if profile else {}),
         }
 
 
@@ -732,6 +752,11 @@ def table(r: dict) -> str:
                                      f"handler {s['mean_handler_ms']} ms"))
     others = {k: v for k, v in f["cpu_cores_used"].items() if k not in r["per_service_flat_out"]}
     rows.append(("  CPU cores, others", ", ".join(f"{k} {v}" for k, v in others.items())))
+    per = f.get("cpu_ms_per_lifecycle") or {}
+    if per:
+        rows.append(("CPU per lifecycle (flat out)", f"{per['platform (services, Kafka, PostgreSQL)']} ms in the platform "
+                                                     f"(target <= 12 ms): " + ", ".join(
+                                                         f"{k} {v}" for k, v in per.items() if not k.startswith("platform"))))
     rows += [
         ("HTTP (flat out)", ", ".join(f"{k} {v['mean_ms']:,.0f} ms" for k, v in f["http_seconds_by_step"].items())
                             + " mean"),
@@ -764,7 +789,8 @@ def table(r: dict) -> str:
         ("trial balance zero", f"{c['trial_balance_zero']} (debits {c['trial_balance'].get('debits_pence', 0):,} = credits "
                                f"{c['trial_balance'].get('credits_pence', 0):,} pence)"),
         ("HTTP (flat out)", f"{f['http_requests']:,} requests, {f['http_retries_not_known_yet']:,} retried (not known "
-                            f"yet), errors {f['http_errors'] or 0}"),
+                            f"yet), {f['http_retries_connection']:,} after a dropped connection ({f['http_retries_already_done']:,} "
+                            f"had taken effect), errors {f['http_errors'] or 0}"),
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
@@ -784,6 +810,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-fsync", action="store_true", help="a PostgreSQL started here runs with fsync off (as tests do)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="folder for the JSON and PNG")
     parser.add_argument("--name", help="file name of the results (default: a UTC timestamp)")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="folder: sample each service with py-spy during the flat-out phase (raw stacks + summary)")
     args = parser.parse_args(argv)
 
     secret = os.environ.get("SOCIALRX_JWT_SECRET") or "bench-" + uuid.uuid4().hex
@@ -797,7 +825,8 @@ def main(argv: list[str] | None = None) -> int:
         cpu = CpuMeter(stack.pids())
         result.update(asyncio.run(measure(args, bootstrap=bootstrap, database_urls=database_urls,
                                           urls={s: p.url for s, p in stack.platform.services.items()},
-                                          secret=secret, cpu=cpu, infra=infra)))
+                                          secret=secret, cpu=cpu, infra=infra,
+                                          profile_pids={s: p for s, p in stack.pids().items() if s in SERVICES})))
     finally:
         _say("stopping what the bench started ...")
         stack.stop()
