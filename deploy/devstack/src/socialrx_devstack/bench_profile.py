@@ -10,7 +10,13 @@ The summary puts every sample into two boxes:
 - *where*: what the process was doing at the root (an HTTP request, a consumed batch, the outbox
   relay, other), found from the outermost frame that names one;
 - *what*: the library the innermost recognisable frame belongs to (the leaf first: time in pydantic
-  called from SQLAlchemy's result processing is validation only if pydantic is the leaf's library).
+  called from SQLAlchemy's result processing is validation only if pydantic is the leaf's library);
+  asyncio's own frames (a socket write, a callback) are charged to the library that called them, so
+  a query's `send()` counts as SQL, a produce request's as Kafka client.
+
+On a machine shared with other work, `--nonblocking` samples a thread that is runnable but not on
+a core as if it ran: read the shares as "where the process spends its turns", next to the CPU
+seconds the bench measures from /proc.
 """
 
 from __future__ import annotations
@@ -25,25 +31,29 @@ from pathlib import Path
 
 # (part, pattern on the frame's file path), tried leaf first; the first that matches names the part.
 WHAT: tuple[tuple[str, re.Pattern[str]], ...] = tuple((part, re.compile(pattern)) for part, pattern in (
-    ("logging", r"/(structlog|logging)/"),
-    ("metrics", r"/prometheus_client/"),
-    ("JSON", r"/(json|orjson)/|json/(decoder|encoder)\.py"),
-    ("validation (pydantic)", r"/pydantic(_core)?/"),
-    ("SQL (SQLAlchemy)", r"/sqlalchemy/"),
-    ("SQL (asyncpg driver)", r"/asyncpg/"),
-    ("Kafka client (aiokafka, FastStream)", r"/(aiokafka|faststream|kafka)/"),
-    ("HTTP server (uvicorn, h11)", r"/(uvicorn|h11|httptools)/"),
-    ("HTTP framework (FastAPI, Starlette)", r"/(fastapi|starlette|anyio)/"),
-    ("auth (JWT)", r"/(jwt|cryptography)/|socialrx_shared/auth\.py"),
-    ("retries (tenacity)", r"/tenacity/"),
-    ("asyncio event loop", r"/asyncio/|selectors\.py|/uvloop/"),
+    ("logging", r"(^|/)(structlog|logging)/"),
+    ("metrics", r"(^|/)prometheus_client/"),
+    ("JSON", r"(^|/)(json|orjson)/"),
+    ("validation (pydantic)", r"(^|/)pydantic(_core)?/"),
+    ("SQL (SQLAlchemy)", r"(^|/)sqlalchemy/"),
+    ("SQL (asyncpg driver)", r"(^|/)asyncpg/"),
+    ("Kafka client (aiokafka, FastStream)", r"(^|/)(aiokafka|faststream|kafka)/"),
+    ("HTTP server (uvicorn, h11)", r"(^|/)(uvicorn|h11|httptools)/"),
+    ("HTTP framework (FastAPI, Starlette)", r"(^|/)(fastapi|starlette|anyio)/"),
+    ("auth (JWT)", r"(^|/)(jwt|cryptography)/|socialrx_shared/auth\.py"),
+    ("retries (tenacity)", r"(^|/)tenacity/"),
+    ("greenlet switch (SQLAlchemy async)", r"(^|/)greenlet/"),
+    ("asyncio event loop", r"(^|/)(asyncio|uvloop)/|^selectors\.py"),
     ("service code", r"socialrx_"),
 ))
 WHERE: tuple[tuple[str, re.Pattern[str]], ...] = tuple((part, re.compile(pattern)) for part, pattern in (
     ("outbox relay", r"socialrx_shared/outbox\.py"),
-    ("consumer", r"socialrx_shared/consumer\.py|/faststream/"),
-    ("HTTP request", r"/(uvicorn|starlette|fastapi)/"),
+    ("consumer", r"socialrx_shared/consumer\.py|(^|/)faststream/"),
+    ("HTTP request", r"(^|/)(uvicorn/protocols|starlette|fastapi)/"),
 ))
+# Leaf frames of a thread that waits (not on the CPU): py-spy --nonblocking cannot always tell idle.
+IDLE = re.compile(r"^(EpollSelector\.select|Condition\.wait|Queue\.get|Event\.wait|_wait_for_tstate_lock|"
+                  r"Thread\.join|select) \(")
 FRAME = re.compile(r"^(?P<fn>.*?) \((?P<file>[^:()]+)(?::\d+)?\)$")
 
 
@@ -92,11 +102,16 @@ def classify(frames: list[str]) -> tuple[str, str]:
     """(where, what) of one stack, frames root first."""
     files = [_file(f) for f in frames]
     where = next((part for part, pattern in WHERE for f in files if pattern.search(f)), "other")
+    loop_only = False
     for f in reversed(files):
         for part, pattern in WHAT:
             if pattern.search(f):
+                if part == "asyncio event loop":
+                    # A socket write or a callback: charged to the library that asked for it.
+                    loop_only = True
+                    break
                 return where, part
-    return where, "other (interpreter, standard library)"
+    return where, "asyncio event loop" if loop_only else "other (interpreter, standard library)"
 
 
 def summarise(path: Path) -> dict:
@@ -112,8 +127,10 @@ def summarise(path: Path) -> dict:
                 continue
             # py-spy puts the thread first ("process 123:..."/"thread ..."); those are not frames.
             frames = [f for f in stack.split(";") if "(" in f]
-            w, p = classify(frames)
             n = int(count)
+            if not frames or IDLE.match(frames[-1].strip()):
+                continue  # a waiting thread (or a thread without Python frames): not CPU
+            w, p = classify(frames)
             total += n
             what[p] += n
             where[w] += n

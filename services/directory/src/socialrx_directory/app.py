@@ -6,15 +6,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from pydantic import Field, field_validator
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from socialrx_shared.http import create_app, serve
 from socialrx_shared.logging import get_logger
 from socialrx_shared.runtime import ServiceRuntime
 from socialrx_shared.settings import ServiceSettings
 
-from . import api, domain, emails, handlers, oruk_api, subscriptions_api, sweeps, unmet_need_api
+from . import api, commands, domain, emails, handlers, oruk_api, subscriptions_api, sweeps, unmet_need_api
 from .store import inbox, metadata, outbox
 from .webhooks import DeliveryWorker
 
@@ -32,6 +33,8 @@ class Settings(ServiceSettings):
     safeguarding_sweep_interval_s: float = Field(3600, gt=0, validation_alias="DIRECTORY_SAFEGUARDING_SWEEP_INTERVAL_S")
     auto_decline_sweep_interval_s: float = Field(600, gt=0, validation_alias="DIRECTORY_AUTO_DECLINE_SWEEP_INTERVAL_S")
     webhook_poll_interval_s: float = Field(1.0, gt=0, validation_alias="DIRECTORY_WEBHOOK_POLL_INTERVAL_S")
+    # How often the capacity changes of accepts and finished referrals leave as one service.updated each.
+    service_update_interval_s: float = Field(0.1, gt=0, validation_alias="DIRECTORY_SERVICE_UPDATE_INTERVAL_S")
     webhook_retry_base_s: float = Field(10.0, gt=0, validation_alias="DIRECTORY_WEBHOOK_RETRY_BASE_S")
     webhook_retry_cap_s: float = Field(3600.0, gt=0, validation_alias="DIRECTORY_WEBHOOK_RETRY_CAP_S")
     webhook_max_attempts: int = Field(12, ge=1, validation_alias="DIRECTORY_WEBHOOK_MAX_ATTEMPTS")
@@ -70,6 +73,8 @@ def _background_jobs(runtime: ServiceRuntime, settings: Settings, clock: sweeps.
         sweeps.Periodic("auto-decline-sweep", settings.auto_decline_sweep_interval_s,
                         lambda: sweeps.auto_decline_sweep(runtime, clock())),
         sweeps.Periodic("webhook-deliveries", settings.webhook_poll_interval_s, worker.poll, on_stop=worker.stop),
+        sweeps.Periodic("service-updates", settings.service_update_interval_s,
+                        lambda: commands.publish_pending_service_updates(runtime)),
     ]
     if not settings.smtp_url:
         log.info("notification emails are off: SOCIALRX_SMTP_URL is not set")
@@ -100,16 +105,33 @@ def _with_background_jobs(app: FastAPI, jobs: list[sweeps.Periodic]) -> None:
     app.router.lifespan_context = lifespan
 
 
-def _open_cors(app: FastAPI) -> None:
-    """Open Referral UK requires `Access-Control-Allow-Origin: *` on its read API (errors included)."""
+class _OpenCors:
+    """Open Referral UK requires `Access-Control-Allow-Origin: *` on its read API (errors included).
 
-    @app.middleware("http")
-    async def cors(request: Request, call_next):
-        response = await call_next(request)
-        path = request.url.path
-        if request.method in ("GET", "HEAD") and (path == "/" or path.startswith(oruk_api.OPEN_PREFIXES)):
-            response.headers["Access-Control-Allow-Origin"] = "*"
-        return response
+    Pure ASGI: `@app.middleware("http")` (BaseHTTPMiddleware) cost every request of the directory a
+    task and a streamed copy of its response, the charity's accept included."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD") or not (
+                path == "/" or path.startswith(oruk_api.OPEN_PREFIXES)):
+            await self.app(scope, receive, send)
+            return
+
+        async def with_header(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"access-control-allow-origin"]
+                message = {**message, "headers": [*headers, (b"access-control-allow-origin", b"*")]}
+            await send(message)
+
+        await self.app(scope, receive, with_header)
+
+
+def _open_cors(app: FastAPI) -> None:
+    app.add_middleware(_OpenCors)
 
 
 def build(settings: Settings | None = None, clock: sweeps.Clock = sweeps.system_clock) -> FastAPI:

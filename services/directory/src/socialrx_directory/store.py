@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import (BigInteger, Boolean, Column, Date, DateTime, Float, Index, Integer, LargeBinary, String, Table,
-                        Text, Uuid)
+                        Text, Uuid, text)
 from sqlalchemy.dialects.postgresql import JSONB
 
 from socialrx_shared.db import new_metadata, reliability_tables
@@ -52,8 +52,12 @@ services = Table(
     Column("published_accepting", Boolean, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # Capacity changed by an accept or a finished referral; `service.updated` not yet staged. Set in the
+    # transaction of the change, cleared in the one that stages the event: many changes, one event.
+    Column("update_pending", Boolean, nullable=False, server_default=text("false")),
 )
 Index("ix_services_identity", services.c.organization_id, services.c.name, services.c.postcode)
+Index("ix_services_update_pending", services.c.id, postgresql_where=services.c.update_pending)
 
 taxonomy_terms = Table(
     "taxonomy_terms",
