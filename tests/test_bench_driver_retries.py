@@ -26,9 +26,9 @@ class LosesFirstAnswer(httpx.AsyncBaseTransport):
         response = await self.inner.handle_async_request(request)
         step = request.url.path.rsplit("/", 1)[-1]
         if request.method == "POST" and step in STEPS and step not in self.lost and response.status_code in (200, 201):
+            self.lost.add(step)  # before any await: one lost answer per step, whatever runs concurrently
             await response.aread()
             await response.aclose()
-            self.lost.add(step)
             raise httpx.RemoteProtocolError("Server disconnected without sending a response.", request=request)
         return response
 

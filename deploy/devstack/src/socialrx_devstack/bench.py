@@ -560,6 +560,12 @@ async def measure(args: argparse.Namespace, *, bootstrap: str, database_urls: di
         expected += 2 * len(warm.referral_ids)
         await wait_ledgered(dbs, world.pcn_id, expected, 120)
 
+        # What each process burns doing nothing (polls, fetch loops, the broker's own work): at a few
+        # lifecycles/s on a crowded machine it is a large part of the CPU per lifecycle, so it is shown apart.
+        await asyncio.sleep(2)
+        idle0 = cpu.sample()
+        await asyncio.sleep(args.idle_seconds)
+        idle_cores = CpuMeter.share(idle0, cpu.sample(), args.idle_seconds)
         _say(f"flat out: {args.n} lifecycles, {args.workers} concurrent HTTP workers per step ...")
         profiler = None
         if args.profile and profile_pids:  # (profile_pids: the services' pids, also for CPU per request)
@@ -574,6 +580,9 @@ async def measure(args: argparse.Namespace, *, bootstrap: str, database_urls: di
         cpu0_end = cpu.sample()
         cpu_flat = CpuMeter.share(cpu0, cpu0_end, flat_end - flat.first_create_sent)
         cpu_ms_per_lifecycle = CpuMeter.ms_per(cpu0, cpu0_end, len(flat.referral_ids))
+        flat_window = flat_end - flat.first_create_sent
+        cpu_ms_above_idle = CpuMeter.ms_per(
+            cpu0, {k: v - idle_cores.get(k, 0.0) * flat_window for k, v in cpu0_end.items()}, len(flat.referral_ids))
         profile = profiler.stop() if profiler else None
         caught_up = await wait_caught_up(dbs, flat.referral_ids, max(300, args.n / 5))
         handlers = await handler_seconds(urls)
@@ -645,6 +654,8 @@ async def measure(args: argparse.Namespace, *, bootstrap: str, database_urls: di
             fig.pop("_rows")
         figures[0]["cpu_cores_used"] = cpu_flat
         figures[0]["cpu_ms_per_lifecycle"] = cpu_ms_per_lifecycle
+        figures[0]["cpu_cores_idle"] = idle_cores
+        figures[0]["cpu_ms_per_lifecycle_above_idle"] = cpu_ms_above_idle
         figures[1]["cpu_cores_used"] = cpu_fixed
         return {
             "load_path": "HTTP API only (httpx.AsyncClient): POST /referrals, POST /referrals/{id}/accept, "
@@ -909,6 +920,11 @@ def table(r: dict) -> str:
         rows.append(("CPU per lifecycle (flat out)", f"{per['platform (services, Kafka, PostgreSQL)']} ms in the platform "
                                                      f"(target <= 12 ms): " + ", ".join(
                                                          f"{k} {v}" for k, v in per.items() if not k.startswith("platform"))))
+    above = f.get("cpu_ms_per_lifecycle_above_idle") or {}
+    if above:
+        rows.append(("  above idle", f"{above['platform (services, Kafka, PostgreSQL)']} ms: " + ", ".join(
+            f"{k} {v}" for k, v in above.items() if not k.startswith("platform"))))
+        rows.append(("  idle (cores)", ", ".join(f"{k} {v}" for k, v in f["cpu_cores_idle"].items())))
     rows += [
         ("HTTP (flat out)", ", ".join(f"{k} {v['mean_ms']:,.0f} ms" for k, v in f["http_seconds_by_step"].items())
                             + " mean"),
@@ -977,6 +993,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-fsync", action="store_true", help="a PostgreSQL started here runs with fsync off (as tests do)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="folder for the JSON and PNG")
     parser.add_argument("--name", help="file name of the results (default: a UTC timestamp)")
+    parser.add_argument("--idle-seconds", type=float, default=10.0,
+                        help="CPU of each process measured idle this long before flat out (shown apart)")
     parser.add_argument("--limit-seconds", type=float, default=8.0,
                         help="how long POST /referrals alone and the minimal endpoint are each driven")
     parser.add_argument("--no-extra", action="store_true",
