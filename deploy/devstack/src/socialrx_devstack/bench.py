@@ -757,7 +757,12 @@ async def http_limits(client: httpx.AsyncClient, world: World, database_url: str
             await conn.close()
     return {"seconds_each": seconds, "workers": workers, "post_referrals": create, "minimal_insert_endpoint": minimal,
             "ratio_post_referrals_to_minimal": round(create["req_per_s"] / minimal["req_per_s"], 3)
-            if minimal["req_per_s"] else None}
+            if minimal["req_per_s"] else None,
+            # On a machine whose cores are shared, req/s measures the crowd (the driver included); the CPU
+            # each request costs its server does not: the same ratio by CPU.
+            "ratio_by_cpu_minimal_to_post_referrals": round(minimal["service_cpu_ms_per_request"]
+                                                            / create["service_cpu_ms_per_request"], 3)
+            if create["service_cpu_ms_per_request"] else None}
 
 
 async def copy_limit(database_url: str, rows: int = 200_000) -> dict:
@@ -945,7 +950,8 @@ def table(r: dict) -> str:
                                       f"referral-intake, mean {pr['mean_ms']} ms, {lh['workers']} clients)"),
             ("minimal endpoint, one INSERT", f"{mn['req_per_s']:,} req/s ({mn['service_cpu_ms_per_request']} ms CPU each, "
                                              f"mean {mn['mean_ms']} ms; same stack)"),
-            ("POST /referrals / minimal", f"{lh['ratio_post_referrals_to_minimal']} (target >= 0.5)"),
+            ("POST /referrals / minimal", f"{lh['ratio_post_referrals_to_minimal']} by req/s (target >= 0.5); by CPU per "
+                                          f"request {lh.get('ratio_by_cpu_minimal_to_post_referrals')}"),
         ]
     if lc:
         rows.append(("asyncpg COPY", f"{lc['rows_per_s']:,} rows/s ({lc['rows']:,} rows)"))
