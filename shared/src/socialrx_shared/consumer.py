@@ -8,8 +8,8 @@ the database transaction holding the effects and their inbox rows committed. An 
 Each batch of records is:
 - parsed by `parse_event`; a poison message (bad JSON, failed validation, unknown type) is
   published to `<topic>.dlq` with the error and the original bytes (awaited), then skipped;
-- applied in one transaction: per record, insert its id into the inbox (a duplicate inserts nothing
-  and is dropped) and run the service's handler; then commit;
+- applied in one transaction: the batch's ids inserted into the inbox in one statement (a duplicate
+  inserts nothing and is dropped), then the service's handler of each new record, in order; commit;
 - retried with backoff while the fault is transient (database or network away) without limit, so
   no message is skipped. Any other error falls back to one record per transaction: a record that
   keeps failing is retried a few times, then dead-lettered, and the others go on.
