@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import os
 import platform as host
@@ -29,6 +30,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata as pkg_metadata
 from pathlib import Path
@@ -42,7 +44,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from socialrx_shared import events as ev
 
 from socialrx_harness import procs
-from .bench_driver import FEE_OUTCOME_PENCE, FEE_REFERRAL_PENCE, Driver, PhaseResult, World, make_world
+
+from .bench_driver import FEE_OUTCOME_PENCE, FEE_REFERRAL_PENCE, PERSON, Driver, PhaseResult, World, make_world
 from .bench_png import Chart
 from socialrx_harness.infra import PostgresServer, given_database_urls
 from socialrx_harness.kafka import KAFKA_VERSION, LocalKafka
@@ -53,7 +56,9 @@ from socialrx_harness.topics import ensure_topics_sync
 
 ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_N = 1500
-EVENTS_PER_LIFECYCLE = 7  # created, accepted, 2 x service.updated, outcome.recorded, 2 x payment.due
+# created, accepted, outcome.recorded, 2 x payment.due; and service.updated, coalesced by the directory
+# (at most 2 per lifecycle, far fewer under load: one per service per DIRECTORY_SERVICE_UPDATE_INTERVAL_S).
+EVENTS_PER_LIFECYCLE_WITHOUT_SERVICE_UPDATES = 5
 
 
 def _say(message: str = "") -> None:
@@ -117,6 +122,15 @@ class CpuMeter:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         sample["bench driver"] = usage.ru_utime + usage.ru_stime
         return sample
+
+    @staticmethod
+    def ms_per(before: dict[str, float], after: dict[str, float], count: int) -> dict[str, float]:
+        """CPU milliseconds per unit (lifecycle) of each component, and of the platform (all but the driver)."""
+        if count <= 0:
+            return {}
+        per = {k: round((after[k] - before.get(k, 0.0)) * 1000 / count, 2) for k in after}
+        per["platform (services, Kafka, PostgreSQL)"] = round(sum(v for k, v in per.items() if k != "bench driver"), 2)
+        return per
 
     @staticmethod
     def share(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, float]:
@@ -222,6 +236,7 @@ async def phase_figures(phase: PhaseResult, dbs: Databases, accepted_published: 
         "latency_accepted_published_to_payment_posted": _latency_summary(latencies),
         "driver_lifecycle_create_to_outcome_201": _latency_summary(phase.lifecycle_s),
         "http_requests": phase.requests, "http_retries_not_known_yet": phase.retries_not_yet_known,
+        "http_retries_connection": phase.retries_connection, "http_retries_already_done": phase.retries_already_done,
         "http_errors": phase.errors,
         "http_seconds_by_step": {step: {"requests": len(v), "mean_ms": round(statistics.fmean(v) * 1000, 1),
                                         "p95_ms": round(_pct(v, 95) * 1000, 1)} for step, v in phase.http_s.items()},
@@ -535,7 +550,7 @@ def commit() -> dict:
 
 
 async def measure(args: argparse.Namespace, *, bootstrap: str, database_urls: dict[str, str], urls: dict[str, str],
-                  secret: str, cpu: CpuMeter, infra: dict) -> dict:
+                  secret: str, cpu: CpuMeter, infra: dict, profile_pids: dict[str, int] | None = None) -> dict:
     limits = httpx.Limits(max_connections=4 * args.workers + 20, max_keepalive_connections=4 * args.workers + 20)
     async with httpx.AsyncClient(timeout=60, limits=limits) as client, Databases(database_urls) as dbs:
         world = await make_world(client, urls, secret, organisations=args.organisations)
@@ -546,13 +561,30 @@ async def measure(args: argparse.Namespace, *, bootstrap: str, database_urls: di
         expected += 2 * len(warm.referral_ids)
         await wait_ledgered(dbs, world.pcn_id, expected, 120)
 
+        # What each process burns doing nothing (polls, fetch loops, the broker's own work): at a few
+        # lifecycles/s on a crowded machine it is a large part of the CPU per lifecycle, so it is shown apart.
+        await asyncio.sleep(2)
+        idle0 = cpu.sample()
+        await asyncio.sleep(args.idle_seconds)
+        idle_cores = CpuMeter.share(idle0, cpu.sample(), args.idle_seconds)
         _say(f"flat out: {args.n} lifecycles, {args.workers} concurrent HTTP workers per step ...")
+        profiler = None
+        if args.profile and profile_pids:  # (profile_pids: the services' pids, also for CPU per request)
+            from .bench_profile import Profiler
+            profiler = Profiler(args.profile, profile_pids)
+            profiler.start()
         cpu0 = cpu.sample()
         flat = await driver.run("flat-out", args.n)
         expected += 2 * len(flat.referral_ids)
         _say(f"  driver done in {flat.last_outcome_done - flat.first_create_sent:.1f}s; waiting for the ledger ...")
         flat_end = await wait_ledgered(dbs, world.pcn_id, expected, max(300, args.n / 5))
-        cpu_flat = CpuMeter.share(cpu0, cpu.sample(), flat_end - flat.first_create_sent)
+        cpu0_end = cpu.sample()
+        cpu_flat = CpuMeter.share(cpu0, cpu0_end, flat_end - flat.first_create_sent)
+        cpu_ms_per_lifecycle = CpuMeter.ms_per(cpu0, cpu0_end, len(flat.referral_ids))
+        flat_window = flat_end - flat.first_create_sent
+        cpu_ms_above_idle = CpuMeter.ms_per(
+            cpu0, {k: v - idle_cores.get(k, 0.0) * flat_window for k, v in cpu0_end.items()}, len(flat.referral_ids))
+        profile = profiler.stop() if profiler else None
         caught_up = await wait_caught_up(dbs, flat.referral_ids, max(300, args.n / 5))
         handlers = await handler_seconds(urls)
         rate = args.rate
@@ -597,6 +629,10 @@ async def measure(args: argparse.Namespace, *, bootstrap: str, database_urls: di
         checks = await correctness(dbs, client, world, [warm, flat, fixed], bootstrap)
         _say(f"raw aiokafka: {published_total} messages of {avg_size} bytes ...")
         raw = await raw_kafka(bootstrap, max(published_total, 1000), avg_size)
+        _say(f"limits: POST /referrals alone, a minimal FastAPI endpoint doing one INSERT ({args.limit_seconds:g} s each), COPY ...")
+        limits_http = await http_limits(client, world, database_urls["funding-ledger"], secret, args.workers,
+                                        args.limit_seconds, (profile_pids or {}).get("referral-intake"))
+        limits_copy = await copy_limit(database_urls["funding-ledger"])
         _say("ledger rebuild from topics ...")
         try:
             rebuilt = await rebuild_figures(bootstrap, database_urls["funding-ledger"], world.pcn_id)
@@ -607,6 +643,9 @@ async def measure(args: argparse.Namespace, *, bootstrap: str, database_urls: di
             arrears = await arrears_figures(client, urls["funding-ledger"], database_urls["funding-ledger"], secret, args.arrears_payments)
         else:
             arrears = {"skipped": True}
+        extra = {} if args.no_extra else await extra_phases(BenchStack(
+            bootstrap_servers=bootstrap, database_urls=database_urls, service_urls=urls, jwt_secret=secret,
+            tmp=args.tmp))
         series = timeline([flat, fixed], figures, accepted, flat.first_create_sent)
         figures[0]["seconds_first_create_to_all_services_caught_up"] = round(caught_up - flat.first_create_sent, 3)
         for service, handled in handlers.items():
@@ -615,6 +654,9 @@ async def measure(args: argparse.Namespace, *, bootstrap: str, database_urls: di
             fig.pop("_posted")
             fig.pop("_rows")
         figures[0]["cpu_cores_used"] = cpu_flat
+        figures[0]["cpu_ms_per_lifecycle"] = cpu_ms_per_lifecycle
+        figures[0]["cpu_cores_idle"] = idle_cores
+        figures[0]["cpu_ms_per_lifecycle_above_idle"] = cpu_ms_above_idle
         figures[1]["cpu_cores_used"] = cpu_fixed
         return {
             "load_path": "HTTP API only (httpx.AsyncClient): POST /referrals, POST /referrals/{id}/accept, "
@@ -629,10 +671,157 @@ async def measure(args: argparse.Namespace, *, bootstrap: str, database_urls: di
             "pipeline_events_per_s": round(pipeline_events_per_s, 1),
             "raw_kafka": raw,
             "ratio_pipeline_events_to_raw_produce": round(pipeline_events_per_s / raw["produce_per_s"], 4),
+            "limits_http": limits_http, "limits_copy": limits_copy,
             "ledger_rebuild": rebuilt, "arrears": arrears, "correctness": checks,
             "target": {"lifecycles_per_s": 2000, "note": "900,000 referrals a year through all four services in < 8 min"},
             "infra": infra, "timeline": series,
+            **({"profile_flat_out": profile} if profile else {}),
+            "extra_phases": extra,
         }
+
+
+# --- the limits beside the figures: one INSERT over HTTP, COPY -------------------------------------
+
+
+async def _post_for(client: httpx.AsyncClient, url: str, make: Any, seconds: float, workers: int) -> dict:
+    """`workers` concurrent loops POSTing `make()` = (headers, json) to `url` for `seconds`: req/s of 2xx."""
+    ok, failed, times = 0, 0, []
+    end = time.perf_counter() + seconds
+
+    async def loop() -> None:
+        nonlocal ok, failed
+        while time.perf_counter() < end:
+            headers, body = make()
+            sent = time.perf_counter()
+            try:
+                answer = await client.post(url, headers=headers, json=body)
+            except httpx.TransportError:
+                failed += 1
+                continue
+            times.append(time.perf_counter() - sent)
+            if answer.is_success:
+                ok += 1
+            else:
+                failed += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(loop() for _ in range(workers)))
+    elapsed = time.perf_counter() - started
+    return {"requests_ok": ok, "failed": failed, "req_per_s": round(ok / elapsed, 1),
+            "mean_ms": round(statistics.fmean(times) * 1000, 1) if times else None,
+            "p99_ms": round(_pct(times, 99) * 1000, 1) if times else None}
+
+
+async def http_limits(client: httpx.AsyncClient, world: World, database_url: str, secret: str, workers: int,
+                      seconds: float, intake_pid: int | None) -> dict:
+    """`POST /referrals` alone, then the minimal FastAPI endpoint doing one INSERT (bench_minimal.py,
+    its own process, same stack), each for `seconds` with `workers` concurrent clients; and the CPU
+    each used per request. Referrals made here belong to a PCN of their own (not the bench's)."""
+    pcn_id = "C" + uuid.uuid4().hex[:8].upper()
+    link_worker = auth(secret, "link_worker", pcn_id=pcn_id, practice_id="B82005", sub=f"lw-limit-{pcn_id.lower()}")
+    bodies = [{"service_id": service, "needs": ["loneliness"], "person": PERSON,
+               "consent": {"given": True, "recorded_at": "2026-11-01T10:00:00Z"}} for service in world.services]
+    counter = iter(range(10**9))
+
+    def referral() -> tuple[dict, dict]:
+        return {**link_worker, "Idempotency-Key": str(uuid.uuid4())}, bodies[next(counter) % len(bodies)]
+
+    def cpu_of(pid: int | None) -> float:
+        return _cpu_s(pid, _children()) if pid else 0.0
+
+    cpu0 = cpu_of(intake_pid)
+    create = await _post_for(client, world.urls["referral-intake"] + "/referrals", referral, seconds, workers)
+    create["service_cpu_ms_per_request"] = round((cpu_of(intake_pid) - cpu0) * 1000 / max(create["requests_ok"], 1), 2)
+
+    port = procs.free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "socialrx_bench.bench_minimal", database_url, str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}/items"
+        for _ in range(300):
+            try:
+                if (await client.post(url, json={"name": "warm-up"})).status_code == 201:
+                    break
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.1)
+        cpu0 = cpu_of(proc.pid)
+        minimal = await _post_for(client, url, lambda: ({}, {"name": "bench"}), seconds, workers)
+        minimal["service_cpu_ms_per_request"] = round((cpu_of(proc.pid) - cpu0) * 1000 / max(minimal["requests_ok"], 1), 2)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        conn = await asyncpg.connect(_dsn(database_url))
+        try:
+            await conn.execute("DROP TABLE IF EXISTS bench_minimal_items")
+        finally:
+            await conn.close()
+    return {"seconds_each": seconds, "workers": workers, "post_referrals": create, "minimal_insert_endpoint": minimal,
+            "ratio_post_referrals_to_minimal": round(create["req_per_s"] / minimal["req_per_s"], 3)
+            if minimal["req_per_s"] else None,
+            # On a machine whose cores are shared, req/s measures the crowd (the driver included); the CPU
+            # each request costs its server does not: the same ratio by CPU.
+            "ratio_by_cpu_minimal_to_post_referrals": round(minimal["service_cpu_ms_per_request"]
+                                                            / create["service_cpu_ms_per_request"], 3)
+            if create["service_cpu_ms_per_request"] else None}
+
+
+async def copy_limit(database_url: str, rows: int = 200_000) -> dict:
+    """asyncpg COPY into a temporary table of the same database: the floor of writing rows at all."""
+    conn = await asyncpg.connect(_dsn(database_url))
+    try:
+        await conn.execute("CREATE TEMP TABLE bench_copy (id uuid, name text, at timestamptz)")
+        now = datetime.now(timezone.utc)
+        records = [(uuid.uuid4(), "bench", now) for _ in range(rows)]
+        started = time.perf_counter()
+        await conn.copy_records_to_table("bench_copy", records=records)
+        elapsed = time.perf_counter() - started
+    finally:
+        await conn.close()
+    return {"rows": rows, "seconds": round(elapsed, 3), "rows_per_s": round(rows / elapsed)}
+
+
+# --- optional phases written by other modules: bench_ledger, bench_bulk ---------------------------
+
+EXTRA_PHASES = ("bench_ledger", "bench_bulk")
+
+
+@dataclass(frozen=True)
+class BenchStack:
+    """What an optional bench phase gets: the running platform of this bench run.
+
+    A phase is a module `socialrx_bench.<name>` (see EXTRA_PHASES) with
+
+        async def run(stack: BenchStack) -> dict[str, float]
+
+    returning its figures by name (units last: `rows_per_s`, `seconds`, `p99_ms`); the bench prints
+    them under the module's name and keeps them in the JSON under `extra_phases.<name>`. It runs after
+    the pipeline's own phases and correctness checks, on the same Kafka, PostgreSQL and services, and
+    must leave them as it found them (its own PCN / organisations; no truncation of shared tables).
+    A module that is not there is skipped; one that raises is reported as `{"error": ...}`."""
+
+    bootstrap_servers: str  # Kafka, "host:port[,host:port]"
+    database_urls: dict[str, str]  # service -> SQLAlchemy URL (postgresql+asyncpg://...), its own database
+    service_urls: dict[str, str]  # service -> base URL of its HTTP API (http://127.0.0.1:PORT)
+    jwt_secret: str  # HS256 key the services accept: `testing.auth(secret, role, ...)` makes headers
+    tmp: Path  # a scratch folder removed at the end of the run
+
+
+async def extra_phases(stack: BenchStack, names: tuple[str, ...] = EXTRA_PHASES) -> dict[str, dict]:
+    found: dict[str, dict] = {}
+    for name in names:
+        try:
+            module = importlib.import_module(f"{__package__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"{__package__}.{name}":
+                continue  # not written (yet): nothing to run
+            raise
+        _say(f"extra phase {name} ...")
+        try:
+            found[name] = dict(await module.run(stack))
+        except Exception as exc:  # one phase failing must not lose the rest of the run's figures
+            found[name] = {"error": repr(exc)[:300]}
+    return found
 
 
 # --- infrastructure: reuse what is given, start the rest on free ports --------------------------
@@ -732,6 +921,16 @@ def table(r: dict) -> str:
                                      f"handler {s['mean_handler_ms']} ms"))
     others = {k: v for k, v in f["cpu_cores_used"].items() if k not in r["per_service_flat_out"]}
     rows.append(("  CPU cores, others", ", ".join(f"{k} {v}" for k, v in others.items())))
+    per = f.get("cpu_ms_per_lifecycle") or {}
+    if per:
+        rows.append(("CPU per lifecycle (flat out)", f"{per['platform (services, Kafka, PostgreSQL)']} ms in the platform "
+                                                     f"(target <= 12 ms): " + ", ".join(
+                                                         f"{k} {v}" for k, v in per.items() if not k.startswith("platform"))))
+    above = f.get("cpu_ms_per_lifecycle_above_idle") or {}
+    if above:
+        rows.append(("  above idle", f"{above['platform (services, Kafka, PostgreSQL)']} ms: " + ", ".join(
+            f"{k} {v}" for k, v in above.items() if not k.startswith("platform"))))
+        rows.append(("  idle (cores)", ", ".join(f"{k} {v}" for k, v in f["cpu_cores_idle"].items())))
     rows += [
         ("HTTP (flat out)", ", ".join(f"{k} {v['mean_ms']:,.0f} ms" for k, v in f["http_seconds_by_step"].items())
                             + " mean"),
@@ -744,6 +943,19 @@ def table(r: dict) -> str:
         ("raw produce, one at a time", f"{r['raw_kafka']['produce_one_at_a_time_per_s']:,} msg/s (send_and_wait)"),
         ("pipeline / raw produce", f"{r['ratio_pipeline_events_to_raw_produce']:.2%}"),
     ]
+    lh, lc = r.get("limits_http"), r.get("limits_copy")
+    if lh:
+        pr, mn = lh["post_referrals"], lh["minimal_insert_endpoint"]
+        rows += [
+            ("POST /referrals alone", f"{pr['req_per_s']:,} req/s ({pr['service_cpu_ms_per_request']} ms CPU each in "
+                                      f"referral-intake, mean {pr['mean_ms']} ms, {lh['workers']} clients)"),
+            ("minimal endpoint, one INSERT", f"{mn['req_per_s']:,} req/s ({mn['service_cpu_ms_per_request']} ms CPU each, "
+                                             f"mean {mn['mean_ms']} ms; same stack)"),
+            ("POST /referrals / minimal", f"{lh['ratio_post_referrals_to_minimal']} by req/s (target >= 0.5); by CPU per "
+                                          f"request {lh.get('ratio_by_cpu_minimal_to_post_referrals')}"),
+        ]
+    if lc:
+        rows.append(("asyncpg COPY", f"{lc['rows_per_s']:,} rows/s ({lc['rows']:,} rows)"))
     for service, hops in r["hop_latency_flat_out"].items():
         for hop, lat in hops.items():
             if lat["count"]:
@@ -764,8 +976,12 @@ def table(r: dict) -> str:
         ("trial balance zero", f"{c['trial_balance_zero']} (debits {c['trial_balance'].get('debits_pence', 0):,} = credits "
                                f"{c['trial_balance'].get('credits_pence', 0):,} pence)"),
         ("HTTP (flat out)", f"{f['http_requests']:,} requests, {f['http_retries_not_known_yet']:,} retried (not known "
-                            f"yet), errors {f['http_errors'] or 0}"),
+                            f"yet), {f['http_retries_connection']:,} after a dropped connection ({f['http_retries_already_done']:,} "
+                            f"had taken effect), errors {f['http_errors'] or 0}"),
     ]
+    for name, figures in (r.get("extra_phases") or {}).items():
+        for key, value in figures.items():
+            rows.append((f"{name}: {key}", f"{value:,}" if isinstance(value, (int, float)) else str(value)))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
@@ -784,6 +1000,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-fsync", action="store_true", help="a PostgreSQL started here runs with fsync off (as tests do)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="folder for the JSON and PNG")
     parser.add_argument("--name", help="file name of the results (default: a UTC timestamp)")
+    parser.add_argument("--idle-seconds", type=float, default=10.0,
+                        help="CPU of each process measured idle this long before flat out (shown apart)")
+    parser.add_argument("--limit-seconds", type=float, default=8.0,
+                        help="how long POST /referrals alone and the minimal endpoint are each driven")
+    parser.add_argument("--no-extra", action="store_true",
+                        help=f"skip the optional phases ({', '.join(EXTRA_PHASES)}) even when their modules exist")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="folder: sample each service with py-spy during the flat-out phase (raw stacks + summary)")
     args = parser.parse_args(argv)
 
     secret = os.environ.get("SOCIALRX_JWT_SECRET") or "bench-" + uuid.uuid4().hex
@@ -795,9 +1019,11 @@ def main(argv: list[str] | None = None) -> int:
         bootstrap, database_urls, infra = stack.start(secret, durable=not args.no_fsync)
         result["versions"] = versions(pg_version(database_urls["funding-ledger"]))
         cpu = CpuMeter(stack.pids())
+        args.tmp = stack.tmp
         result.update(asyncio.run(measure(args, bootstrap=bootstrap, database_urls=database_urls,
                                           urls={s: p.url for s, p in stack.platform.services.items()},
-                                          secret=secret, cpu=cpu, infra=infra)))
+                                          secret=secret, cpu=cpu, infra=infra,
+                                          profile_pids={s: p for s, p in stack.pids().items() if s in SERVICES})))
     finally:
         _say("stopping what the bench started ...")
         stack.stop()

@@ -7,6 +7,13 @@ due by itself from the events (referral accepted, outcome recorded). No bulk-imp
 Each step runs in its own pool of workers, so a referral waiting for the next service to learn of
 it (events travel asynchronously) never holds back the others. A step answered "not known yet"
 (404, or 409 "not accepted yet") is retried after a short, growing delay; those retries are counted.
+
+A dropped connection (a keep-alive connection the server closed, a reset: any `httpx.TransportError`)
+is retried as a real client would, with a retry that cannot double an effect: a create carries an
+`Idempotency-Key` (the same on every retry, so the retry answers with the referral the first attempt
+made); an accept or outcome whose retry is refused because the first attempt already took effect
+(409 "already accepted" / "baseline already recorded") is done, not failed. Such retries are counted
+(`http_retries_connection`), and so are the retries that found their effect already made.
 """
 
 from __future__ import annotations
@@ -92,6 +99,8 @@ class PhaseResult:
     last_outcome_done: float = 0.0
     requests: int = 0
     retries_not_yet_known: int = 0
+    retries_connection: int = 0  # a dropped connection or reset, retried (idempotently)
+    retries_already_done: int = 0  # of those, the first attempt had taken effect (409 on the retry)
     errors: dict[str, int] = field(default_factory=dict)
     lifecycle_s: list[float] = field(default_factory=list)  # POST /referrals sent -> outcome 201, as the driver saw it
     http_s: dict[str, list[float]] = field(default_factory=dict)  # step -> seconds of each request
@@ -110,6 +119,7 @@ class _Item:
     started: float
     delay_s: float = 0.02
     attempts: int = 0
+    dropped: bool = False  # a request of the current step lost its connection: it may have taken effect
 
 
 class Driver:
@@ -154,13 +164,20 @@ class Driver:
             body = {"service_id": self.world.services[org_index], "needs": ["loneliness"], "person": PERSON,
                     "consent": {"given": True, "recorded_at": "2026-11-01T10:00:00Z"}}
             started = time.time()
+            # One key per lifecycle, the same on every retry: a retry after a dropped connection answers
+            # with the referral the first attempt made, never a second one.
+            headers = {**self.world.link_worker, "Idempotency-Key": str(uuid.uuid4())}
             for attempt in range(self.max_attempts):
                 result.requests += 1
                 sent = time.perf_counter()
                 try:
                     answer = await self.client.post(self.world.urls["referral-intake"] + "/referrals",
-                                                    headers=self.world.link_worker, json=body)
+                                                    headers=headers, json=body)
                     result.timed("POST /referrals", time.perf_counter() - sent)
+                except httpx.TransportError:
+                    result.retries_connection += 1
+                    await asyncio.sleep(0.05)
+                    continue
                 except httpx.HTTPError as exc:
                     result.error(f"create {type(exc).__name__}")
                     await asyncio.sleep(0.2)
@@ -179,7 +196,7 @@ class Driver:
                 await asyncio.sleep(0.2)
             finished(None)
 
-        async def step(queue: asyncio.Queue, url_of, ok: int, retry_when, then) -> None:
+        async def step(queue: asyncio.Queue, url_of, ok: int, retry_when, already_done: str, then) -> None:
             while True:
                 item = await queue.get()
                 if item is None:
@@ -191,11 +208,22 @@ class Driver:
                     answer = await self.client.post(url_of(item), headers=self.world.charities[item.organisation_id],
                                                     json=OUTCOME_BODY if ok == 201 else None)
                     result.timed("POST accept" if ok == 200 else "POST outcomes", time.perf_counter() - sent)
+                except httpx.TransportError:
+                    result.retries_connection += 1
+                    item.dropped = True
+                    later(queue, item)
+                    continue
                 except httpx.HTTPError as exc:
                     result.error(f"{queue is to_accept and 'accept' or 'outcome'} {type(exc).__name__}")
                     later(queue, item)
                     continue
                 if answer.status_code == ok:
+                    item.dropped = False
+                    then(item)
+                elif item.dropped and answer.status_code == 409 and already_done in answer.text:
+                    # The attempt whose connection dropped had taken effect: done, not failed.
+                    result.retries_already_done += 1
+                    item.dropped = False
                     then(item)
                 elif retry_when(answer) and item.attempts < self.max_attempts:
                     result.retries_not_yet_known += 1
@@ -210,10 +238,11 @@ class Driver:
 
         accept_workers = [asyncio.create_task(step(
             to_accept, lambda it: f"{self.world.urls['directory']}/referrals/{it.referral_id}/accept", 200,
-            lambda a: a.status_code == 404, accepted)) for _ in range(self.workers)]
+            lambda a: a.status_code == 404, "already accepted", accepted)) for _ in range(self.workers)]
         record_workers = [asyncio.create_task(step(
             to_record, lambda it: f"{self.world.urls['outcomes']}/referrals/{it.referral_id}/outcomes", 201,
-            lambda a: a.status_code == 404 or (a.status_code == 409 and "only for accepted" in a.text), finished))
+            lambda a: a.status_code == 404 or (a.status_code == 409 and "only for accepted" in a.text),
+            "baseline is already recorded", finished))
             for _ in range(self.workers)]
 
         result.first_create_sent = time.time()

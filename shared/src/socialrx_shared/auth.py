@@ -359,16 +359,24 @@ class Authenticator:
         return self.oidc.decode(token, header)
 
 
-def authenticate(request: Request) -> Principal:
-    """The one authentication dependency: every protected route goes through it."""
-    authenticator: Authenticator = request.app.state.authenticator
-    return authenticator(request)
+async def authenticate(request: Request) -> Principal:
+    """The one authentication dependency: every protected route goes through it.
+
+    The shared edge authenticates before the body is read and leaves the principal in the request's
+    state; the route's dependency reuses it, so a token is verified once per request. `async` so
+    FastAPI calls it in the event loop rather than in a worker thread (a thread hop per request)."""
+    principal: Principal | None = getattr(request.state, "principal", None)
+    if principal is None:
+        authenticator: Authenticator = request.app.state.authenticator
+        principal = authenticator(request)
+        request.state.principal = principal
+    return principal
 
 
 def require(*roles: str) -> Callable[..., Principal]:
     """Dependency: an authenticated caller in one of `roles` (403 otherwise)."""
 
-    def dependency(principal: Principal = Depends(authenticate)) -> Principal:
+    async def dependency(principal: Principal = Depends(authenticate)) -> Principal:
         if principal.role not in roles:
             raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"this action needs the role {' or '.join(roles)}")
         return principal

@@ -8,8 +8,8 @@ the database transaction holding the effects and their inbox rows committed. An 
 Each batch of records is:
 - parsed by `parse_event`; a poison message (bad JSON, failed validation, unknown type) is
   published to `<topic>.dlq` with the error and the original bytes (awaited), then skipped;
-- applied in one transaction: per record, insert its id into the inbox (a duplicate inserts nothing
-  and is dropped) and run the service's handler; then commit;
+- applied in one transaction: the batch's ids inserted into the inbox in one statement (a duplicate
+  inserts nothing and is dropped), then the service's handler of each new record, in order; commit;
 - retried with backoff while the fault is transient (database or network away) without limit, so
   no message is skipped. Any other error falls back to one record per transaction: a record that
   keeps failing is retried a few times, then dead-lettered, and the others go on.
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from aiokafka import AIOKafkaProducer
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
-from sqlalchemy import Table
+from sqlalchemy import Table, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -173,12 +174,30 @@ class EventConsumer:
             HANDLER_LATENCY_S.labels(self.service, record.topic).observe(elapsed)
 
     async def _apply_batch(self, parsed: list[tuple[Any, Envelope, Strict]]) -> list[bool]:
+        """The whole batch's inbox rows in one INSERT (one round trip, not one per record), then the
+        handler of each record that was new, in order; all in one transaction."""
         applied: list[bool] = []
         async with self.sessionmaker() as session, session.begin():
+            fresh = await self._claim(session, parsed)
             for record, envelope, payload in parsed:
-                with _traced(record, envelope):
-                    applied.append(await self._apply_in(session, record.topic, envelope, payload))
+                # A record is new once: a second copy in the same batch finds its id already taken.
+                new = envelope.id in fresh
+                fresh.discard(envelope.id)
+                if new:
+                    with _traced(record, envelope):
+                        await self.handlers[record.topic](session, envelope, payload)
+                applied.append(new)
         return applied
+
+    async def _claim(self, session: AsyncSession, parsed: list[tuple[Any, Envelope, Strict]]) -> set[uuid.UUID]:
+        """Insert the batch's event ids into the inbox; the ids inserted (not handled before)."""
+        rows = await session.execute(
+            text(f"INSERT INTO {self.inbox.name} (event_id, topic) "
+                 "SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:topics AS varchar[])) "
+                 "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"),
+            {"ids": [envelope.id for _, envelope, _ in parsed], "topics": [record.topic for record, _, _ in parsed]},
+        )
+        return {row[0] for row in rows}
 
     async def _retry_transient(self, attempt_once: Callable[[], Awaitable[Any]]) -> Any:
         def transient(exc: BaseException) -> bool:

@@ -185,7 +185,7 @@ class _Edge:
         request = Request(scope)
         request.scope.setdefault("app", self.api)
         if policy.protected:
-            authenticate(request)  # raises the 401 itself
+            await authenticate(request)  # raises the 401 itself; the route reuses the principal
         for name, value in path_params.items():
             if "\x00" in value:
                 raise nul_error(["path", name])

@@ -110,13 +110,13 @@ class OutboxRelay:
 
     async def publish_batch(self) -> int:
         async with self._sessionmaker() as session, session.begin():
-            locked = await session.scalar(select(func.pg_try_advisory_xact_lock(RELAY_LOCK_KEY)))
-            if not locked:
-                return 0
+            # The lock and the read in one round trip: no rows when another relay holds the lock.
+            locked = select(func.pg_try_advisory_xact_lock(RELAY_LOCK_KEY).label("ok")).cte("locked")
             rows = (
                 await session.execute(
                     select(self._outbox.c.id, self._outbox.c.topic, self._outbox.c.key,
                            self._outbox.c.value, self._outbox.c.headers, self._outbox.c.created_at)
+                    .join(locked, locked.c.ok)
                     .where(self._outbox.c.sent_at.is_(None))
                     .order_by(self._outbox.c.id)
                     .limit(self._batch_size)

@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from socialrx_shared.logging import get_logger
 from socialrx_shared.runtime import ServiceRuntime
 from socialrx_shared.service import run, service_app
 
-from . import api, emails, handlers, oruk_api, store, subscriptions_api, sweeps, unmet_need_api
+from . import api, commands, emails, handlers, oruk_api, store, subscriptions_api, sweeps, unmet_need_api
 from .settings import SERVICE, Settings
 from .webhooks import DeliveryWorker
 
@@ -41,6 +42,11 @@ def _background_jobs(runtime: ServiceRuntime, settings: Settings, clock: sweeps.
             lambda: sweeps.auto_decline_sweep(runtime, clock()),
         ),
         sweeps.Periodic("webhook-deliveries", settings.webhook_poll_interval_s, worker.poll, on_stop=worker.stop),
+        sweeps.Periodic(
+            "service-updates",
+            settings.service_update_interval_s,
+            lambda: commands.publish_pending_service_updates(runtime),
+        ),
     ]
     if not settings.smtp_url:
         log.info("notification emails are off: SOCIALRX_SMTP_URL is not set")
@@ -79,16 +85,32 @@ def _with_background_jobs(app: FastAPI, jobs: list[sweeps.Periodic]) -> None:
     app.router.lifespan_context = lifespan
 
 
-def _open_cors(app: FastAPI) -> None:
-    """Open Referral UK requires `Access-Control-Allow-Origin: *` on its read API (errors included)."""
+class _OpenCors:
+    """Open Referral UK requires `Access-Control-Allow-Origin: *` on its read API (errors included).
 
-    @app.middleware("http")
-    async def cors(request: Request, call_next):
-        response = await call_next(request)
-        path = request.url.path
-        if request.method in ("GET", "HEAD") and (path == "/" or path.startswith(oruk_api.OPEN_PREFIXES)):
-            response.headers["Access-Control-Allow-Origin"] = "*"
-        return response
+    Pure ASGI: `@app.middleware("http")` (BaseHTTPMiddleware) cost every request of the directory a
+    task and a streamed copy of its response, the charity's accept included."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if (
+            scope["type"] != "http"
+            or scope["method"] not in ("GET", "HEAD")
+            or not (path == "/" or path.startswith(oruk_api.OPEN_PREFIXES))
+        ):
+            await self.app(scope, receive, send)
+            return
+
+        async def with_header(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"access-control-allow-origin"]
+                message = {**message, "headers": [*headers, (b"access-control-allow-origin", b"*")]}
+            await send(message)
+
+        await self.app(scope, receive, with_header)
 
 
 def build(settings: Settings | None = None, clock: sweeps.Clock = sweeps.system_clock) -> FastAPI:
@@ -105,7 +127,7 @@ def build(settings: Settings | None = None, clock: sweeps.Clock = sweeps.system_
     runtime = app.state.runtime
     app.state.settings = settings
     app.state.clock = clock
-    _open_cors(app)
+    app.add_middleware(_OpenCors)
     _with_background_jobs(app, _background_jobs(runtime, settings, clock))
     return app
 

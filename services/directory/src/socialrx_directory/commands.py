@@ -217,12 +217,7 @@ async def accept(rt: ServiceRuntime, session: AsyncSession, referral_id: str, by
         .values(status=status, decided_at=now, decided_by=by)
     )
     # A place is taken: capacity falls (never below 0; an organisation may accept beyond it).
-    await session.execute(
-        update(services).where(services.c.id == row["service_id"]).values(capacity=services.c.capacity - 1)
-    )
-    await session.execute(
-        update(services).where(services.c.id == row["service_id"], services.c.capacity < 0).values(capacity=0)
-    )
+    await capacity_changed(session, row["service_id"], -1)
     event = ReferralAccepted(
         referral_id=referral_id,
         organisation_id=row["organisation_id"],
@@ -231,9 +226,37 @@ async def accept(rt: ServiceRuntime, session: AsyncSession, referral_id: str, by
         accepted_at=now,
     )
     await publish(rt, session, REFERRAL_ACCEPTED, event, row["organisation_id"])
-    if await session.scalar(select(services.c.id).where(services.c.id == row["service_id"])):
-        await stage_service_updated(rt, session, row["service_id"])
     return event
+
+
+async def capacity_changed(session: AsyncSession, service_id: str, places: int) -> None:
+    """Add `places` (never below 0) and mark the service's `service.updated` as due, in the caller's
+    transaction. `publish_pending_service_updates` stages one event for all the changes made since the
+    last: at flat out the directory publishes a few per second per service instead of two per
+    referral, and consumers handle as few. The mark commits with the change, so none is lost."""
+    await session.execute(
+        update(services)
+        .where(services.c.id == service_id)
+        .values(capacity=func.greatest(services.c.capacity + places, 0), update_pending=True)
+    )
+
+
+async def publish_pending_service_updates(rt: ServiceRuntime, limit: int = 100) -> int:
+    """Stage `service.updated` for every service whose capacity changed since its last one (one event
+    each, with its newest state and version) and clear the marks, in one transaction. A service whose
+    row another transaction holds is skipped (SKIP LOCKED) and comes next round, with that change."""
+    async with rt.sessionmaker() as session, session.begin():
+        pending = select(services.c.id).where(services.c.update_pending).limit(limit).with_for_update(skip_locked=True)
+        due = (
+            await session.scalars(
+                update(services).where(services.c.id.in_(pending)).values(update_pending=False).returning(services.c.id)
+            )
+        ).all()
+        for service_id in due:
+            await stage_service_updated(rt, session, service_id)
+    if due:
+        rt.relay.wake()
+    return len(due)
 
 
 async def decline(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,8 +22,8 @@ from socialrx_shared.events import (
 from socialrx_shared.runtime import ServiceRuntime
 
 from . import domain, emails
-from .commands import stage_service_updated
-from .store import referral_inbox, referral_refusals, services
+from .commands import capacity_changed
+from .store import referral_inbox, referral_refusals
 from .webhooks import enqueue
 
 
@@ -72,12 +72,7 @@ def register(rt: ServiceRuntime) -> None:
         service_id = released.scalar()
         if service_id is None:
             return  # not ours, not accepted, or its place was already given back
-        exists = await session.scalar(select(services.c.id).where(services.c.id == service_id))
-        if exists:
-            await session.execute(
-                update(services).where(services.c.id == service_id).values(capacity=services.c.capacity + 1)
-            )
-            await stage_service_updated(rt, session, service_id)
+        await capacity_changed(session, service_id, +1)  # its service.updated is coalesced with others
 
     @consumer.on(REFERRAL_REFUSED.topic)
     async def on_refused(session: AsyncSession, envelope: Envelope, event: ReferralRefused) -> None:

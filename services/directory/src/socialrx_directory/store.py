@@ -24,6 +24,7 @@ from sqlalchemy import (
     Uuid,
     func,
     select,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -76,8 +77,12 @@ services = Table(
     Column("published_accepting", Boolean, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # Capacity changed by an accept or a finished referral; `service.updated` not yet staged. Set in the
+    # transaction of the change, cleared in the one that stages the event: many changes, one event.
+    Column("update_pending", Boolean, nullable=False, server_default=text("false")),
 )
 Index("ix_services_identity", services.c.organization_id, services.c.name, services.c.postcode)
+Index("ix_services_update_pending", services.c.id, postgresql_where=services.c.update_pending)
 
 taxonomy_terms = Table(
     "taxonomy_terms",
