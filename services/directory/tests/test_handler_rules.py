@@ -133,7 +133,7 @@ async def test_a_referral_is_queued_for_the_organisations_webhook_as_it_travelle
     assert ev.Envelope.model_validate_json(delivery["body"]).id == envelope.id
 
 
-async def test_an_ended_referral_gives_its_place_back_once_and_republishes_the_service(
+async def test_an_ended_referral_gives_its_place_back_once_and_marks_its_service_for_one_update(
     handlers: HandlerBench,
 ) -> None:
     organisation_id, service_id = await _service(handlers, capacity=0)
@@ -149,8 +149,11 @@ async def test_an_ended_referral_gives_its_place_back_once_and_republishes_the_s
     assert await _capacity(handlers, service_id) == 1  # once, however many outcomes end it
     (row,) = await _inbox(handlers, created.referral_id)
     assert (row["status"], row["place_released"]) == ("finished", True)
-    published = [e.data for e in await handlers.staged(ev.SERVICE_UPDATED) if e.data["service_id"] == service_id]
-    assert [(d["capacity_available"], d["accepting_referrals"]) for d in published] == [(1, True)]
+    # Capacity changes are coalesced: the handler marks the service, and the directory's
+    # `service-updates` job stages one service.updated for all changes since the last one.
+    pending = select(services.c.update_pending).where(services.c.id == service_id)
+    assert (await handlers.session.execute(pending)).scalar_one() is True
+    assert [e for e in await handlers.staged(ev.SERVICE_UPDATED) if e.data["service_id"] == service_id] == []
 
 
 async def test_an_outcome_that_does_not_end_the_referral_keeps_the_place(handlers: HandlerBench) -> None:
