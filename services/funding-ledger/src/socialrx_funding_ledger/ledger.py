@@ -57,15 +57,20 @@ async def stage(rt: ServiceRuntime | None, session: AsyncSession, spec: EventSpe
         await rt.stage(session, spec, data, headers=ledger_headers)
 
 
-async def post_entry(session: AsyncSession, cause_key: str, business_date: date, memo: str,
-                     lines: list[tuple[str, int, int]]) -> int | None:
-    """Post one balanced entry; None (and nothing posted) if this cause was posted before."""
+def check_lines(cause_key: str, lines: list[tuple[str, int, int]]) -> None:
+    """An entry's lines balance, and each is one-sided and positive (also for ledger_batch)."""
     debits = sum(d for _, d, _ in lines)
     credits = sum(c for _, _, c in lines)
     if debits != credits:
         raise LedgerBroken(f"unbalanced entry {cause_key}: debits {debits} != credits {credits}")
     if not all(d >= 0 and c >= 0 and (d == 0) != (c == 0) for _, d, c in lines):
         raise LedgerBroken(f"entry {cause_key}: every line must be one-sided and positive")
+
+
+async def post_entry(session: AsyncSession, cause_key: str, business_date: date, memo: str,
+                     lines: list[tuple[str, int, int]]) -> int | None:
+    """Post one balanced entry; None (and nothing posted) if this cause was posted before."""
+    check_lines(cause_key, lines)
     entry_id = await session.scalar(
         pg_insert(journal_entries).values(cause_key=cause_key, business_date=business_date, memo=memo)
         .on_conflict_do_nothing(index_elements=["cause_key"]).returning(journal_entries.c.id)
