@@ -33,6 +33,7 @@ from socialrx_funding_ledger.store import (
 )
 from socialrx_shared import events as ev
 from socialrx_shared.db import make_engine, make_sessionmaker, run_migrations
+from socialrx_shared.errors import Refused
 from socialrx_shared.outbox import stage
 
 P1, P2, ORG_A, ORG_B = "PPROJ1", "PPROJ2", "org-proj-a", "org-proj-b"
@@ -172,7 +173,7 @@ async def _apply(rt: Any, session: AsyncSession, op: tuple) -> None:
                 "outcome_statuses": ["completed", "engaged"], "block_grant_pence_per_period": 0,
                 "cap_pence_per_year": None, "period": "monthly", "days_after_period_end": 14,
                 "starts_on": max(_day(day), date(2026, 1, 1)), "ends_on": None})
-    except commands.Refused:
+    except Refused:
         pass  # refused (overlap, no agreement, nothing open ...): changed nothing
 
 

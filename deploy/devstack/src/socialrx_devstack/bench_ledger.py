@@ -214,7 +214,7 @@ async def statement_figures(pg: PostgresServer, bootstrap: str, secret: str, cou
             " amount_pence, open_pence, period, due_date, business_date, refused_over_cap_pence)"
             " SELECT 'st-' || g, 'st:' || g, 'agreement-st-' || (g % 5), $1, 'org-statement-' || (g % 5),"
             " 'ref-st-' || g, 'referral_accepted', 5000, 5000, '2025/26-Q1',"
-            " DATE '2021-04-01' + ((g / 5) % $3::int) + 120, DATE '2021-04-01' + ((g / 5) % $3::int), 0"
+            " DATE '2021-04-01' + ((g / 5) % $3::int)::int + 120, DATE '2021-04-01' + ((g / 5) % $3::int)::int, 0"
             " FROM generate_series(0, 5 * $2::bigint - 1) AS g", pcn, count, days)
         await conn.execute(
             "INSERT INTO settlements (settlement_id, cause_key, pcn_id, organisation_id, amount_pence, unallocated_pence,"

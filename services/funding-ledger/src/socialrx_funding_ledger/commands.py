@@ -1,6 +1,7 @@
 """Commands finance teams give over HTTP (or the CLI): settlements, block grants, reconciliation.
 
-Each runs in one transaction: a refusal (`Refused`) changes nothing. Each is keyed by its cause,
+Each runs in one transaction: a refusal (a typed `socialrx_shared.errors.Refused`: `Invalid`,
+`Conflict`, `NotFound`, `Forbidden`, `TooLarge`) changes nothing. Each is keyed by its cause,
 so asking twice does it once.
 """
 
@@ -15,6 +16,7 @@ from datetime import date
 from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from socialrx_shared.errors import Conflict, Forbidden, Invalid, NotFound, TooLarge
 from socialrx_shared.events import Allocation, PaymentSettled
 from socialrx_shared.runtime import ServiceRuntime
 
@@ -25,15 +27,6 @@ from .store import (
 
 SETTLEMENT_NAMESPACE = uuid.UUID("0d9a4f7e-2b55-4a8e-9c61-3f1e7a2c5b90")
 MAX_RECONCILIATION_LINES = 10_000
-
-
-class Refused(Exception):
-    """A command refused for a reason the caller can fix; nothing was changed."""
-
-    def __init__(self, status_code: int, detail: str) -> None:
-        super().__init__(detail)
-        self.status_code = status_code
-        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -75,7 +68,7 @@ async def settle_in(rt: ServiceRuntime, session: AsyncSession, pcn_id: str, requ
                 existing["reference"]) == (pcn_id, request.organisation_id, request.amount_pence, request.paid_on,
                                            request.reference)
         if not same:
-            raise Refused(409, f"settlement {existing['settlement_id']} already used this reference or "
+            raise Conflict(f"settlement {existing['settlement_id']} already used this reference or "
                                "Idempotency-Key with other details: use a new reference or key")
         return await settlement_view(session, existing["settlement_id"]), False
     await _require_agreement(session, pcn_id, request.organisation_id)
@@ -91,7 +84,7 @@ async def settle_in(rt: ServiceRuntime, session: AsyncSession, pcn_id: str, requ
         problem = domain.check_allocations(request.amount_pence, request.allocations,
                                            {p.payment_id: p.open_pence for p in open_payments})
         if problem:
-            raise Refused(422, problem)
+            raise Invalid(problem)
         chosen = request.allocations
     else:
         chosen = domain.allocate_oldest_first(request.amount_pence, open_payments).allocations
@@ -106,7 +99,7 @@ async def settle_in(rt: ServiceRuntime, session: AsyncSession, pcn_id: str, requ
     if not recorded:
         # A concurrent request with the same Idempotency-Key for another organisation (a lock of
         # its own) won the race to the same key: a clear 409, never a 500.
-        raise Refused(409, "another settlement with this Idempotency-Key or reference was recorded at the same "
+        raise Conflict("another settlement with this Idempotency-Key or reference was recorded at the same "
                            "moment; ask again to see it, or use a new key")
     return await settlement_view(session, settled.settlement_id), True
 
@@ -115,7 +108,7 @@ async def require_organisation(session: AsyncSession, organisation_id: str) -> N
     """Only organisations the directory announced: a typo (or "0") must not be funded or paid."""
     if not await session.scalar(select(organisations.c.organisation_id)
                                 .where(organisations.c.organisation_id == organisation_id)):
-        raise Refused(422, f"no organisation with id {organisation_id!r} is known to the ledger: organisations "
+        raise Invalid(f"no organisation with id {organisation_id!r} is known to the ledger: organisations "
                            "are added in the directory (POST /organizations), and a new one reaches the ledger "
                            "within seconds; check the id")
 
@@ -124,7 +117,7 @@ async def _require_agreement(session: AsyncSession, pcn_id: str, organisation_id
     found = await session.scalar(select(func.count()).select_from(agreements).where(
         agreements.c.pcn_id == pcn_id, agreements.c.organisation_id == organisation_id))
     if not found:
-        raise Refused(422, f"your PCN has no funding agreement with organisation {organisation_id!r}: "
+        raise Invalid(f"your PCN has no funding agreement with organisation {organisation_id!r}: "
                            "nothing can be owed to it, so no payment to it can be recorded")
 
 
@@ -162,7 +155,7 @@ async def accrue_block_grants(rt: ServiceRuntime, pcn_id: str, on: date, agreeme
             query = query.where(agreements.c.id == agreement_id)
         rows = (await session.execute(query.order_by(agreements.c.organisation_id, agreements.c.starts_on))).mappings().all()
         if agreement_id and not rows:
-            raise Refused(404, f"no agreement {agreement_id} with a block grant in your PCN")
+            raise NotFound(f"no agreement {agreement_id} with a block grant in your PCN")
         return [await _grant_one(rt, session, ledger.agreement_from_row(dict(row)), on) for row in rows]
 
 
@@ -185,9 +178,9 @@ def parse_remittance(text: str) -> list[domain.RemittanceLine | domain.Malformed
     rows = _read_rows(text)
     header = rows[0] if rows else None
     if not isinstance(header, list) or tuple(cell.strip() for cell in header) != domain.REMITTANCE_HEADER:
-        raise Refused(422, "the CSV's first line must be the header " + ",".join(domain.REMITTANCE_HEADER))
+        raise Invalid("the CSV's first line must be the header " + ",".join(domain.REMITTANCE_HEADER))
     if len(rows) - 1 > MAX_RECONCILIATION_LINES:
-        raise Refused(413, f"at most {MAX_RECONCILIATION_LINES} lines per file; split the remittance")
+        raise TooLarge(f"at most {MAX_RECONCILIATION_LINES} lines per file; split the remittance")
     return [domain.MalformedLine(number, None, row) if isinstance(row, str)
             else domain.parse_remittance_row(number, row)
             for number, row in enumerate(rows[1:], start=2) if row]
@@ -260,7 +253,7 @@ async def _refuse_overlap(session: AsyncSession, pcn_id: str, organisation_id: s
         query = query.where(agreements.c.id != other_than)
     for other in (await session.execute(query.with_for_update())).all():
         if starts_on <= (other.ends_on or FAR_FUTURE) and other.starts_on <= (ends_on or FAR_FUTURE):
-            raise Refused(409, f"overlaps agreement {other.id} ({other.starts_on} to "
+            raise Conflict(f"overlaps agreement {other.id} ({other.starts_on} to "
                                f"{other.ends_on or 'open-ended'}); end it first (PATCH /agreements/{other.id} "
                                "with ends_on) or change the dates")
 
@@ -309,15 +302,15 @@ async def change_agreement(rt: ServiceRuntime, pcn_id: str, changed_by: str, agr
         found = (await session.execute(select(agreements.c.pcn_id, agreements.c.organisation_id)
                                        .where(agreements.c.id == agreement_id))).first()
         if found is None:
-            raise Refused(404, f"no agreement {agreement_id}")
+            raise NotFound(f"no agreement {agreement_id}")
         if found.pcn_id != pcn_id:
-            raise Refused(403, f"agreement {agreement_id} belongs to another PCN")
+            raise Forbidden(f"agreement {agreement_id} belongs to another PCN")
         await _lock_pair(session, pcn_id, found.organisation_id)
         row = dict((await session.execute(select(agreements).where(agreements.c.id == agreement_id)
                                           .with_for_update())).mappings().one())
         ends_on = change.ends_on if change.ends_on_given else row["ends_on"]
         if ends_on is not None and ends_on < row["starts_on"]:
-            raise Refused(422, f"ends_on {ends_on} is before the agreement starts ({row['starts_on']})")
+            raise Invalid(f"ends_on {ends_on} is before the agreement starts ({row['starts_on']})")
         if ends_on is not None and (row["ends_on"] is None or ends_on < row["ends_on"]):
             await _refuse_ending_before_accrued_work(session, agreement_id, ends_on)
         await _refuse_overlap(session, pcn_id, row["organisation_id"], row["starts_on"], ends_on, other_than=agreement_id)
@@ -328,17 +321,17 @@ async def change_agreement(rt: ServiceRuntime, pcn_id: str, changed_by: str, agr
         if change.terms:
             effective_from = change.effective_from
             if effective_from is None:
-                raise Refused(422, "say from which date the new terms apply (effective_from)")
+                raise Invalid("say from which date the new terms apply (effective_from)")
             if effective_from < row["starts_on"] or (ends_on is not None and effective_from > ends_on):
-                raise Refused(422, f"effective_from {effective_from} is outside the agreement "
+                raise Invalid(f"effective_from {effective_from} is outside the agreement "
                                    f"({row['starts_on']} to {ends_on or 'open-ended'})")
             latest_terms = latest_terms | change.terms
             if not (latest_terms["per_referral_pence"] or latest_terms["per_outcome_pence"]
                     or latest_terms["block_grant_pence_per_period"]):
-                raise Refused(422, "an agreement must fund something: keep a per-referral fee, a per-outcome fee "
+                raise Invalid("an agreement must fund something: keep a per-referral fee, a per-outcome fee "
                                    "or a block grant, or end the agreement instead")
         elif not change.ends_on_given:
-            raise Refused(422, "nothing to change: give ends_on, or effective_from with new fees or cap")
+            raise Invalid("nothing to change: give ends_on, or effective_from with new fees or cap")
         else:
             effective_from = max(row["starts_on"], current["effective_from"]) if current else row["starts_on"]
         version = (current["version"] if current else 0) + 1
@@ -367,5 +360,5 @@ async def _refuse_ending_before_accrued_work(session: AsyncSession, agreement_id
         payments.c.agreement_id == agreement_id, payments.c.basis == "block_grant", payments.c.business_date > ends_on))
     last = max(d for d in (accepted_after, granted_after, date.min) if d is not None)
     if last > ends_on:
-        raise Refused(409, f"work on {last} is already accrued under this agreement: it cannot end before that "
+        raise Conflict(f"work on {last} is already accrued under this agreement: it cannot end before that "
                            f"(ends_on {ends_on}); end it on {last} or later")

@@ -1,16 +1,87 @@
-"""Read models for finance and charities: arrears, statements, cap use. Reads only."""
+"""Read models for finance and charities: arrears, statements, cap use, the lists behind the API's GETs.
+Reads only; each in a session of its own (`read`), so the HTTP layer holds no SQL."""
 
 from __future__ import annotations
 
 import csv
 import io
 from datetime import date
+from typing import Any, Awaitable, Callable
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import domain
-from .store import credit_movements, open_movements, payment_reversals, payments, settlements, statement_days
+from socialrx_shared.errors import NotFound
+from socialrx_shared.runtime import ServiceRuntime
+
+from . import commands, domain, ledger
+from .store import (
+    agreements, credit_movements, journal_lines, open_movements, payment_reversals, payments, settlements,
+    statement_days,
+)
+
+
+async def read(rt: ServiceRuntime, report: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
+    """Run one report in a session of its own."""
+    async with rt.sessionmaker() as session:
+        return await report(session, *args, **kwargs)
+
+
+async def agreements_listed(session: AsyncSession, *, pcn_id: str | None, organisation_id: str | None) -> dict:
+    query = _scoped(select(agreements.c.id), agreements, pcn_id, organisation_id).order_by(agreements.c.starts_on)
+    ids = (await session.execute(query)).scalars().all()
+    return {"items": [await commands.agreement_view(session, agreement_id) for agreement_id in ids]}
+
+
+PAYMENT_FIELDS = ("payment_id", "agreement_id", "pcn_id", "organisation_id", "referral_id", "basis", "amount_pence",
+                  "open_pence", "period", "due_date", "business_date", "refused_over_cap_pence", "reversed_pence")
+
+
+async def payments_listed(session: AsyncSession, *, pcn_id: str | None, organisation_id: str | None,
+                          status: str | None, referral_id: str | None, page: int, per_page: int) -> dict:
+    query = _scoped(select(payments), payments, pcn_id, organisation_id)
+    if status == "open":
+        query = query.where(payments.c.open_pence > 0)
+    elif status == "settled":  # paid in full (a payment taken back is not settled: status=reversed)
+        query = query.where(payments.c.open_pence == 0, payments.c.reversed_pence == 0)
+    elif status == "reversed":
+        query = query.where(payments.c.reversed_pence > 0)
+    if referral_id:
+        query = query.where(payments.c.referral_id == referral_id)
+    total = await session.scalar(select(func.count()).select_from(query.subquery()))
+    rows = (await session.execute(
+        query.order_by(payments.c.due_date, payments.c.business_date, payments.c.payment_id)
+        .offset((page - 1) * per_page).limit(per_page))).mappings().all()
+    items = [{k: r[k] for k in PAYMENT_FIELDS} | {"currency": "GBP"} for r in rows]
+    return {"items": items, "page": page, "per_page": per_page, "total": total}
+
+
+async def cap_use_of(session: AsyncSession, agreement_id: str, on: date, *, pcn_id: str | None,
+                     organisation_id: str | None) -> dict:
+    row = (await session.execute(_scoped(select(agreements), agreements, pcn_id, organisation_id)
+                                 .where(agreements.c.id == agreement_id))).mappings().first()
+    if row is None:
+        raise NotFound(f"no agreement {agreement_id} in your scope")
+    terms = await ledger.terms_on(session, ledger.agreement_from_row(dict(row)), on)  # the cap then in force
+    return await cap_use(session, terms, on)
+
+
+async def settlements_listed(session: AsyncSession, *, pcn_id: str | None, organisation_id: str | None) -> dict:
+    query = _scoped(select(settlements.c.settlement_id), settlements, pcn_id, organisation_id)
+    ids = (await session.execute(query.order_by(settlements.c.paid_on, settlements.c.settlement_id))).scalars().all()
+    return {"items": [await commands.settlement_view(session, sid) for sid in ids]}
+
+
+async def trial_balance(session: AsyncSession, pcn_id: str | None) -> dict:
+    query = select(func.coalesce(func.sum(journal_lines.c.debit_pence), 0),
+                   func.coalesce(func.sum(journal_lines.c.credit_pence), 0))
+    if pcn_id:
+        # Every account is `<kind>:<pcn>[:<org>]`: a finance officer sees only its own PCN's books
+        # (each entry stays within one PCN, so they balance on their own).
+        query = query.where(func.split_part(journal_lines.c.account, ":", 2) == pcn_id)
+    debits, credits = (await session.execute(query)).one()
+    return {"pcn_id": pcn_id, "debits_pence": int(debits), "credits_pence": int(credits),
+            "balanced": debits == credits, "currency": "GBP"}
 
 
 async def cap_use(session: AsyncSession, agreement: domain.Agreement, on: date) -> dict:
