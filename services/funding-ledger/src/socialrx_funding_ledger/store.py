@@ -243,6 +243,8 @@ statement_days = Table(
     CheckConstraint("charged_pence >= 0 AND reversed_pence >= 0 AND paid_pence >= 0", name="parts_not_negative"),
 )
 
+# A charity's statement names no PCN: its opening balance reads by organisation and day.
+Index("ix_statement_days_org_on_date", statement_days.c.organisation_id, statement_days.c.on_date)
 # The statement's lines in its date range, by organisation and date.
 Index("ix_payments_org_business_date", payments.c.organisation_id, payments.c.business_date)
 Index("ix_payment_reversals_org_business_date", payment_reversals.c.organisation_id, payment_reversals.c.business_date)

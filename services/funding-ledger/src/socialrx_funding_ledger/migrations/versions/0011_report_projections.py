@@ -55,6 +55,7 @@ def upgrade() -> None:
                            name=op.f('ck_statement_days_parts_not_negative')),
         sa.PrimaryKeyConstraint('pcn_id', 'organisation_id', 'on_date', name=op.f('pk_statement_days')),
     )
+    op.create_index('ix_statement_days_org_on_date', 'statement_days', ['organisation_id', 'on_date'])
     op.create_index('ix_payments_org_business_date', 'payments', ['organisation_id', 'business_date'])
     op.create_index('ix_payment_reversals_org_business_date', 'payment_reversals',
                     ['organisation_id', 'business_date'])
@@ -109,6 +110,7 @@ def downgrade() -> None:
     op.drop_index('ix_settlements_org_paid_on', table_name='settlements')
     op.drop_index('ix_payment_reversals_org_business_date', table_name='payment_reversals')
     op.drop_index('ix_payments_org_business_date', table_name='payments')
+    op.drop_index('ix_statement_days_org_on_date', table_name='statement_days')
     op.drop_table('statement_days')
     op.drop_table('credit_movements')
     op.drop_table('open_movements')
