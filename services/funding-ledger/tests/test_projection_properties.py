@@ -186,7 +186,8 @@ async def _compare(session: AsyncSession, as_of: list[date], from_: date, to: da
         .group_by(journal_lines.c.account))).all()}
     for pcn in (P1, P2):
         for org in (ORG_A, ORG_B):
-            open_now = sum(a - p - c for (pp, o, *_dates, a, p, c) in (await projection.stored(session))["open_movements"]
+            rows = (await projection.stored(session))["open_movements"]
+            open_now = sum(a - p - c for (pp, o, *_dates, a, p, c) in rows
                            if (pp, o) == (pcn, org))
             assert open_now == balances.get(f"payable:{pcn}:{org}", 0)
             held = await reports.credits_by_organisation(session, None, pcn_id=pcn, organisation_id=org)

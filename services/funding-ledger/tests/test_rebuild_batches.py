@@ -40,7 +40,8 @@ def histories(draw):
         payments.append(ev.PaymentDue(
             payment_id=str(uuid.uuid5(ledger.PAYMENT_NAMESPACE, cause)), agreement_id="agr-batch",
             pcn_id=PCN, organisation_id=ORGS[i % 2], referral_id=f"batch-{i}", basis="referral_accepted",
-            amount_pence=draw(st.sampled_from([0, 700, 5000])), period=domain.period_of(business_date, "quarterly").label,
+            amount_pence=draw(st.sampled_from([0, 700, 5000])),
+            period=domain.period_of(business_date, "quarterly").label,
             due_date=domain.due_date(business_date, "quarterly", 30), business_date=business_date))
     open_pence = {p.payment_id: p.amount_pence for p in payments}
     settlements = []

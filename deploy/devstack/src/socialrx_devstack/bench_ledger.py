@@ -166,7 +166,8 @@ async def arrears_figures(pg: PostgresServer, bootstrap: str, secret: str, count
         result = await seed_arrears(conn, pcn, count)
         as_of = date(2026, 11, 24)
         expected = count * 5000 - (count // 3) * 2500
-        async with running_service(build, Settings, database_url=url, kafka=bootstrap, jwt_secret=secret) as (_, client):
+        async with running_service(build, Settings, database_url=url, kafka=bootstrap,
+                                   jwt_secret=secret) as (_, client):
             finance = auth(secret, "finance", pcn_id=pcn)
             timings, body = [], None
             for _ in range(5):
@@ -176,8 +177,27 @@ async def arrears_figures(pg: PostgresServer, bootstrap: str, secret: str, count
                 answer.raise_for_status()
                 body = answer.json()
             started = time.perf_counter()
-            (await client.get(f"/arrears?as_of={as_of}&organisation_id=org-arrears-7", headers=finance)).raise_for_status()
+            one_org = await client.get(f"/arrears?as_of={as_of}&organisation_id=org-arrears-7", headers=finance)
+            one_org.raise_for_status()
             one_org_s = time.perf_counter() - started
+        # The report alone, without HTTP (its SQL and the ageing in Python), and the plan of its SQL.
+        from socialrx_funding_ledger import reports
+        from socialrx_shared.db import make_engine, make_sessionmaker
+
+        engine = make_engine(url, pool_size=1)
+        try:
+            direct = []
+            async with make_sessionmaker(engine)() as session:
+                for _ in range(5):
+                    started = time.perf_counter()
+                    await reports.arrears(session, as_of, pcn_id=pcn, organisation_id=None)
+                    direct.append(time.perf_counter() - started)
+        finally:
+            await engine.dispose()
+        plan = await _plan(conn, "SELECT organisation_id, due_date, business_date, "
+                                 "sum(accrued_pence - paid_pence - cancelled_pence) FROM open_movements "
+                                 "WHERE pcn_id = $1 AND effective_on <= $2 GROUP BY 1, 2, 3 "
+                                 "HAVING sum(accrued_pence - paid_pence - cancelled_pence) > 0", pcn, as_of)
         scan = []
         for _ in range(2):
             started = time.perf_counter()
@@ -189,6 +209,7 @@ async def arrears_figures(pg: PostgresServer, bootstrap: str, secret: str, count
             "target_ms": 150, "owed_pence_correct": body is not None and body["total"]["owed_pence"] == expected,
             "limit_select_1_round_trip_ms": await _round_trip_ms(conn),
             "before_scan_query_ms": [_ms(t) for t in scan],
+            "report_without_http_ms": [_ms(t) for t in direct], "explain_analyze": plan,
             "note": "GET /arrears through the service's ASGI app (auth, JSON) in this process; 'before' is the "
                     "query the report ran before the projections, over the same rows, SQL alone"}
     finally:
@@ -217,18 +238,21 @@ async def statement_figures(pg: PostgresServer, bootstrap: str, secret: str, cou
             " DATE '2021-04-01' + ((g / 5) % $3::int)::int + 120, DATE '2021-04-01' + ((g / 5) % $3::int)::int, 0"
             " FROM generate_series(0, 5 * $2::bigint - 1) AS g", pcn, count, days)
         await conn.execute(
-            "INSERT INTO settlements (settlement_id, cause_key, pcn_id, organisation_id, amount_pence, unallocated_pence,"
-            " paid_on, reference) SELECT 'st-settle-' || m, 'st-settle:' || m, $1, $2, 100000, 100000,"
+            "INSERT INTO settlements (settlement_id, cause_key, pcn_id, organisation_id, amount_pence,"
+            " unallocated_pence, paid_on, reference) SELECT 'st-settle-' || m, 'st-settle:' || m, $1, $2,"
+            " 100000, 100000,"
             " DATE '2021-05-01' + 30 * m, 'monthly ' || m FROM generate_series(0, 71) AS m", pcn, org)
-        await conn.execute("INSERT INTO statement_days (pcn_id, organisation_id, on_date, charged_pence, reversed_pence,"
-                           f" paid_pence) SELECT * FROM ({RECOMPUTE_STATEMENT}) m")
+        await conn.execute("INSERT INTO statement_days (pcn_id, organisation_id, on_date, charged_pence,"
+                           f" reversed_pence, paid_pence) SELECT * FROM ({RECOMPUTE_STATEMENT}) m")
         await conn.execute("ANALYZE")
         load_s = time.perf_counter() - started
         figures: dict[str, Any] = {"payments_of_the_organisation": count, "payments_in_the_database": 5 * count,
                                    "load_seconds": round(load_s, 1), "target_ms": 150}
-        async with running_service(build, Settings, database_url=url, kafka=bootstrap, jwt_secret=secret) as (_, client):
+        async with running_service(build, Settings, database_url=url, kafka=bootstrap,
+                                   jwt_secret=secret) as (_, client):
             charity = auth(secret, "charity", organisation_id=org)
-            for name, from_, to in (("quarter", "2026-04-01", "2026-06-30"), ("financial_year", "2025-04-01", "2026-03-31")):
+            ranges = (("quarter", "2026-04-01", "2026-06-30"), ("financial_year", "2025-04-01", "2026-03-31"))
+            for name, from_, to in ranges:
                 timings, body = [], None
                 for _ in range(5):
                     started = time.perf_counter()
@@ -292,7 +316,8 @@ def ledger_events(pcn: str, count: int) -> list[tuple[ev.EventSpec, ev.Strict, s
         settled.append((ev.PAYMENT_SETTLED, ev.PaymentSettled(
             settlement_id=settlement_id, pcn_id=pcn, organisation_id=org,
             amount_pence=sum(a for _, a in chosen) + 700, paid_on=month + timedelta(days=40),
-            reference=f"bacs {org} {month}", allocations=[ev.Allocation(payment_id=p, amount_pence=a) for p, a in chosen]),
+            reference=f"bacs {org} {month}",
+            allocations=[ev.Allocation(payment_id=p, amount_pence=a) for p, a in chosen]),
             f"settlement:key:{pcn}:{settlement_id}"))
     reversed_: list[tuple[ev.EventSpec, ev.Strict, str]] = []
     for spec, payment, _ in due[::50]:
@@ -325,7 +350,8 @@ async def produce(bootstrap: str, items: list[tuple[ev.EventSpec, ev.Strict, str
     return time.perf_counter() - started
 
 
-async def rebuild_figures(pg: PostgresServer, bootstrap: str, count: int = 100_000, *, check_payments: int = 3_000) -> dict:
+async def rebuild_figures(pg: PostgresServer, bootstrap: str, count: int = 100_000, *,
+                          check_payments: int = 3_000) -> dict:
     """Rebuild speed over `count` payments' events; and, over `check_payments` payments' events, equality
     with a ledger written one event at a time by the live write path, whose speed is the 'before'."""
     from socialrx_funding_ledger import rebuild
@@ -372,7 +398,7 @@ async def rebuild_figures(pg: PostgresServer, bootstrap: str, count: int = 100_0
     report = await rebuild.rebuild(bootstrap, target, pcn_id=pcn)
     rebuild_s = time.perf_counter() - started
     read = sum(report["replayed"].values())
-    applied = report["replayed"]["payment_due"] + report["replayed"]["payment_settled"] + report["replayed"]["payment_reversed"]
+    applied = sum(report["replayed"][k] for k in ("payment_due", "payment_settled", "payment_reversed"))
     conn = await asyncpg.connect(_dsn(target))
     try:
         copy_rows_per_s = await _copy_rows_per_s(conn)
@@ -410,7 +436,8 @@ async def run(args: argparse.Namespace, pg: PostgresServer, bootstrap: str) -> d
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m socialrx_devstack.bench_ledger", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m socialrx_devstack.bench_ledger",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("--arrears-payments", type=int, default=1_000_000)
     parser.add_argument("--statement-payments", type=int, default=100_000)
     parser.add_argument("--rebuild-payments", type=int, default=100_000)

@@ -96,7 +96,8 @@ async def record_payments(session: AsyncSession, facts: list[tuple[PaymentDue, s
     owed = [(p, cause_key, business_date) for p, cause_key, business_date in recorded if p.amount_pence > 0]
     posted = await _post_entries(conn, [
         (cause_key, business_date, f"{p.basis} {p.referral_id or p.period}", [
-            (f"expense:{p.pcn_id}", p.amount_pence, 0), (payable_account(p.pcn_id, p.organisation_id), 0, p.amount_pence)])
+            (f"expense:{p.pcn_id}", p.amount_pence, 0),
+            (payable_account(p.pcn_id, p.organisation_id), 0, p.amount_pence)])
         for p, cause_key, business_date in owed])
     if len(posted) != len(owed):
         taken = sorted({cause_key for _, cause_key, _ in owed} - posted)

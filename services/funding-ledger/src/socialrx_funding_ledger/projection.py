@@ -42,7 +42,8 @@ class Movements:
     def new(cls) -> "Movements":
         return cls(defaultdict(lambda: [0, 0, 0]), defaultdict(int), defaultdict(lambda: [0, 0, 0]))
 
-    def accrued(self, pcn_id: str, organisation_id: str, due_date: date, business_date: date, amount_pence: int) -> None:
+    def accrued(self, pcn_id: str, organisation_id: str, due_date: date, business_date: date,
+                amount_pence: int) -> None:
         if amount_pence:
             self.open[OpenKey(pcn_id, organisation_id, due_date, business_date, business_date)][0] += amount_pence
             self.statement[(pcn_id, organisation_id, business_date)][0] += amount_pence
@@ -50,9 +51,11 @@ class Movements:
     def allocated(self, pcn_id: str, organisation_id: str, due_date: date, business_date: date, paid_on: date,
                   amount_pence: int) -> None:
         # Arrears see a payment from its business date on: money paid before that counts from then.
-        self.open[OpenKey(pcn_id, organisation_id, due_date, business_date, max(business_date, paid_on))][1] += amount_pence
+        key = OpenKey(pcn_id, organisation_id, due_date, business_date, max(business_date, paid_on))
+        self.open[key][1] += amount_pence
 
-    def settled(self, pcn_id: str, organisation_id: str, paid_on: date, amount_pence: int, unallocated_pence: int) -> None:
+    def settled(self, pcn_id: str, organisation_id: str, paid_on: date, amount_pence: int,
+                unallocated_pence: int) -> None:
         self.statement[(pcn_id, organisation_id, paid_on)][2] += amount_pence
         if unallocated_pence:
             self.credit[(pcn_id, organisation_id, paid_on)] += unallocated_pence

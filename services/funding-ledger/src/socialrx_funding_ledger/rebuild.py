@@ -22,7 +22,6 @@ import asyncio
 import json
 import os
 import sys
-from datetime import date
 from pathlib import Path
 from typing import Any
 
