@@ -45,6 +45,8 @@ from socialrx_shared import events as ev
 
 from socialrx_harness import procs
 
+from . import bench_ledger  # ledger-fast hook (arrears projections)
+
 from .bench_driver import FEE_OUTCOME_PENCE, FEE_REFERRAL_PENCE, PERSON, Driver, PhaseResult, World, make_world
 from .bench_png import Chart
 from socialrx_harness.infra import PostgresServer, given_database_urls
@@ -385,6 +387,7 @@ async def arrears_figures(client: httpx.AsyncClient, ledger_http: str, ledger_ur
         await conn.execute(
             "INSERT INTO allocations (settlement_id, payment_id, amount_pence) SELECT 'settle-' || $1 || '-' || (g % 200),"
             " 'arrears-' || $1 || '-' || g, 2500 FROM generate_series(0, $2::bigint - 1) AS g", tag, settled)
+        await bench_ledger.build_projections(conn, pcn)  # ledger-fast hook: GET /arrears reads the projections
         await conn.execute("ANALYZE payments; ANALYZE allocations; ANALYZE settlements")
         load_s = time.perf_counter() - started
         finance = auth(secret, "finance", pcn_id=pcn)
@@ -416,6 +419,7 @@ async def arrears_figures(client: httpx.AsyncClient, ledger_http: str, ledger_ur
         await conn.execute("DELETE FROM allocations WHERE settlement_id LIKE 'settle-' || $1 || '-%'", tag)
         await conn.execute("DELETE FROM settlements WHERE pcn_id = $1", pcn)
         await conn.execute("DELETE FROM payments WHERE pcn_id = $1", pcn)
+        await bench_ledger.delete_projections(conn, pcn)  # ledger-fast hook
         result["cleanup_seconds"] = round(time.perf_counter() - started, 1)
         return result
     finally:

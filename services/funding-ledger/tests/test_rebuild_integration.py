@@ -79,6 +79,21 @@ async def test_rebuild_from_topics_equals_live_ledger(ledger, postgres) -> None:
                 make_sessionmaker(engine)() as live_session:
             found = rebuild.differences(await rebuild.snapshot(live_session, pcn), await rebuild.snapshot(rebuilt_session, pcn))
         assert any(line.startswith(f"balances payable:{pcn}:{org_a}") for line in found)
+
+        # It compares the reports' projections too: a rebuilt arrears row that differs is found.
+        target_engine = make_engine(target, pool_size=1)
+        try:
+            async with make_sessionmaker(target_engine)() as rebuilt_session, rebuilt_session.begin():
+                await rebuilt_session.execute(text(
+                    "UPDATE open_movements SET paid_pence = paid_pence + 1 WHERE pcn_id = :pcn "
+                    "AND organisation_id = :org AND paid_pence > 0"), {"pcn": pcn, "org": org_b})
+            async with make_sessionmaker(target_engine)() as rebuilt_session, \
+                    make_sessionmaker(engine)() as live_session:
+                found = rebuild.differences(await rebuild.snapshot(live_session, pcn),
+                                            await rebuild.snapshot(rebuilt_session, pcn))
+            assert any(line.startswith(f"open_movements {pcn} {org_b} ") for line in found), found
+        finally:
+            await target_engine.dispose()
     finally:
         await engine.dispose()
 

@@ -6,16 +6,15 @@ from datetime import date
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, File, Header, HTTPException, Query, Request, Response, UploadFile
+from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
-from sqlalchemy import func, select
 
 from socialrx_shared.auth import Principal, forbidden, require
 from socialrx_shared.events import Id, OutcomeStatus
 from socialrx_shared.http import Page, body_limit, content_disposition, nul_error, per_page_up_to
 from socialrx_shared.service import runtime_of
 
-from . import commands, domain, ledger, reports
-from .store import agreements, journal_lines, payments, settlements
+from . import commands, domain, reports
 
 router = APIRouter()
 
@@ -61,18 +60,6 @@ def _scope_pcn(principal: Principal) -> str | None:
     return principal.pcn_id if principal.role == "finance" else None
 
 
-def _scope(query, table, principal: Principal, organisation_id: str | None):
-    if principal.role == "finance":
-        query = query.where(table.c.pcn_id == principal.pcn_id)
-    elif principal.role == "charity":
-        if organisation_id and organisation_id != principal.organisation_id:
-            raise forbidden("a charity sees only its own organisation's figures")
-        organisation_id = principal.organisation_id
-    if organisation_id:
-        query = query.where(table.c.organisation_id == organisation_id)
-    return query
-
-
 @router.post("/agreements", status_code=201, tags=["agreements"], summary="Agree funding with an organisation (finance)")
 async def create_agreement(body: NewAgreement, request: Request, principal: Principal = Depends(require("finance"))) -> dict:
     return await commands.create_agreement(runtime_of(request), principal.pcn_id, principal.sub, body.model_dump())
@@ -107,10 +94,7 @@ async def change_agreement(agreement_id: str, body: AgreementPatch, request: Req
 @router.get("/agreements", tags=["agreements"], summary="Agreements in your scope, each with its versions")
 async def list_agreements(request: Request, principal: Principal = Depends(require("finance", "charity", "admin")),
                           organisation_id: str | None = None) -> dict:
-    query = _scope(select(agreements.c.id), agreements, principal, organisation_id).order_by(agreements.c.starts_on)
-    async with runtime_of(request).sessionmaker() as session:
-        ids = (await session.execute(query)).scalars().all()
-        return {"items": [await commands.agreement_view(session, agreement_id) for agreement_id in ids]}
+    return await reports.read(runtime_of(request), reports.agreements_listed, **_scope_of(principal, organisation_id))
 
 
 PaymentsPerPage = per_page_up_to(1000)
@@ -122,37 +106,15 @@ async def list_payments(request: Request, principal: Principal = Depends(require
                         status: Literal["open", "settled", "reversed"] | None = None,
                         referral_id: str | None = None,
                         page: Page = 1, per_page: PaymentsPerPage = 100) -> dict:
-    query = _scope(select(payments), payments, principal, organisation_id)
-    if status == "open":
-        query = query.where(payments.c.open_pence > 0)
-    elif status == "settled":  # paid in full (a payment taken back is not settled: status=reversed)
-        query = query.where(payments.c.open_pence == 0, payments.c.reversed_pence == 0)
-    elif status == "reversed":
-        query = query.where(payments.c.reversed_pence > 0)
-    if referral_id:
-        query = query.where(payments.c.referral_id == referral_id)
-    async with runtime_of(request).sessionmaker() as session:
-        total = await session.scalar(select(func.count()).select_from(query.subquery()))
-        rows = (await session.execute(
-            query.order_by(payments.c.due_date, payments.c.business_date, payments.c.payment_id)
-            .offset((page - 1) * per_page).limit(per_page))).mappings().all()
-    items = [{k: r[k] for k in ("payment_id", "agreement_id", "pcn_id", "organisation_id", "referral_id", "basis",
-                                "amount_pence", "open_pence", "period", "due_date", "business_date",
-                                "refused_over_cap_pence", "reversed_pence")} | {"currency": "GBP"} for r in rows]
-    return {"items": items, "page": page, "per_page": per_page, "total": total}
+    return await reports.read(runtime_of(request), reports.payments_listed, **_scope_of(principal, organisation_id),
+                              status=status, referral_id=referral_id, page=page, per_page=per_page)
 
 
 @router.get("/agreements/{agreement_id}/cap", tags=["agreements"], summary="Cap use in a financial year")
 async def cap_use(agreement_id: str, request: Request, principal: Principal = Depends(require("finance", "charity", "admin")),
                   on: LedgerDate | None = None) -> dict:
-    on = on or domain.today_in_uk()
-    async with runtime_of(request).sessionmaker() as session:
-        row = (await session.execute(_scope(select(agreements), agreements, principal, None)
-                                     .where(agreements.c.id == agreement_id))).mappings().first()
-        if row is None:
-            raise HTTPException(404, detail=f"no agreement {agreement_id} in your scope")
-        terms = await ledger.terms_on(session, ledger.agreement_from_row(dict(row)), on)  # the cap then in force
-        return await reports.cap_use(session, terms, on)
+    return await reports.read(runtime_of(request), reports.cap_use_of, agreement_id, on or domain.today_in_uk(),
+                              **_scope_of(principal, None))
 
 
 @router.get("/arrears", tags=["payments"], summary="What is owed, aged by days past its due date")
@@ -160,8 +122,7 @@ async def arrears(request: Request, principal: Principal = Depends(require("fina
                   as_of: LedgerDate | None = None, organisation_id: str | None = None) -> dict:
     as_of = as_of or domain.today_in_uk()
     scope = _scope_of(principal, organisation_id)
-    async with runtime_of(request).sessionmaker() as session:
-        return await reports.arrears(session, as_of, **scope)
+    return await reports.read(runtime_of(request), reports.arrears, as_of, **scope)
 
 
 def _scope_of(principal: Principal, organisation_id: str | None) -> dict:
@@ -208,10 +169,7 @@ async def create_settlement(body: NewSettlement, request: Request, response: Res
 @router.get("/settlements", tags=["settlements"], summary="Payments recorded, with their allocations")
 async def list_settlements(request: Request, principal: Principal = Depends(require("finance", "charity", "admin")),
                            organisation_id: str | None = None) -> dict:
-    query = _scope(select(settlements.c.settlement_id), settlements, principal, organisation_id)
-    async with runtime_of(request).sessionmaker() as session:
-        ids = (await session.execute(query.order_by(settlements.c.paid_on, settlements.c.settlement_id))).scalars().all()
-        return {"items": [await commands.settlement_view(session, sid) for sid in ids]}
+    return await reports.read(runtime_of(request), reports.settlements_listed, **_scope_of(principal, organisation_id))
 
 
 class BlockGrantCommand(BaseModel):
@@ -237,12 +195,13 @@ async def statement(organisation_id: str, request: Request,
     if from_ > to:
         raise HTTPException(422, detail=f"from ({from_}) is after to ({to})")
     scope = _scope_of(principal, organisation_id)
-    async with runtime_of(request).sessionmaker() as session:
-        body = await reports.statement(session, organisation_id, scope["pcn_id"], from_, to)
+    body = await reports.read(runtime_of(request), reports.statement, organisation_id, scope["pcn_id"], from_, to)
     if format == "csv":
         return Response(reports.statement_csv(body), media_type="text/csv; charset=utf-8", headers={
             "Content-Disposition": content_disposition(f"statement-{organisation_id}-{from_}-{to}.csv")})
-    return body
+    # Already plain JSON types (dates as ISO text): rendered as it is, without FastAPI walking every
+    # value of thousands of lines through jsonable_encoder (most of a year's statement's time).
+    return JSONResponse(body)
 
 
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
@@ -267,14 +226,4 @@ async def reconciliation(request: Request, file: UploadFile = File(...), post: b
 
 @router.get("/trial-balance", tags=["ledger"], summary="Total debits and credits (always equal)")
 async def trial_balance(request: Request, principal: Principal = Depends(require("finance", "admin"))) -> dict:
-    query = select(func.coalesce(func.sum(journal_lines.c.debit_pence), 0),
-                   func.coalesce(func.sum(journal_lines.c.credit_pence), 0))
-    pcn_id = _scope_pcn(principal)
-    if pcn_id:
-        # Every account is `<kind>:<pcn>[:<org>]`: a finance officer sees only its own PCN's books
-        # (each entry stays within one PCN, so they balance on their own).
-        query = query.where(func.split_part(journal_lines.c.account, ":", 2) == pcn_id)
-    async with runtime_of(request).sessionmaker() as session:
-        debits, credits = (await session.execute(query)).one()
-    return {"pcn_id": pcn_id, "debits_pence": int(debits), "credits_pence": int(credits),
-            "balanced": debits == credits, "currency": "GBP"}
+    return await reports.read(runtime_of(request), reports.trial_balance, _scope_pcn(principal))

@@ -1,6 +1,7 @@
 """Commands finance teams give over HTTP (or the CLI): settlements, block grants, reconciliation.
 
-Each runs in one transaction: a refusal (a typed error of `socialrx_shared.errors`) changes nothing. Each is keyed by its cause,
+Each runs in one transaction: a refusal (a typed `socialrx_shared.errors.Refused`: `Invalid`,
+`Conflict`, `NotFound`, `Forbidden`, `TooLarge`) changes nothing. Each is keyed by its cause,
 so asking twice does it once.
 """
 

@@ -29,6 +29,7 @@ from socialrx_shared.events import (
 from socialrx_shared.runtime import ServiceRuntime
 
 from . import domain
+from .projection import Movements
 from .store import agreement_versions, agreements, allocations, journal_entries, journal_lines, payment_reversals, payments, settlements
 
 PAYMENT_NAMESPACE = uuid.UUID("6f1c1a52-7b1e-4c4a-9d38-5e0f0b9d8a11")
@@ -54,15 +55,20 @@ async def stage(rt: ServiceRuntime | None, session: AsyncSession, spec: EventSpe
         await rt.stage(session, spec, data, headers=ledger_headers)
 
 
-async def post_entry(session: AsyncSession, cause_key: str, business_date: date, memo: str,
-                     lines: list[tuple[str, int, int]]) -> int | None:
-    """Post one balanced entry; None (and nothing posted) if this cause was posted before."""
+def check_lines(cause_key: str, lines: list[tuple[str, int, int]]) -> None:
+    """An entry's lines balance, and each is one-sided and positive (also for ledger_batch)."""
     debits = sum(d for _, d, _ in lines)
     credits = sum(c for _, _, c in lines)
     if debits != credits:
         raise LedgerBroken(f"unbalanced entry {cause_key}: debits {debits} != credits {credits}")
     if not all(d >= 0 and c >= 0 and (d == 0) != (c == 0) for _, d, c in lines):
         raise LedgerBroken(f"entry {cause_key}: every line must be one-sided and positive")
+
+
+async def post_entry(session: AsyncSession, cause_key: str, business_date: date, memo: str,
+                     lines: list[tuple[str, int, int]]) -> int | None:
+    """Post one balanced entry; None (and nothing posted) if this cause was posted before."""
+    check_lines(cause_key, lines)
     entry_id = await session.scalar(
         pg_insert(journal_entries).values(cause_key=cause_key, business_date=business_date, memo=memo)
         .on_conflict_do_nothing(index_elements=["cause_key"]).returning(journal_entries.c.id)
@@ -173,6 +179,9 @@ async def record_payment(rt: ServiceRuntime | None, session: AsyncSession, payme
         ])
         if posted is None:
             raise LedgerBroken(f"journal already holds {cause_key} but payments did not")
+        moves = Movements.new()
+        moves.accrued(payment.pcn_id, payment.organisation_id, payment.due_date, business_date, payment.amount_pence)
+        await moves.write(session)  # the reports' projections, in this same transaction
     await stage(rt, session, PAYMENT_DUE, payment, {HEADER_CAUSE: cause_key})
     return True
 
@@ -208,15 +217,21 @@ async def record_settlement(rt: ServiceRuntime | None, session: AsyncSession, se
     )
     if inserted is None:
         return False
+    moves = Movements.new()
+    moves.settled(settled.pcn_id, settled.organisation_id, settled.paid_on, settled.amount_pence, unallocated_pence)
     for allocation in settled.allocations:
-        reduced = await session.scalar(
+        reduced = (await session.execute(
             update(payments).where(payments.c.payment_id == allocation.payment_id,
                                    payments.c.organisation_id == settled.organisation_id,
                                    payments.c.pcn_id == settled.pcn_id,
                                    payments.c.open_pence >= allocation.amount_pence)
-            .values(open_pence=payments.c.open_pence - allocation.amount_pence).returning(payments.c.payment_id))
+            .values(open_pence=payments.c.open_pence - allocation.amount_pence)
+            .returning(payments.c.due_date, payments.c.business_date))).first()
         if reduced is None:
             raise LedgerBroken(f"allocation to {allocation.payment_id} does not fit its open amount")
+        moves.allocated(settled.pcn_id, settled.organisation_id, reduced.due_date, reduced.business_date,
+                        settled.paid_on, allocation.amount_pence)
+    await moves.write(session)  # the reports' projections, in this same transaction
     if settled.allocations:
         await session.execute(insert(allocations), [
             {"settlement_id": settled.settlement_id, "payment_id": a.payment_id, "amount_pence": a.amount_pence}
@@ -264,13 +279,18 @@ async def record_reversal(rt: ServiceRuntime | None, session: AsyncSession, even
         ).on_conflict_do_nothing().returning(payment_reversals.c.payment_id))
     if inserted is None:
         return False
-    changed = await session.scalar(
+    changed = (await session.execute(
         update(payments).where(payments.c.payment_id == event.payment_id, payments.c.reversed_pence == 0,
                                payments.c.amount_pence == event.reversed_pence,
                                payments.c.open_pence == event.open_cancelled_pence)
-        .values(reversed_pence=event.reversed_pence, open_pence=0).returning(payments.c.payment_id))
+        .values(reversed_pence=event.reversed_pence, open_pence=0)
+        .returning(payments.c.due_date, payments.c.business_date))).first()
     if changed is None:
         raise LedgerBroken(f"reversal of {event.payment_id} does not match the payment's amount and open amount")
+    moves = Movements.new()
+    moves.reversed(event.pcn_id, event.organisation_id, changed.due_date, changed.business_date, event.business_date,
+                   event.reversed_pence, event.open_cancelled_pence, event.overpaid_pence)
+    await moves.write(session)  # the reports' projections, in this same transaction
     if event.reversed_pence:
         lines = [(domain.expense_account(event.pcn_id), 0, event.reversed_pence)]
         if event.open_cancelled_pence:

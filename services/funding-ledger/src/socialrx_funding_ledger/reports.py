@@ -1,16 +1,87 @@
-"""Read models for finance and charities: arrears, statements, cap use. Reads only."""
+"""Read models for finance and charities: arrears, statements, cap use, the lists behind the API's GETs.
+Reads only; each in a session of its own (`read`), so the HTTP layer holds no SQL."""
 
 from __future__ import annotations
 
 import csv
 import io
 from datetime import date
+from typing import Any, Awaitable, Callable
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import domain
-from .store import allocations, payment_reversals, payments, settlements
+from socialrx_shared.errors import NotFound
+from socialrx_shared.runtime import ServiceRuntime
+
+from . import commands, domain, ledger
+from .store import (
+    agreements, credit_movements, journal_lines, open_movements, payment_reversals, payments, settlements,
+    statement_days,
+)
+
+
+async def read(rt: ServiceRuntime, report: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
+    """Run one report in a session of its own."""
+    async with rt.sessionmaker() as session:
+        return await report(session, *args, **kwargs)
+
+
+async def agreements_listed(session: AsyncSession, *, pcn_id: str | None, organisation_id: str | None) -> dict:
+    query = _scoped(select(agreements.c.id), agreements, pcn_id, organisation_id).order_by(agreements.c.starts_on)
+    ids = (await session.execute(query)).scalars().all()
+    return {"items": [await commands.agreement_view(session, agreement_id) for agreement_id in ids]}
+
+
+PAYMENT_FIELDS = ("payment_id", "agreement_id", "pcn_id", "organisation_id", "referral_id", "basis", "amount_pence",
+                  "open_pence", "period", "due_date", "business_date", "refused_over_cap_pence", "reversed_pence")
+
+
+async def payments_listed(session: AsyncSession, *, pcn_id: str | None, organisation_id: str | None,
+                          status: str | None, referral_id: str | None, page: int, per_page: int) -> dict:
+    query = _scoped(select(payments), payments, pcn_id, organisation_id)
+    if status == "open":
+        query = query.where(payments.c.open_pence > 0)
+    elif status == "settled":  # paid in full (a payment taken back is not settled: status=reversed)
+        query = query.where(payments.c.open_pence == 0, payments.c.reversed_pence == 0)
+    elif status == "reversed":
+        query = query.where(payments.c.reversed_pence > 0)
+    if referral_id:
+        query = query.where(payments.c.referral_id == referral_id)
+    total = await session.scalar(select(func.count()).select_from(query.subquery()))
+    rows = (await session.execute(
+        query.order_by(payments.c.due_date, payments.c.business_date, payments.c.payment_id)
+        .offset((page - 1) * per_page).limit(per_page))).mappings().all()
+    items = [{k: r[k] for k in PAYMENT_FIELDS} | {"currency": "GBP"} for r in rows]
+    return {"items": items, "page": page, "per_page": per_page, "total": total}
+
+
+async def cap_use_of(session: AsyncSession, agreement_id: str, on: date, *, pcn_id: str | None,
+                     organisation_id: str | None) -> dict:
+    row = (await session.execute(_scoped(select(agreements), agreements, pcn_id, organisation_id)
+                                 .where(agreements.c.id == agreement_id))).mappings().first()
+    if row is None:
+        raise NotFound(f"no agreement {agreement_id} in your scope")
+    terms = await ledger.terms_on(session, ledger.agreement_from_row(dict(row)), on)  # the cap then in force
+    return await cap_use(session, terms, on)
+
+
+async def settlements_listed(session: AsyncSession, *, pcn_id: str | None, organisation_id: str | None) -> dict:
+    query = _scoped(select(settlements.c.settlement_id), settlements, pcn_id, organisation_id)
+    ids = (await session.execute(query.order_by(settlements.c.paid_on, settlements.c.settlement_id))).scalars().all()
+    return {"items": [await commands.settlement_view(session, sid) for sid in ids]}
+
+
+async def trial_balance(session: AsyncSession, pcn_id: str | None) -> dict:
+    query = select(func.coalesce(func.sum(journal_lines.c.debit_pence), 0),
+                   func.coalesce(func.sum(journal_lines.c.credit_pence), 0))
+    if pcn_id:
+        # Every account is `<kind>:<pcn>[:<org>]`: a finance officer sees only its own PCN's books
+        # (each entry stays within one PCN, so they balance on their own).
+        query = query.where(func.split_part(journal_lines.c.account, ":", 2) == pcn_id)
+    debits, credits = (await session.execute(query)).one()
+    return {"pcn_id": pcn_id, "debits_pence": int(debits), "credits_pence": int(credits),
+            "balanced": debits == credits, "currency": "GBP"}
 
 
 async def cap_use(session: AsyncSession, agreement: domain.Agreement, on: date) -> dict:
@@ -36,25 +107,19 @@ def _scoped(query, table, pcn_id: str | None, organisation_id: str | None):
 
 async def arrears(session: AsyncSession, as_of: date, *, pcn_id: str | None, organisation_id: str | None) -> dict:
     """Open amounts as they stood at the end of `as_of`: work done by then, less payments made by then."""
-    paid_by_then = (
-        select(allocations.c.payment_id, func.sum(allocations.c.amount_pence).label("paid_pence"))
-        .join(settlements, settlements.c.settlement_id == allocations.c.settlement_id)
-        .where(settlements.c.paid_on <= as_of).group_by(allocations.c.payment_id).subquery())
-    # A reversal dated on or before as_of cancels what was then open (the paid part became a credit).
-    cancelled = func.coalesce(payment_reversals.c.open_cancelled_pence, 0)
-    open_pence = payments.c.amount_pence - func.coalesce(paid_by_then.c.paid_pence, 0) - cancelled
-    # Summed per organisation and pair of dates in SQL: ageing depends only on the dates and is
-    # linear in pence, so the domain's rules give the same figures over a few hundred groups as
-    # over a million rows, without carrying every row into Python.
+    # Read from the projection (projection.py), kept by the code that posts the journal: a few rows
+    # per organisation and pair of dates, however many payments there are. Ageing depends only on
+    # the dates and is linear in pence, so the domain's rules give the same figures over these sums
+    # as over every payment.
+    open_pence = func.sum(open_movements.c.accrued_pence - open_movements.c.paid_pence
+                          - open_movements.c.cancelled_pence)
     query = _scoped(
-        select(payments.c.organisation_id, payments.c.due_date, payments.c.business_date,
-               func.sum(open_pence).label("open_pence"))
-        .outerjoin(paid_by_then, paid_by_then.c.payment_id == payments.c.payment_id)
-        .outerjoin(payment_reversals, (payment_reversals.c.payment_id == payments.c.payment_id)
-                   & (payment_reversals.c.business_date <= as_of))
-        .where(payments.c.business_date <= as_of, open_pence > 0)
-        .group_by(payments.c.organisation_id, payments.c.due_date, payments.c.business_date),
-        payments, pcn_id, organisation_id)
+        select(open_movements.c.organisation_id, open_movements.c.due_date, open_movements.c.business_date,
+               open_pence.label("open_pence"))
+        .where(open_movements.c.effective_on <= as_of)
+        .group_by(open_movements.c.organisation_id, open_movements.c.due_date, open_movements.c.business_date)
+        .having(open_pence > 0),
+        open_movements, pcn_id, organisation_id)
     items_by_org: dict[str, list[domain.OpenItem]] = {}
     for row in (await session.execute(query)).all():
         items_by_org.setdefault(row.organisation_id, []).append(
@@ -73,17 +138,11 @@ async def credits_by_organisation(session: AsyncSession, as_of: date | None, *, 
                                   organisation_id: str | None) -> dict[str, int]:
     """Credit held for each organisation: money paid beyond what was open, and fees already paid
     that a correction took back. Shown, never lost; not yet applied to later payments by itself."""
-    paid_over = _scoped(select(settlements.c.organisation_id, settlements.c.unallocated_pence.label("pence")),
-                        settlements, pcn_id, organisation_id)
-    taken_back = _scoped(select(payment_reversals.c.organisation_id, payment_reversals.c.overpaid_pence.label("pence")),
-                         payment_reversals, pcn_id, organisation_id)
+    query = _scoped(select(credit_movements.c.organisation_id, func.sum(credit_movements.c.credit_pence))
+                    .group_by(credit_movements.c.organisation_id), credit_movements, pcn_id, organisation_id)
     if as_of is not None:
-        paid_over = paid_over.where(settlements.c.paid_on <= as_of)
-        taken_back = taken_back.where(payment_reversals.c.business_date <= as_of)
-    both = paid_over.union_all(taken_back).subquery()
-    rows = (await session.execute(select(both.c.organisation_id, func.sum(both.c.pence))
-                                  .group_by(both.c.organisation_id))).all()
-    return {org: int(pence or 0) for org, pence in rows}
+        query = query.where(credit_movements.c.effective_on <= as_of)
+    return {org: int(pence or 0) for org, pence in (await session.execute(query)).all()}
 
 
 def _summary(items: list[domain.OpenItem], as_of: date, credit_pence: int) -> dict:
@@ -96,21 +155,26 @@ def _summary(items: list[domain.OpenItem], as_of: date, credit_pence: int) -> di
 async def statement(session: AsyncSession, organisation_id: str, pcn_id: str | None, from_: date, to: date) -> dict:
     """Work accrued (dated by the work) and payments made (dated paid_on), with a running balance:
     what the PCN(s) owe the organisation net of any credit held."""
+    # The opening balance from the daily sums (statement_days); only the lines in the range are read,
+    # through indexes on (organisation_id, date).
+    opening = int(await session.scalar(_scoped(
+        select(func.coalesce(func.sum(statement_days.c.charged_pence - statement_days.c.reversed_pence
+                                      - statement_days.c.paid_pence), 0))
+        .where(statement_days.c.on_date < from_), statement_days, pcn_id, organisation_id)))
     accrued = (await session.execute(_scoped(select(payments), payments, pcn_id, organisation_id)
-                                     .where(payments.c.business_date <= to))).mappings().all()
+                                     .where(payments.c.business_date >= from_, payments.c.business_date <= to)
+                                     )).mappings().all()
     paid = (await session.execute(_scoped(select(settlements), settlements, pcn_id, organisation_id)
-                                  .where(settlements.c.paid_on <= to))).mappings().all()
+                                  .where(settlements.c.paid_on >= from_, settlements.c.paid_on <= to))).mappings().all()
     taken_back = (await session.execute(
         _scoped(select(payment_reversals, payments.c.basis, payments.c.referral_id, payments.c.period)
                 .join(payments, payments.c.payment_id == payment_reversals.c.payment_id),
                 payment_reversals, pcn_id, organisation_id)
-        .where(payment_reversals.c.business_date <= to))).mappings().all()
-    opening = (sum(p["amount_pence"] for p in accrued if p["business_date"] < from_)
-               - sum(r["reversed_pence"] for r in taken_back if r["business_date"] < from_)
-               - sum(s["amount_pence"] for s in paid if s["paid_on"] < from_))
-    lines = [_accrual_line(p) for p in accrued if p["business_date"] >= from_]
-    lines += [_reversal_line(r) for r in taken_back if r["business_date"] >= from_]
-    lines += [_payment_line(s) for s in paid if s["paid_on"] >= from_]
+        .where(payment_reversals.c.business_date >= from_, payment_reversals.c.business_date <= to))
+    ).mappings().all()
+    lines = [_accrual_line(p) for p in accrued]
+    lines += [_reversal_line(r) for r in taken_back]
+    lines += [_payment_line(s) for s in paid]
     lines.sort(key=lambda line: (line["date"], line["type"], line["payment_id"] or line["settlement_id"]))
     balance = opening
     for line in lines:

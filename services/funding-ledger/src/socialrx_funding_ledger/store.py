@@ -192,3 +192,60 @@ allocations = Table(
     Column("amount_pence", BigInteger, nullable=False),
     CheckConstraint("amount_pence > 0", name="positive"),
 )
+
+# --- projections: what the reports read, kept up to date by the code that writes the journal -----
+# (projection.py). Each is a sum of movements keyed by the dates a report filters on, so a report
+# reads a few rows per organisation and day instead of every payment, allocation and reversal.
+
+# Open amounts: for each payment's (organisation, due date, business date), what was accrued, paid
+# against it and cancelled by a reversal, on the day the change counts from (`effective_on`: the
+# later of the movement's own date and the payment's business date, which is when arrears first
+# see the payment). What was open at the end of a day D is accrued - paid - cancelled over the rows
+# with effective_on <= D (reports.arrears).
+open_movements = Table(
+    "open_movements",
+    metadata,
+    Column("pcn_id", String(12), primary_key=True),
+    Column("organisation_id", String(64), primary_key=True),
+    Column("due_date", Date, primary_key=True),
+    Column("business_date", Date, primary_key=True),
+    Column("effective_on", Date, primary_key=True),
+    Column("accrued_pence", BigInteger, nullable=False, server_default="0"),
+    Column("paid_pence", BigInteger, nullable=False, server_default="0"),
+    Column("cancelled_pence", BigInteger, nullable=False, server_default="0"),
+    CheckConstraint("accrued_pence >= 0 AND paid_pence >= 0 AND cancelled_pence >= 0", name="parts_not_negative"),
+    CheckConstraint("effective_on >= business_date", name="effective_from_the_work"),
+)
+
+# Credit held for an organisation: money paid beyond what was open (on paid_on) and fees already paid
+# that a correction took back (on the reversal's business date).
+credit_movements = Table(
+    "credit_movements",
+    metadata,
+    Column("pcn_id", String(12), primary_key=True),
+    Column("organisation_id", String(64), primary_key=True),
+    Column("effective_on", Date, primary_key=True),
+    Column("credit_pence", BigInteger, nullable=False),
+    CheckConstraint("credit_pence >= 0", name="credit_not_negative"),
+)
+
+# A statement's balance by day: work charged (by its business date), taken back (by the reversal's),
+# paid (settlements, by paid_on). The opening balance of a statement is a sum over the days before it.
+statement_days = Table(
+    "statement_days",
+    metadata,
+    Column("pcn_id", String(12), primary_key=True),
+    Column("organisation_id", String(64), primary_key=True),
+    Column("on_date", Date, primary_key=True),
+    Column("charged_pence", BigInteger, nullable=False, server_default="0"),
+    Column("reversed_pence", BigInteger, nullable=False, server_default="0"),
+    Column("paid_pence", BigInteger, nullable=False, server_default="0"),
+    CheckConstraint("charged_pence >= 0 AND reversed_pence >= 0 AND paid_pence >= 0", name="parts_not_negative"),
+)
+
+# A charity's statement names no PCN: its opening balance reads by organisation and day.
+Index("ix_statement_days_org_on_date", statement_days.c.organisation_id, statement_days.c.on_date)
+# The statement's lines in its date range, by organisation and date.
+Index("ix_payments_org_business_date", payments.c.organisation_id, payments.c.business_date)
+Index("ix_payment_reversals_org_business_date", payment_reversals.c.organisation_id, payment_reversals.c.business_date)
+Index("ix_settlements_org_paid_on", settlements.c.organisation_id, settlements.c.paid_on)
