@@ -18,15 +18,22 @@ PRACTICE = "B82005"
 # Valid modulus-11 NHS numbers (synthetic test range 999 ...).
 NHS_NUMBERS = ["9434765919", "9999999999", "9000000009", "9876543210"]
 PERSON = {
-    "nhs_number": "9434765919", "given_name": "Ada", "family_name": "Okonkwo-Testperson",
-    "date_of_birth": "1951-03-14", "postcode": "LS1 4AP", "phone": "07700 900123",
-    "email": "ada.testperson@example.org", "accessibility_needs": ["step-free access"],
+    "nhs_number": "9434765919",
+    "given_name": "Ada",
+    "family_name": "Okonkwo-Testperson",
+    "date_of_birth": "1951-03-14",
+    "postcode": "LS1 4AP",
+    "phone": "07700 900123",
+    "email": "ada.testperson@example.org",
+    "accessibility_needs": ["step-free access"],
 }
 
 
 def referral_body(service_id: str, person: dict | None = None, **overrides: Any) -> dict:
     body = {
-        "service_id": service_id, "needs": ["loneliness"], "person": person or PERSON,
+        "service_id": service_id,
+        "needs": ["loneliness"],
+        "person": person or PERSON,
         "consent": {"given": True, "recorded_at": "2026-11-01T10:00:00Z"},
     }
     body.update(overrides)
@@ -50,38 +57,77 @@ class World:
         return self.platform.url(service) + path
 
 
-def make_world(platform: Platform, secret: str, *, capacity: int = 50, per_referral_pence: int = 5000,
-               per_outcome_pence: int = 12000, fund: bool = True, safeguarding: str | None = "2030-01-01") -> World:
+def make_world(
+    platform: Platform,
+    secret: str,
+    *,
+    capacity: int = 50,
+    per_referral_pence: int = 5000,
+    per_outcome_pence: int = 12000,
+    fund: bool = True,
+    safeguarding: str | None = "2030-01-01",
+) -> World:
     admin = auth(secret, "admin")
-    org = httpx.post(platform.url("directory") + "/organizations", headers=admin,
-                     json={"name": f"Test Neighbours {uuid.uuid4().hex[:6]}"}, timeout=10)
+    org = httpx.post(
+        platform.url("directory") + "/organizations",
+        headers=admin,
+        json={"name": f"Test Neighbours {uuid.uuid4().hex[:6]}"},
+        timeout=10,
+    )
     assert org.status_code == 201, org.text
     organisation_id = org.json()["id"]
     charity = auth(secret, "charity", organisation_id=organisation_id)
-    service = {"organization_id": organisation_id, "name": "Walk and talk", "needs": ["loneliness", "physical-activity"],
-               "capacity": capacity, "postcode": "LS1 4AP"}
+    service = {
+        "organization_id": organisation_id,
+        "name": "Walk and talk",
+        "needs": ["loneliness", "physical-activity"],
+        "capacity": capacity,
+        "postcode": "LS1 4AP",
+    }
     if safeguarding:
         service["safeguarding_policy_valid_until"] = safeguarding
     created = httpx.post(platform.url("directory") + "/services", headers=charity, json=service, timeout=10)
     assert created.status_code == 201, created.text
     finance = auth(secret, "finance", pcn_id=PCN)
     if fund:
-        body = {"organisation_id": organisation_id, "per_referral_pence": per_referral_pence,
-                "per_outcome_pence": per_outcome_pence, "period": "quarterly", "days_after_period_end": 30,
-                "starts_on": "2026-04-01"}
+        body = {
+            "organisation_id": organisation_id,
+            "per_referral_pence": per_referral_pence,
+            "per_outcome_pence": per_outcome_pence,
+            "period": "quarterly",
+            "days_after_period_end": 30,
+            "starts_on": "2026-04-01",
+        }
         deadline = time.monotonic() + 30
         while True:  # the ledger learns of the new organisation from the directory's organisation.registered
-            agreement = httpx.post(platform.url("funding-ledger") + "/agreements", headers=finance, timeout=10, json=body)
+            agreement = httpx.post(
+                platform.url("funding-ledger") + "/agreements", headers=finance, timeout=10, json=body
+            )
             if "no organisation with id" not in agreement.text or time.monotonic() > deadline:
                 break
             time.sleep(0.1)
         assert agreement.status_code == 201, agreement.text
-    return World(platform, secret, organisation_id, created.json()["id"], admin, charity,
-                 auth(secret, "link_worker", pcn_id=PCN, practice_id=PRACTICE), finance)
+    return World(
+        platform,
+        secret,
+        organisation_id,
+        created.json()["id"],
+        admin,
+        charity,
+        auth(secret, "link_worker", pcn_id=PCN, practice_id=PRACTICE),
+        finance,
+    )
 
 
-async def eventually_status(client: httpx.AsyncClient, request: tuple[str, str], headers: dict, expected: int,
-                            json_body: Any = None, what: str = "", timeout_s: float = 30.0) -> httpx.Response:
+async def eventually_status(
+    client: httpx.AsyncClient,
+    request: tuple[str, str],
+    headers: dict,
+    expected: int,
+    json_body: Any = None,
+    what: str = "",
+    timeout_s: float = 30.0,
+) -> httpx.Response:
     """Retry a request until it answers `expected`: the other services learn of things by events."""
     method, url = request
 
@@ -94,6 +140,12 @@ async def eventually_status(client: httpx.AsyncClient, request: tuple[str, str],
 
 async def refer(client: httpx.AsyncClient, world: World, **kwargs: Any) -> dict:
     """Refer once the service's `service.updated` reached referral-intake."""
-    answer = await eventually_status(client, ("POST", world.url("referral-intake", "/referrals")), world.link_worker,
-                                     201, referral_body(world.service_id, **kwargs), what="referral accepted by intake")
+    answer = await eventually_status(
+        client,
+        ("POST", world.url("referral-intake", "/referrals")),
+        world.link_worker,
+        201,
+        referral_body(world.service_id, **kwargs),
+        what="referral accepted by intake",
+    )
     return answer.json()

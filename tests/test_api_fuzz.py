@@ -8,6 +8,7 @@ of examples each. Two checks: no server error, and every documented response mat
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import hypothesis
@@ -35,23 +36,29 @@ def _fuzz(service: str, base_url: str, tokens: dict, problems: list[str]) -> int
             found: list[str] = []
 
             @hypothesis.given(case=operation.as_strategy(generation_mode=mode))
-            @hypothesis.settings(max_examples=EXAMPLES, deadline=None, database=None, phases=[Phase.generate],
-                                 suppress_health_check=list(HealthCheck), derandomize=True)
+            @hypothesis.settings(
+                max_examples=EXAMPLES,
+                deadline=None,
+                database=None,
+                phases=[Phase.generate],
+                suppress_health_check=list(HealthCheck),
+                derandomize=True,
+            )
             def run(case) -> None:
                 nonlocal calls
                 calls += 1
                 response = case.call(base_url=base_url, headers=tokens[role], timeout=15)
                 try:
                     case.validate_response(response, checks=CHECKS)
-                except (Exception, BaseExceptionGroup) as exc:  # noqa: BLE001 - every failure reported, the run goes on
+                except (Exception, BaseExceptionGroup) as exc:
                     if not found:
-                        found.append(f"{service} {operation.label} [{mode.value}] as {role or 'nobody'}: "
-                                     f"{str(exc)[:600]}")
+                        found.append(
+                            f"{service} {operation.label} [{mode.value}] as {role or 'nobody'}: {str(exc)[:600]}"
+                        )
 
-            try:
+            # Unsatisfiable: no input of this mode exists (e.g. no parameters at all to make invalid).
+            with contextlib.suppress(hypothesis.errors.Unsatisfiable):
                 run()
-            except hypothesis.errors.Unsatisfiable:
-                pass  # no input of this mode exists (e.g. no parameters at all to make invalid)
             problems.extend(found)
     return calls
 

@@ -16,10 +16,32 @@ def test_bench_tiny_run_is_correct(kafka, postgres, jwt_secret, tmp_path, monkey
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka.bootstrap_servers)
     monkeypatch.setenv("SOCIALRX_JWT_SECRET", jwt_secret)
     for service in SERVICES:
-        monkeypatch.setenv(service.upper().replace("-", "_") + "_DATABASE_URL", postgres.new_database("bench_" + service))
+        monkeypatch.setenv(
+            service.upper().replace("-", "_") + "_DATABASE_URL", postgres.new_database("bench_" + service)
+        )
 
-    code = bench.main(["--n", "20", "--warmup", "5", "--rate", "5", "--rate-seconds", "2", "--workers", "4",
-                       "--organisations", "2", "--arrears-payments", "3000", "--out", str(tmp_path), "--name", "smoke"])
+    code = bench.main(
+        [
+            "--n",
+            "20",
+            "--warmup",
+            "5",
+            "--rate",
+            "5",
+            "--rate-seconds",
+            "2",
+            "--workers",
+            "4",
+            "--organisations",
+            "2",
+            "--arrears-payments",
+            "3000",
+            "--out",
+            str(tmp_path),
+            "--name",
+            "smoke",
+        ]
+    )
 
     result = json.loads((tmp_path / "smoke.json").read_text())
     checks = result["correctness"]
@@ -27,7 +49,10 @@ def test_bench_tiny_run_is_correct(kafka, postgres, jwt_secret, tmp_path, monkey
     assert checks["every_lifecycle_completed_exactly_once"], checks
     assert checks["payments_ledgered"] == 2 * checks["lifecycles_driven"]
     assert checks["payment_due_published_distinct"] == 2 * checks["lifecycles_driven"]
-    assert checks["trial_balance_zero"] and checks["trial_balance"]["debits_pence"] == checks["trial_balance"]["credits_pence"]
+    assert (
+        checks["trial_balance_zero"]
+        and checks["trial_balance"]["debits_pence"] == checks["trial_balance"]["credits_pence"]
+    )
     assert result["ledger_rebuild"]["equal_to_live"] is True
     assert result["arrears"]["owed_pence_correct"] is True
     assert {"machine", "versions", "commit", "raw_kafka", "per_service_flat_out", "timeline"} <= set(result)

@@ -91,8 +91,9 @@ async def test_the_supervisor_starts_again_a_replica_that_exited_but_not_one_a_f
 @pytest.mark.timeout(900)
 def test_short_chaos_run_loses_nothing_and_doubles_nothing(tmp_path) -> None:
     out = tmp_path / "chaos.json"
-    cfg = chaos.Config(n=240, rate=3.0, seed=11, per_kind=1, records=300, check_every_s=10.0,
-                       quiesce_timeout_s=180.0, out=out)
+    cfg = chaos.Config(
+        n=240, rate=3.0, seed=11, per_kind=1, records=300, check_every_s=10.0, quiesce_timeout_s=180.0, out=out
+    )
 
     report = chaos.run(cfg)
 
@@ -102,10 +103,22 @@ def test_short_chaos_run_loses_nothing_and_doubles_nothing(tmp_path) -> None:
     assert report["lost"] == 0, report["lost_examples"]
     assert report["duplicated"] == 0, report["duplicated_examples"]
     broken = {k: v for k, v in report["invariants"].items() if not v}
-    assert not broken, json.dumps({k: report.get(k) for k in ("dlq", "outbox_and_lag_at_end", "rebuild",
-                                                              "periodic_checks", "capped_agreement",
-                                                              "capacity_probe", "settlements", "faults")},
-                                  default=str)[:4000]
+    assert not broken, json.dumps(
+        {
+            k: report.get(k)
+            for k in (
+                "dlq",
+                "outbox_and_lag_at_end",
+                "rebuild",
+                "periodic_checks",
+                "capped_agreement",
+                "capacity_probe",
+                "settlements",
+                "faults",
+            )
+        },
+        default=str,
+    )[:4000]
     assert report["dlq"]["dead_letters"] >= report["dlq"]["expected_dead_letters"] > 0
     assert report["ok"]
     # Nothing left behind: every process stopped, every port it listened on closed.
@@ -123,9 +136,26 @@ def test_an_interrupted_run_leaves_nothing_behind() -> None:
     import sys
     import time
 
-    run = subprocess.Popen([sys.executable, "-m", "socialrx_harness.chaos", "--n", "300", "--rate", "2",
-                            "--per-kind", "1", "--records", "50", "--out", "/dev/null"],
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "socialrx_harness.chaos",
+            "--n",
+            "300",
+            "--rate",
+            "2",
+            "--per-kind",
+            "1",
+            "--records",
+            "50",
+            "--out",
+            "/dev/null",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     ports: list[int] = []
     try:
         for line in run.stdout:

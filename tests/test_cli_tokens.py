@@ -8,21 +8,24 @@ import subprocess
 import pytest
 from typer.testing import CliRunner
 
-from socialrx_ops.cli import app
 from socialrx_harness.up import write_tokens_file
+from socialrx_ops.cli import app
 from socialrx_shared.auth import decode_token
 from socialrx_shared.settings import DEV_JWT_SECRET
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["finance"], "a finance token needs --pcn-id"),
-    (["link_worker", "--practice-id", "B82005"], "a link_worker token needs --pcn-id"),
-    (["charity"], "a charity token needs --organisation-id"),
-    (["charity", "--organisation-id", "  "], "a charity token needs --organisation-id"),
-    (["admin", "--pcn-id", ""], "--pcn-id may not be empty"),
-    (["finance", "--pcn-id", "U12345", "--hours", "13"], "--hours must be between 1 and 12"),
-    (["superuser"], "role must be one of"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["finance"], "a finance token needs --pcn-id"),
+        (["link_worker", "--practice-id", "B82005"], "a link_worker token needs --pcn-id"),
+        (["charity"], "a charity token needs --organisation-id"),
+        (["charity", "--organisation-id", "  "], "a charity token needs --organisation-id"),
+        (["admin", "--pcn-id", ""], "--pcn-id may not be empty"),
+        (["finance", "--pcn-id", "U12345", "--hours", "13"], "--hours must be between 1 and 12"),
+        (["superuser"], "role must be one of"),
+    ],
+)
 def test_token_refuses_what_every_endpoint_would_reject(monkeypatch, args: list[str], message: str) -> None:
     monkeypatch.delenv("SOCIALRX_JWT_SECRET", raising=False)
     result = CliRunner().invoke(app, ["token", *args])
@@ -48,8 +51,12 @@ def test_tokens_file_is_private_and_sourceable(tmp_path) -> None:
     cli.chmod(0o755)
     write_tokens_file(path, {"ADMIN": "a.b.c", "LW": "d.e.f", "FIN": "g.h.i"}, cli)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    out = subprocess.run(["bash", "-c", f'source {path} && echo "$ADMIN $LW $FIN $(charity_token org-7)"'],
-                         capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run(
+        ["bash", "-c", f'source {path} && echo "$ADMIN $LW $FIN $(charity_token org-7)"'],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     assert out == ["a.b.c", "d.e.f", "g.h.i", "charity-token-for-org-7"]
 
 

@@ -26,9 +26,18 @@ from socialrx_shared.metrics import DEAD_LETTERED
 
 
 def _service_update(service_id: str) -> ev.ServiceUpdated:
-    return ev.ServiceUpdated(service_id=service_id, organisation_id="org-load", name="Busy group", status="active",
-                             needs=["loneliness"], capacity_available=3, safeguarding_policy_valid_until=date(2030, 1, 1),
-                             accepting_referrals=True, version=1, updated_at=datetime.now(timezone.utc))
+    return ev.ServiceUpdated(
+        service_id=service_id,
+        organisation_id="org-load",
+        name="Busy group",
+        status="active",
+        needs=["loneliness"],
+        capacity_available=3,
+        safeguarding_policy_valid_until=date(2030, 1, 1),
+        accepting_referrals=True,
+        version=1,
+        updated_at=datetime.now(timezone.utc),
+    )
 
 
 class _Record:
@@ -65,10 +74,12 @@ async def test_a_pool_checkout_timeout_is_transient(postgres) -> None:
 
 
 async def test_an_event_meeting_lock_and_statement_timeouts_is_retried_applied_once_and_not_dead_lettered(
-        kafka, postgres, jwt_secret) -> None:
+    kafka, postgres, jwt_secret
+) -> None:
     url = postgres.new_database("load")
-    async with running_service(build, Settings, database_url=url, kafka=kafka.bootstrap_servers,
-                               jwt_secret=jwt_secret) as (app, _client):
+    async with running_service(
+        build, Settings, database_url=url, kafka=kafka.bootstrap_servers, jwt_secret=jwt_secret
+    ) as (app, _client):
         rt = app.state.runtime
         topic = ev.SERVICE_UPDATED.topic
         real_handler = rt.consumer.handlers[topic]
@@ -103,10 +114,12 @@ async def test_an_event_meeting_lock_and_statement_timeouts_is_retried_applied_o
 
         assert len(attempts) == 5
         async with rt.sessionmaker() as session:
-            stored = await session.scalar(select(func.count()).select_from(services_view)
-                                          .where(services_view.c.service_id == service_id))
-            inbox_rows = await session.scalar(select(func.count()).select_from(rt.consumer.inbox)
-                                              .where(rt.consumer.inbox.c.event_id == event.id))
+            stored = await session.scalar(
+                select(func.count()).select_from(services_view).where(services_view.c.service_id == service_id)
+            )
+            inbox_rows = await session.scalar(
+                select(func.count()).select_from(rt.consumer.inbox).where(rt.consumer.inbox.c.event_id == event.id)
+            )
         assert (stored, inbox_rows) == (1, 1)
         assert DEAD_LETTERED.labels(rt.name, topic)._value.get() == letters_before
         await asyncio.sleep(1)
@@ -127,10 +140,16 @@ class _FlakyDlq:
 
 
 async def test_dead_letters_are_counted_only_once_acknowledged_and_a_failed_send_fails_the_batch(
-        kafka, postgres, jwt_secret, monkeypatch) -> None:
+    kafka, postgres, jwt_secret, monkeypatch
+) -> None:
     monkeypatch.setattr("socialrx_shared.consumer.wait_exponential", lambda **_: lambda _state: 0)
-    async with running_service(build, Settings, database_url=postgres.new_database("dlqsend"),
-                               kafka=kafka.bootstrap_servers, jwt_secret=jwt_secret) as (app, _client):
+    async with running_service(
+        build,
+        Settings,
+        database_url=postgres.new_database("dlqsend"),
+        kafka=kafka.bootstrap_servers,
+        jwt_secret=jwt_secret,
+    ) as (app, _client):
         rt = app.state.runtime
         topic = ev.SERVICE_UPDATED.topic
         counted = DEAD_LETTERED.labels(rt.name, topic)
@@ -152,7 +171,10 @@ async def test_dead_letters_are_counted_only_once_acknowledged_and_a_failed_send
         async def letters():
             from socialrx_harness.testing import read_topic
 
-            return [r for r in await read_topic(kafka.bootstrap_servers, ev.SERVICE_UPDATED.dlq_topic)
-                    if marker.encode() in r.value]
+            return [
+                r
+                for r in await read_topic(kafka.bootstrap_servers, ev.SERVICE_UPDATED.dlq_topic)
+                if marker.encode() in r.value
+            ]
 
         assert len(await wait_for(letters, what="the dead letter on the DLQ")) == 1

@@ -21,9 +21,15 @@ FEE_PENCE = 2500
 
 def _ledger_process(kafka, postgres, jwt_secret: str, log_dir) -> ServiceProcess:
     port = free_port()
-    env = service_env("funding-ledger", port=port, kafka=kafka.bootstrap_servers,
-                      database_url=postgres.new_database("crash_ledger"), jwt_secret=jwt_secret,
-                      person_ref_key=DEV_PERSON_REF_KEY, group_prefix="crash-" + uuid.uuid4().hex[:6])
+    env = service_env(
+        "funding-ledger",
+        port=port,
+        kafka=kafka.bootstrap_servers,
+        database_url=postgres.new_database("crash_ledger"),
+        jwt_secret=jwt_secret,
+        person_ref_key=DEV_PERSON_REF_KEY,
+        group_prefix="crash-" + uuid.uuid4().hex[:6],
+    )
     return ServiceProcess("funding-ledger", port, env, log_dir / "funding-ledger-crash.log")
 
 
@@ -34,9 +40,17 @@ async def _publish_acceptances(bootstrap: str, organisation_id: str) -> list[str
     try:
         sends = []
         for referral_id in referral_ids:
-            event = ev.new_event(ev.REFERRAL_ACCEPTED, ev.ReferralAccepted(
-                referral_id=referral_id, organisation_id=organisation_id, service_id="svc-crash", pcn_id=PCN,
-                accepted_at=datetime(2026, 10, 5, 12, tzinfo=timezone.utc)), source="directory")
+            event = ev.new_event(
+                ev.REFERRAL_ACCEPTED,
+                ev.ReferralAccepted(
+                    referral_id=referral_id,
+                    organisation_id=organisation_id,
+                    service_id="svc-crash",
+                    pcn_id=PCN,
+                    accepted_at=datetime(2026, 10, 5, 12, tzinfo=timezone.utc),
+                ),
+                source="directory",
+            )
             sends.append(await producer.send(ev.REFERRAL_ACCEPTED.topic, event.to_bytes(), key=referral_id.encode()))
         await asyncio.gather(*sends)
     finally:
@@ -57,14 +71,29 @@ async def test_ledger_killed_mid_stream_handles_each_referral_once(kafka, postgr
         organisation_id = "org-crash-" + uuid.uuid4().hex[:6]
         finance = auth(jwt_secret, "finance", pcn_id=PCN)
         payments_url = f"{ledger.url}/payments?organisation_id={organisation_id}&per_page=1"
-        await publish_event(kafka.bootstrap_servers, ev.ORGANISATION_REGISTERED, ev.OrganisationRegistered(
-            organisation_id=organisation_id, name="Crash test neighbours", registered_at=datetime.now(timezone.utc)))
+        await publish_event(
+            kafka.bootstrap_servers,
+            ev.ORGANISATION_REGISTERED,
+            ev.OrganisationRegistered(
+                organisation_id=organisation_id, name="Crash test neighbours", registered_at=datetime.now(timezone.utc)
+            ),
+        )
         async with httpx.AsyncClient(timeout=10) as client:
+
             async def agreed():  # once the ledger has read the registration
-                answer = await client.post(f"{ledger.url}/agreements", headers=finance, json={
-                    "organisation_id": organisation_id, "per_referral_pence": FEE_PENCE, "period": "monthly",
-                    "days_after_period_end": 14, "starts_on": "2026-04-01"})
+                answer = await client.post(
+                    f"{ledger.url}/agreements",
+                    headers=finance,
+                    json={
+                        "organisation_id": organisation_id,
+                        "per_referral_pence": FEE_PENCE,
+                        "period": "monthly",
+                        "days_after_period_end": 14,
+                        "starts_on": "2026-04-01",
+                    },
+                )
                 return None if "no organisation with id" in answer.text else answer
+
             agreement = await wait_for(agreed, what="the ledger to know the organisation")
             assert agreement.status_code == 201, agreement.text
             referral_ids = await _publish_acceptances(kafka.bootstrap_servers, organisation_id)
@@ -83,10 +112,16 @@ async def test_ledger_killed_mid_stream_handles_each_referral_once(kafka, postgr
             await wait_for(all_handled, timeout_s=300, interval_s=0.5, what="catch-up after the crash")
             await asyncio.sleep(2)  # anything handled twice would show up now
             assert await _count(client, payments_url, finance) == REFERRALS
-            listed = (await client.get(f"{ledger.url}/payments?organisation_id={organisation_id}&per_page=1000&page=1",
-                                       headers=finance)).json()["items"]
-            listed += (await client.get(f"{ledger.url}/payments?organisation_id={organisation_id}&per_page=1000&page=2",
-                                        headers=finance)).json()["items"]
+            listed = (
+                await client.get(
+                    f"{ledger.url}/payments?organisation_id={organisation_id}&per_page=1000&page=1", headers=finance
+                )
+            ).json()["items"]
+            listed += (
+                await client.get(
+                    f"{ledger.url}/payments?organisation_id={organisation_id}&per_page=1000&page=2", headers=finance
+                )
+            ).json()["items"]
             assert sorted(p["referral_id"] for p in listed) == sorted(referral_ids)
             assert {p["amount_pence"] for p in listed} == {FEE_PENCE}
             balance = (await client.get(f"{ledger.url}/trial-balance", headers=finance)).json()

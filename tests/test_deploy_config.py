@@ -115,7 +115,9 @@ def test_kubernetes_manifests_are_what_the_generator_writes() -> None:
     generate = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(generate)
     for name, make in generate.FILES.items():
-        assert (ROOT / "deploy/k8s" / name).read_text() == generate.render(make()), f"run deploy/k8s/generate.py ({name})"
+        assert (ROOT / "deploy/k8s" / name).read_text() == generate.render(make()), (
+            f"run deploy/k8s/generate.py ({name})"
+        )
 
 
 def test_kubernetes_topics_are_replicated_three_ways_with_two_in_sync() -> None:
@@ -157,7 +159,9 @@ def test_the_web_app_is_deployed_with_only_what_it_needs(compose) -> None:
     names = {e["name"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert names <= every
     assert {"SOCIALRX_WEB_SESSION_SECRET", "SOCIALRX_OIDC_ISSUER", "SOCIALRX_OIDC_CLIENT_SECRET"} <= names
-    assert not {"SOCIALRX_DEV_SIGNIN", "SOCIALRX_JWT_SECRET", "SOCIALRX_PERSON_REF_KEY", "KAFKA_BOOTSTRAP_SERVERS"} & names
+    assert (
+        not {"SOCIALRX_DEV_SIGNIN", "SOCIALRX_JWT_SECRET", "SOCIALRX_PERSON_REF_KEY", "KAFKA_BOOTSTRAP_SERVERS"} & names
+    )
     assert not any(n.endswith("_DATABASE_URL") for n in names)
 
 
@@ -176,10 +180,15 @@ def test_the_oidc_settings_in_compose_and_the_configmap_mean_off_when_empty(comp
     for service in SERVICES:
         env = compose["services"][service]["environment"]
         assert env["SOCIALRX_OIDC_ISSUER"] == "${SOCIALRX_OIDC_ISSUER:-}"
-    config = next(d for d in yaml.safe_load_all((ROOT / "deploy/k8s/socialrx.yaml").read_text())
-                  if d["kind"] == "ConfigMap")["data"]
-    made = settings(SOCIALRX_JWT_SECRET="k" * 32, SOCIALRX_OIDC_ISSUER=config["SOCIALRX_OIDC_ISSUER"],
-                    SOCIALRX_OIDC_AUDIENCE=config["SOCIALRX_OIDC_AUDIENCE"], SOCIALRX_DEV_MODE=False)
+    config = next(
+        d for d in yaml.safe_load_all((ROOT / "deploy/k8s/socialrx.yaml").read_text()) if d["kind"] == "ConfigMap"
+    )["data"]
+    made = settings(
+        SOCIALRX_JWT_SECRET="k" * 32,
+        SOCIALRX_OIDC_ISSUER=config["SOCIALRX_OIDC_ISSUER"],
+        SOCIALRX_OIDC_AUDIENCE=config["SOCIALRX_OIDC_AUDIENCE"],
+        SOCIALRX_DEV_MODE=False,
+    )
     assert made.oidc_issuer is None and made.oidc_audience == "socialrx"
 
 

@@ -14,17 +14,27 @@ from socialrx_harness.testing import read_topic, wait_for
 
 def _cli(kafka, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "socialrx_ops.cli", "dlq", *args], env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "socialrx_ops.cli", "dlq", *args], env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 async def test_list_show_and_redrive_once(kafka) -> None:
     source = f"scratch-{uuid.uuid4().hex[:8]}.v1"
     dlq = source + ".dlq"
     for n, consumer in enumerate(["directory", "outcomes", "directory"]):
-        await publish_raw(kafka.bootstrap_servers, dlq, f"letter-{n}".encode(), key=b"k", headers=[
-            ("dlq.topic", source.encode()), ("dlq.consumer", consumer.encode()),
-            ("dlq.error", b"handler error: ValueError('bug 42')"), ("dlq.failed_at", b"2026-11-24T03:00:00Z")])
+        await publish_raw(
+            kafka.bootstrap_servers,
+            dlq,
+            f"letter-{n}".encode(),
+            key=b"k",
+            headers=[
+                ("dlq.topic", source.encode()),
+                ("dlq.consumer", consumer.encode()),
+                ("dlq.error", b"handler error: ValueError('bug 42')"),
+                ("dlq.failed_at", b"2026-11-24T03:00:00Z"),
+            ],
+        )
 
     listed = _cli(kafka, "list", "--topic", dlq)
     assert listed.returncode == 0, listed.stderr

@@ -45,10 +45,15 @@ def fault_stack(postgres, jwt_secret, tmp_path_factory):
         ledger_pg.create_database("ledger")
         urls = {s: postgres.new_database("fault_" + s.replace("-", "_")) for s in SERVICES}
         urls["funding-ledger"] = ledger_pg.admin_url("ledger")
-        platform = Platform.build(kafka=broker.bootstrap_servers, database_urls=urls,
-                                  ports={s: procs.free_port() for s in SERVICES}, jwt_secret=jwt_secret,
-                                  person_ref_key=DEV_PERSON_REF_KEY, log_dir=tmp_path_factory.mktemp("fault-logs"),
-                                  group_prefix="faults-" + uuid.uuid4().hex[:6])
+        platform = Platform.build(
+            kafka=broker.bootstrap_servers,
+            database_urls=urls,
+            ports={s: procs.free_port() for s in SERVICES},
+            jwt_secret=jwt_secret,
+            person_ref_key=DEV_PERSON_REF_KEY,
+            log_dir=tmp_path_factory.mktemp("fault-logs"),
+            group_prefix="faults-" + uuid.uuid4().hex[:6],
+        )
         platform.start()
         yield broker, ledger_pg, platform
     finally:
@@ -83,8 +88,14 @@ async def test_broker_stopped_for_20s_mid_stream(fault_stack, jwt_secret) -> Non
     watcher = asyncio.create_task(_watch_readiness(intake, readiness, stop_watching))
     created: list[str] = []
     async with httpx.AsyncClient(timeout=15) as client:
-        first = await eventually_status(client, ("POST", intake + "/referrals"), world.link_worker, 201,
-                                        referral_body(world.service_id), what="the service known to intake")
+        first = await eventually_status(
+            client,
+            ("POST", intake + "/referrals"),
+            world.link_worker,
+            201,
+            referral_body(world.service_id),
+            what="the service known to intake",
+        )
         created.append(first.json()["id"])
         outage_at, outage_s = 30, 20.0
         for n in range(1, 90):
@@ -95,8 +106,9 @@ async def test_broker_stopped_for_20s_mid_stream(fault_stack, jwt_secret) -> Non
                 await asyncio.to_thread(broker.start)
             person = dict(PERSON, nhs_number=NHS_NUMBERS[n % len(NHS_NUMBERS)])
             # While the broker is away a referral is still taken: it waits in the outbox.
-            answer = await client.post(intake + "/referrals", headers=world.link_worker,
-                                       json=referral_body(world.service_id, person=person))
+            answer = await client.post(
+                intake + "/referrals", headers=world.link_worker, json=referral_body(world.service_id, person=person)
+            )
             assert answer.status_code == 201, answer.text
             created.append(answer.json()["id"])
             await asyncio.sleep(0.35)
@@ -111,7 +123,7 @@ async def test_broker_stopped_for_20s_mid_stream(fault_stack, jwt_secret) -> Non
 
         async def outbox_drained():
             metrics = (await client.get(intake + "/metrics")).text
-            lines = [l for l in metrics.splitlines() if l.startswith("socialrx_outbox_backlog")]
+            lines = [line for line in metrics.splitlines() if line.startswith("socialrx_outbox_backlog")]
             return lines and float(lines[0].split()[-1]) == 0
 
         await wait_for(outbox_drained, timeout_s=60, what="referral-intake's outbox drained")
@@ -144,8 +156,13 @@ async def test_ledger_database_stopped_mid_stream(fault_stack, jwt_secret) -> No
     async with httpx.AsyncClient(timeout=15) as client:
         for n in range(60):
             person = dict(PERSON, nhs_number=NHS_NUMBERS[n % len(NHS_NUMBERS)])
-            answer = await eventually_status(client, ("POST", intake + "/referrals"), world.link_worker, 201,
-                                             referral_body(world.service_id, person=person))
+            answer = await eventually_status(
+                client,
+                ("POST", intake + "/referrals"),
+                world.link_worker,
+                201,
+                referral_body(world.service_id, person=person),
+            )
             ids.append(answer.json()["id"])
         await wait_for(lambda: _inbox_has(client, world, len(ids)), timeout_s=60, what="all referrals in the inbox")
         for n, rid in enumerate(ids):
@@ -194,13 +211,20 @@ async def test_one_broker_of_three_killed_mid_stream_loses_nothing(cluster) -> N
     topic, total, kill_after = "fault.cluster.v1", 3000, 1000
     admin = AIOKafkaAdminClient(bootstrap_servers=cluster.bootstrap_servers)
     await admin.start()
-    await admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=3,
-                                        topic_configs={"min.insync.replicas": "2"})])
+    await admin.create_topics(
+        [NewTopic(topic, num_partitions=3, replication_factor=3, topic_configs={"min.insync.replicas": "2"})]
+    )
     await admin.close()
-    producer = AIOKafkaProducer(bootstrap_servers=cluster.bootstrap_servers, acks="all", enable_idempotence=True,
-                                request_timeout_ms=30000)
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=cluster.bootstrap_servers, group_id="fault-cluster",
-                                auto_offset_reset="earliest", enable_auto_commit=False)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=cluster.bootstrap_servers, acks="all", enable_idempotence=True, request_timeout_ms=30000
+    )
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=cluster.bootstrap_servers,
+        group_id="fault-cluster",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
     await producer.start()
     await consumer.start()
     received: set[bytes] = set()

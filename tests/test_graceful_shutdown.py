@@ -20,25 +20,49 @@ from socialrx_shared import events as ev
 async def test_sigterm_drains_the_outbox_before_exit(kafka, postgres, jwt_secret, tmp_path) -> None:
     database_url = postgres.new_database("graceful")
     port = free_port()
-    intake = ServiceProcess("referral-intake", port, service_env(
-        "referral-intake", port=port, kafka=kafka.bootstrap_servers, database_url=database_url,
-        jwt_secret=jwt_secret, person_ref_key=DEV_PERSON_REF_KEY, group_prefix="graceful-" + uuid.uuid4().hex[:6]),
-        tmp_path / "referral-intake.log")
+    intake = ServiceProcess(
+        "referral-intake",
+        port,
+        service_env(
+            "referral-intake",
+            port=port,
+            kafka=kafka.bootstrap_servers,
+            database_url=database_url,
+            jwt_secret=jwt_secret,
+            person_ref_key=DEV_PERSON_REF_KEY,
+            group_prefix="graceful-" + uuid.uuid4().hex[:6],
+        ),
+        tmp_path / "referral-intake.log",
+    )
     intake.start()
     try:
         intake.wait_ready()
         service_id = "svc-graceful-" + uuid.uuid4().hex[:6]
-        update = ev.new_event(ev.SERVICE_UPDATED, ev.ServiceUpdated(
-            service_id=service_id, organisation_id="org-graceful", name="Graceful", status="active",
-            needs=["loneliness"], capacity_available=500, safeguarding_policy_valid_until=date(2030, 1, 1),
-            accepting_referrals=True, version=1, updated_at=datetime.now(timezone.utc)), source="directory")
+        update = ev.new_event(
+            ev.SERVICE_UPDATED,
+            ev.ServiceUpdated(
+                service_id=service_id,
+                organisation_id="org-graceful",
+                name="Graceful",
+                status="active",
+                needs=["loneliness"],
+                capacity_available=500,
+                safeguarding_policy_valid_until=date(2030, 1, 1),
+                accepting_referrals=True,
+                version=1,
+                updated_at=datetime.now(timezone.utc),
+            ),
+            source="directory",
+        )
         await publish_raw(kafka.bootstrap_servers, ev.SERVICE_UPDATED.topic, update.to_bytes(), service_id.encode())
         link_worker = auth(jwt_secret, "link_worker", pcn_id=PCN, practice_id="B82005")
         created: list[str] = []
         async with httpx.AsyncClient(timeout=10) as client:
+
             async def known():
-                answer = await client.post(intake.url + "/referrals", headers=link_worker,
-                                           json=referral_body(service_id, person=PERSON))
+                answer = await client.post(
+                    intake.url + "/referrals", headers=link_worker, json=referral_body(service_id, person=PERSON)
+                )
                 if answer.status_code == 201:
                     created.append(answer.json()["id"])
                 return answer.status_code == 201
@@ -48,8 +72,11 @@ async def test_sigterm_drains_the_outbox_before_exit(kafka, postgres, jwt_secret
             async def refer_until_refused() -> None:
                 while True:
                     try:
-                        answer = await client.post(intake.url + "/referrals", headers=link_worker,
-                                                   json=referral_body(service_id, person=PERSON))
+                        answer = await client.post(
+                            intake.url + "/referrals",
+                            headers=link_worker,
+                            json=referral_body(service_id, person=PERSON),
+                        )
                     except httpx.HTTPError:
                         return  # the server has closed: no answer means no referral was promised
                     if answer.status_code != 201:

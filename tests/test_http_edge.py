@@ -30,8 +30,11 @@ async def _chunks(total: int, size: int = 64 * 1024):
 async def test_a_chunked_body_over_the_limit_is_refused_with_413(platform, jwt_secret) -> None:
     link_worker = auth(jwt_secret, "link_worker", pcn_id=PCN, practice_id="B82005")
     async with httpx.AsyncClient(timeout=60) as client:
-        answer = await client.post(platform.url("referral-intake") + "/referrals", content=_chunks(3 * LIMIT),
-                                   headers={**link_worker, "Content-Type": "application/json"})
+        answer = await client.post(
+            platform.url("referral-intake") + "/referrals",
+            content=_chunks(3 * LIMIT),
+            headers={**link_worker, "Content-Type": "application/json"},
+        )
     assert "content-length" not in answer.request.headers
     assert answer.status_code == 413, answer.text
     assert "larger than 1000000 bytes" in answer.json()["detail"]
@@ -40,10 +43,17 @@ async def test_a_chunked_body_over_the_limit_is_refused_with_413(platform, jwt_s
 @pytest.mark.parametrize("body", [b"{not json", b"x" * 5 * LIMIT])
 async def test_an_unauthenticated_post_is_refused_before_its_body_is_parsed(platform, body) -> None:
     async with httpx.AsyncClient(timeout=60) as client:
-        for service, path in (("referral-intake", "/referrals"), ("directory", "/organizations"),
-                              ("funding-ledger", "/agreements"), ("outcomes", f"/referrals/{uuid.uuid4()}/outcomes")):
-            answer = await client.post(platform.url(service) + path, content=_chunks(len(body)) if len(body) > LIMIT else body,
-                                       headers={"Content-Type": "application/json"})
+        for service, path in (
+            ("referral-intake", "/referrals"),
+            ("directory", "/organizations"),
+            ("funding-ledger", "/agreements"),
+            ("outcomes", f"/referrals/{uuid.uuid4()}/outcomes"),
+        ):
+            answer = await client.post(
+                platform.url(service) + path,
+                content=_chunks(len(body)) if len(body) > LIMIT else body,
+                headers={"Content-Type": "application/json"},
+            )
             assert answer.status_code == 401, (service, answer.status_code, answer.text[:200])
             assert answer.headers["www-authenticate"] == "Bearer"
         # The open routes stay open.
@@ -70,10 +80,13 @@ async def test_the_reconciliation_upload_takes_its_documented_5_mb(platform, jwt
         answer = await client.post(url, headers=finance, files={"file": ("remittance.csv", two_mb, "text/csv")})
         assert answer.status_code == 200, answer.text[:300]
         assert {line["status"] for line in answer.json()["lines"]} == {"malformed"}
-        too_big = await client.post(url, headers=finance, files={"file": ("remittance.csv", b"x" * 6 * 1024 * 1024, "text/csv")})
+        too_big = await client.post(
+            url, headers=finance, files={"file": ("remittance.csv", b"x" * 6 * 1024 * 1024, "text/csv")}
+        )
         assert too_big.status_code == 413
-        other = await client.post(platform.url("funding-ledger") + "/settlements", headers=finance,
-                                  content=b"{" + b" " * 2 * LIMIT + b"}")
+        other = await client.post(
+            platform.url("funding-ledger") + "/settlements", headers=finance, content=b"{" + b" " * 2 * LIMIT + b"}"
+        )
         assert other.status_code == 413  # the larger limit is that route's alone
 
 
@@ -81,13 +94,21 @@ HUGE_PAGE = "100000000000000000"
 
 
 async def test_a_huge_page_number_is_a_clear_422_on_every_list(platform, jwt_secret) -> None:
-    tokens = {"finance": auth(jwt_secret, "finance", pcn_id=PCN),
-              "link_worker": auth(jwt_secret, "link_worker", pcn_id=PCN),
-              "charity": auth(jwt_secret, "charity", organisation_id="org-paging"), None: {}}
-    lists = [("funding-ledger", "/payments", "finance"), ("referral-intake", "/referrals", "link_worker"),
-             ("directory", "/organizations", None), ("directory", "/services", None),
-             ("directory", "/service_at_locations", None), ("directory", "/taxonomy_terms", None),
-             ("directory", "/inbox", "charity")]
+    tokens = {
+        "finance": auth(jwt_secret, "finance", pcn_id=PCN),
+        "link_worker": auth(jwt_secret, "link_worker", pcn_id=PCN),
+        "charity": auth(jwt_secret, "charity", organisation_id="org-paging"),
+        None: {},
+    }
+    lists = [
+        ("funding-ledger", "/payments", "finance"),
+        ("referral-intake", "/referrals", "link_worker"),
+        ("directory", "/organizations", None),
+        ("directory", "/services", None),
+        ("directory", "/service_at_locations", None),
+        ("directory", "/taxonomy_terms", None),
+        ("directory", "/inbox", "charity"),
+    ]
     async with httpx.AsyncClient(timeout=15) as client:
         for service, path, role in lists:
             answer = await client.get(platform.url(service) + path, params={"page": HUGE_PAGE}, headers=tokens[role])
@@ -107,23 +128,32 @@ async def test_a_nul_character_is_refused_naming_the_field_in_path_query_and_bod
         ("GET", "directory", "/organizations/x%00y", None, ["path", "organization_id"]),
         ("GET", "directory", "/services?search=a%00b", None, ["query", "search"]),
         ("POST", "directory", "/organizations", {"name": "Leeds\u0000Walkers"}, ["body", "name"]),
-        ("POST", "funding-ledger", "/settlements", {"organisation_id": "o", "reference": ["ok", "b\u0000d"]},
-         ["body", "reference", 1]),
+        (
+            "POST",
+            "funding-ledger",
+            "/settlements",
+            {"organisation_id": "o", "reference": ["ok", "b\u0000d"]},
+            ["body", "reference", 1],
+        ),
     ]
     async with httpx.AsyncClient(timeout=15) as client:
         for method, service, path, body, loc in cases:
             headers = auth(jwt_secret, "finance", pcn_id=PCN) if path == "/settlements" else admin
             answer = await client.request(method, platform.url(service) + path, json=body, headers=headers)
             assert answer.status_code == 422, (path, answer.status_code, answer.text[:200])
-            assert answer.json()["detail"] == [{"loc": loc, "msg": "must not contain the NUL character (U+0000)",
-                                                "type": "string_nul"}]
+            assert answer.json()["detail"] == [
+                {"loc": loc, "msg": "must not contain the NUL character (U+0000)", "type": "string_nul"}
+            ]
 
 
 async def test_a_statement_of_an_organisation_with_a_non_latin_1_id_downloads(platform, jwt_secret) -> None:
     admin = auth(jwt_secret, "admin")
     async with httpx.AsyncClient(timeout=15) as client:
-        answer = await client.get(platform.url("funding-ledger") + "/statements/%F0%B3%8E%92caf%C3%A9",
-                                  params={"format": "csv"}, headers=admin)
+        answer = await client.get(
+            platform.url("funding-ledger") + "/statements/%F0%B3%8E%92caf%C3%A9",
+            params={"format": "csv"},
+            headers=admin,
+        )
     assert answer.status_code == 200, answer.text[:200]
     disposition = answer.headers["content-disposition"]
     assert disposition.isascii()
@@ -136,8 +166,11 @@ async def test_the_openapi_documents_say_who_may_call_and_what_refusals_look_lik
         for service in ("referral-intake", "directory", "outcomes", "funding-ledger"):
             document = (await client.get(platform.url(service) + "/openapi.json")).json()
             assert document["components"]["securitySchemes"]["bearerAuth"] == {
-                "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-                "description": document["components"]["securitySchemes"]["bearerAuth"]["description"]}
+                "type": "http",
+                "scheme": "bearer",
+                "bearerFormat": "JWT",
+                "description": document["components"]["securitySchemes"]["bearerAuth"]["description"],
+            }
             detail = document["components"]["schemas"]["Error"]["properties"]["detail"]
             assert {"type": "string"} in detail["anyOf"]
             for path, operations in document["paths"].items():
@@ -145,7 +178,8 @@ async def test_the_openapi_documents_say_who_may_call_and_what_refusals_look_lik
                     responses = operation["responses"]
                     for code in set(responses) & {"401", "403", "404", "409", "413", "422"}:
                         assert responses[code]["content"]["application/json"]["schema"] == {
-                            "$ref": "#/components/schemas/Error"}, (service, method, path, code)
+                            "$ref": "#/components/schemas/Error"
+                        }, (service, method, path, code)
                     if _rule(service, (method.upper(), path)) == PUBLIC:  # the authorisation matrix decides
                         assert "security" not in operation, (service, method, path)
                     else:
@@ -175,7 +209,10 @@ async def test_a_remittance_holding_a_nul_character_is_refused_not_a_server_erro
     finance = auth(jwt_secret, "finance", pcn_id=PCN)
     csv_with_nul = b"paid_on,organisation_id,amount_pence,reference\n2026-05-01,org-\x00x,100,REF\x00-1\n"
     async with httpx.AsyncClient(timeout=30) as client:
-        answer = await client.post(platform.url("funding-ledger") + "/reconciliation", headers=finance,
-                                   files={"file": ("remittance.csv", csv_with_nul, "text/csv")})
+        answer = await client.post(
+            platform.url("funding-ledger") + "/reconciliation",
+            headers=finance,
+            files={"file": ("remittance.csv", csv_with_nul, "text/csv")},
+        )
     assert answer.status_code == 422, answer.text[:300]
     assert answer.json()["detail"][0]["loc"] == ["body", "file"]

@@ -6,7 +6,7 @@ import uuid
 
 import httpx
 import pytest
-from support import PERSON, eventually_status, events_on, make_world, publish_raw, refer, referral_body
+from support import PERSON, events_on, eventually_status, make_world, publish_raw, refer, referral_body
 
 from socialrx_harness.testing import wait_for
 from socialrx_shared import events as ev
@@ -19,7 +19,9 @@ async def client():
 
 
 async def _payments(client, world, referral_id: str) -> list[dict]:
-    answer = await client.get(world.url("funding-ledger", f"/payments?referral_id={referral_id}"), headers=world.finance)
+    answer = await client.get(
+        world.url("funding-ledger", f"/payments?referral_id={referral_id}"), headers=world.finance
+    )
     assert answer.status_code == 200, answer.text
     return answer.json()["items"]
 
@@ -38,14 +40,26 @@ async def test_happy_path_referral_to_payment_due(platform, kafka, jwt_secret, c
     assert referral["postcode_district"] == "LS1" and referral["age_band"] == "75-84"
     rid = referral["id"]
 
-    accepted = await eventually_status(client, ("POST", world.url("directory", f"/referrals/{rid}/accept")),
-                                       world.charity, 200, what="referral in the charity's inbox")
+    accepted = await eventually_status(
+        client,
+        ("POST", world.url("directory", f"/referrals/{rid}/accept")),
+        world.charity,
+        200,
+        what="referral in the charity's inbox",
+    )
     assert accepted.json()["referral_id"] == rid
     outcome = await eventually_status(
-        client, ("POST", world.url("outcomes", f"/referrals/{rid}/outcomes")), world.charity, 201,
-        {"status": "completed", "sessions_attended": 6,
-         "measures": [{"instrument": "SWEMWBS", "phase": "baseline", "answers": [3, 3, 3, 3, 3, 3, 3]}]},
-        what="outcomes knows the referral was accepted")
+        client,
+        ("POST", world.url("outcomes", f"/referrals/{rid}/outcomes")),
+        world.charity,
+        201,
+        {
+            "status": "completed",
+            "sessions_attended": 6,
+            "measures": [{"instrument": "SWEMWBS", "phase": "baseline", "answers": [3, 3, 3, 3, 3, 3, 3]}],
+        },
+        what="outcomes knows the referral was accepted",
+    )
     assert outcome.json()["measures"][0]["score"] == 19.25  # raw 21 -> metric 19.25
 
     async def both_payments():
@@ -73,8 +87,12 @@ async def test_happy_path_referral_to_payment_due(platform, kafka, jwt_secret, c
     for envelope, _ in due_events:  # the work's date travels with the payment, and nothing was capped
         assert envelope.data["business_date"] == payments[envelope.data["basis"]]["business_date"]
         assert envelope.data["refused_over_cap_pence"] == 0
-    arrears = (await client.get(world.url("funding-ledger", f"/arrears?organisation_id={world.organisation_id}&as_of=2099-01-01"),
-                                headers=world.finance)).json()
+    arrears = (
+        await client.get(
+            world.url("funding-ledger", f"/arrears?organisation_id={world.organisation_id}&as_of=2099-01-01"),
+            headers=world.finance,
+        )
+    ).json()
     assert arrears["by_organisation"][0]["days_over_90"] == 17000
 
 
@@ -88,18 +106,33 @@ async def test_capacity_falls_on_accept_and_rises_when_the_referral_ends(platfor
         return await _published_capacity(kafka, world) == expected
 
     await wait_for(lambda: capacity_is(1), what="capacity down to 1 on acceptance")
-    await eventually_status(client, ("POST", world.url("outcomes", f"/referrals/{rid}/outcomes")), world.charity, 201,
-                            {"status": "engaged", "sessions_attended": 1})
-    await eventually_status(client, ("POST", world.url("outcomes", f"/referrals/{rid}/outcomes")), world.charity, 201,
-                            {"status": "completed", "sessions_attended": 4})
+    await eventually_status(
+        client,
+        ("POST", world.url("outcomes", f"/referrals/{rid}/outcomes")),
+        world.charity,
+        201,
+        {"status": "engaged", "sessions_attended": 1},
+    )
+    await eventually_status(
+        client,
+        ("POST", world.url("outcomes", f"/referrals/{rid}/outcomes")),
+        world.charity,
+        201,
+        {"status": "completed", "sessions_attended": 4},
+    )
     await wait_for(lambda: capacity_is(2), what="capacity back to 2 once the referral completed")
 
 
 async def test_decline_path_owes_nothing(platform, kafka, jwt_secret, client) -> None:
     world = make_world(platform, jwt_secret)
     rid = (await refer(client, world))["id"]
-    declined = await eventually_status(client, ("POST", world.url("directory", f"/referrals/{rid}/decline")),
-                                       world.charity, 200, {"reason": "not_eligible"})
+    declined = await eventually_status(
+        client,
+        ("POST", world.url("directory", f"/referrals/{rid}/decline")),
+        world.charity,
+        200,
+        {"reason": "not_eligible"},
+    )
     assert declined.json()["reason"] == "not_eligible"
 
     async def shows_declined():
@@ -111,10 +144,15 @@ async def test_decline_path_owes_nothing(platform, kafka, jwt_secret, client) ->
     assert shown["timeline"][-1]["detail"]["reason"] == "not_eligible"
     # A second decision is refused, whichever it is.
     for action, body in (("accept", None), ("decline", {"reason": "other"})):
-        again = await client.post(world.url("directory", f"/referrals/{rid}/{action}"), headers=world.charity, json=body)
+        again = await client.post(
+            world.url("directory", f"/referrals/{rid}/{action}"), headers=world.charity, json=body
+        )
         assert again.status_code == 409, again.text
-    refused = await client.post(world.url("outcomes", f"/referrals/{rid}/outcomes"), headers=world.charity,
-                                json={"status": "completed", "sessions_attended": 1})
+    refused = await client.post(
+        world.url("outcomes", f"/referrals/{rid}/outcomes"),
+        headers=world.charity,
+        json={"status": "completed", "sessions_attended": 1},
+    )
     assert refused.status_code in (404, 409)
     assert await events_on(kafka.bootstrap_servers, ev.REFERRAL_ACCEPTED.topic, referral_id=rid) == []
     assert await _payments(client, world, rid) == []
@@ -155,8 +193,13 @@ async def test_redelivered_event_posts_once(platform, kafka, jwt_secret, client)
     for _ in range(3):  # the same event id, delivered again
         await publish_raw(kafka.bootstrap_servers, ev.REFERRAL_ACCEPTED.topic, record.value, record.key)
     # A later event of the same referral (same partition, so after the duplicates) marks when they were read.
-    await eventually_status(client, ("POST", world.url("outcomes", f"/referrals/{rid}/outcomes")), world.charity, 201,
-                            {"status": "completed", "sessions_attended": 2})
+    await eventually_status(
+        client,
+        ("POST", world.url("outcomes", f"/referrals/{rid}/outcomes")),
+        world.charity,
+        201,
+        {"status": "completed", "sessions_attended": 2},
+    )
 
     async def outcome_fee_posted():
         items = await _payments(client, world, rid)
@@ -166,6 +209,8 @@ async def test_redelivered_event_posts_once(platform, kafka, jwt_secret, client)
     assert sorted(p["basis"] for p in items) == ["outcome_recorded", "referral_accepted"]
     balance_after = (await client.get(world.url("funding-ledger", "/trial-balance"), headers=world.finance)).json()
     assert balance_after["debits_pence"] - balance_before["debits_pence"] == 12000  # the outcome only
-    timeline = (await client.get(world.url("referral-intake", f"/referrals/{rid}"), headers=world.link_worker)).json()["timeline"]
+    timeline = (await client.get(world.url("referral-intake", f"/referrals/{rid}"), headers=world.link_worker)).json()[
+        "timeline"
+    ]
     assert [t["status"] for t in timeline].count("accepted") == 1
     assert envelope.id  # the re-published event kept its id: that is what made it a duplicate

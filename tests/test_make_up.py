@@ -33,11 +33,16 @@ def _the_tokens_file_works(path, ports: list[int], printed: str) -> None:
     assert f"source {path}" in printed
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     script = f'source {path} && printf "%s\\n" "$ADMIN" "$LW" "$FIN" "$(charity_token org-1)"'
-    admin, lw, fin, charity = subprocess.run(["bash", "-c", script], capture_output=True, text=True,
-                                             check=True).stdout.split()
+    admin, lw, fin, charity = subprocess.run(
+        ["bash", "-c", script], capture_output=True, text=True, check=True
+    ).stdout.split()
     referral_intake, directory, _outcomes, funding_ledger = ports[:4]  # the fifth is the web app
-    for port, path_, token in ((funding_ledger, "/payments", fin), (referral_intake, "/referrals", lw),
-                               (directory, "/inbox", charity), (referral_intake, "/audit/contact-access", admin)):
+    for port, path_, token in (
+        (funding_ledger, "/payments", fin),
+        (referral_intake, "/referrals", lw),
+        (directory, "/inbox", charity),
+        (referral_intake, "/audit/contact-access", admin),
+    ):
         answer = httpx.get(f"http://127.0.0.1:{port}{path_}", headers={"Authorization": f"Bearer {token}"}, timeout=5)
         assert answer.status_code == 200, (path_, answer.text)
 
@@ -51,8 +56,14 @@ def test_make_up_starts_everything_and_stops_cleanly(kafka, tmp_path) -> None:
         "SOCIALRX_HTTP_PORTS": ",".join(map(str, ports)),
         "SOCIALRX_PG_PORT": str(procs.free_port()),
     }
-    up = subprocess.Popen([sys.executable, "-u", "-m", "socialrx_harness.up"], env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    up = subprocess.Popen(
+        [sys.executable, "-u", "-m", "socialrx_harness.up"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     seen: list[str] = []
     try:
         _wait_for_line(up, "socialrx is running", 180, seen)
@@ -60,8 +71,9 @@ def test_make_up_starts_everything_and_stops_cleanly(kafka, tmp_path) -> None:
             assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200
         _wait_for_line(up, "Press Ctrl-C", 30, seen)
         _the_tokens_file_works(tmp_path / "state" / "tokens.env", ports, "".join(seen))
-        second = subprocess.run([sys.executable, "-m", "socialrx_harness.up"], env=env, capture_output=True,
-                                text=True, timeout=60)
+        second = subprocess.run(
+            [sys.executable, "-m", "socialrx_harness.up"], env=env, capture_output=True, text=True, timeout=60
+        )
         assert second.returncode == 1
         assert "already running" in second.stdout
         up.send_signal(signal.SIGTERM)
@@ -72,7 +84,7 @@ def test_make_up_starts_everything_and_stops_cleanly(kafka, tmp_path) -> None:
             # Services started in sessions of their own would outlive the group, and go on consuming
             # the session's broker (dead-lettering other tests' poison): end them too.
             subprocess.run(["pkill", "-KILL", "-f", str(tmp_path)], check=False)
-    for port in ports + [int(env["SOCIALRX_PG_PORT"])]:
+    for port in [*ports, int(env["SOCIALRX_PG_PORT"])]:
         assert not procs.port_open(port), f"port {port} still open after make up stopped"
     leftovers = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout.split()
     assert leftovers == [], f"processes left behind: {leftovers}"

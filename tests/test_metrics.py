@@ -10,8 +10,11 @@ from socialrx_harness.testing import wait_for
 
 
 def _samples(text: str) -> dict[tuple[str, frozenset], float]:
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def _value(samples: dict, name: str, **labels: str) -> float:
@@ -23,12 +26,21 @@ async def test_metrics_count_the_lifecycle(platform, jwt_secret) -> None:
     async with httpx.AsyncClient(timeout=15) as client:
         before = {s: _samples((await client.get(platform.url(s) + "/metrics")).text) for s in platform.services}
         rid = (await refer(client, world))["id"]
-        await eventually_status(client, ("POST", world.url("directory", f"/referrals/{rid}/accept")), world.charity, 200)
-        await eventually_status(client, ("POST", world.url("outcomes", f"/referrals/{rid}/outcomes")), world.charity, 201,
-                                {"status": "completed", "sessions_attended": 2})
+        await eventually_status(
+            client, ("POST", world.url("directory", f"/referrals/{rid}/accept")), world.charity, 200
+        )
+        await eventually_status(
+            client,
+            ("POST", world.url("outcomes", f"/referrals/{rid}/outcomes")),
+            world.charity,
+            201,
+            {"status": "completed", "sessions_attended": 2},
+        )
 
         async def ledgered():
-            answer = await client.get(world.url("funding-ledger", f"/payments?referral_id={rid}"), headers=world.finance)
+            answer = await client.get(
+                world.url("funding-ledger", f"/payments?referral_id={rid}"), headers=world.finance
+            )
             return answer.json()["total"] == 2
 
         await wait_for(ledgered, what="both payments")
@@ -45,7 +57,9 @@ async def test_metrics_count_the_lifecycle(platform, jwt_secret) -> None:
     assert grew("funding-ledger", "socialrx_messages_consumed_total", topic="outcome.recorded.v1") >= 1
     assert grew("funding-ledger", "socialrx_messages_published_total", topic="payment.due.v1") >= 2
     assert grew("outcomes", "socialrx_handler_duration_seconds_count", topic="referral.accepted.v1") >= 1
-    assert grew("directory", "socialrx_http_request_duration_seconds_count", route="/referrals/{referral_id}/accept") >= 1
+    assert (
+        grew("directory", "socialrx_http_request_duration_seconds_count", route="/referrals/{referral_id}/accept") >= 1
+    )
     for service, samples in after.items():
         names = {name for name, _ in samples}
         assert {"socialrx_outbox_backlog", "socialrx_outbox_oldest_unsent_age_seconds"} <= names, service

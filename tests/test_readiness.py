@@ -30,8 +30,13 @@ async def _ready_status(client) -> tuple[int, dict]:
 
 
 async def test_readyz_follows_the_database_and_the_broker(own_postgres, own_kafka, jwt_secret) -> None:
-    async with running_service(build, Settings, database_url=own_postgres.admin_url("own"),
-                               kafka=own_kafka.bootstrap_servers, jwt_secret=jwt_secret) as (_app, client):
+    async with running_service(
+        build,
+        Settings,
+        database_url=own_postgres.admin_url("own"),
+        kafka=own_kafka.bootstrap_servers,
+        jwt_secret=jwt_secret,
+    ) as (_app, client):
         assert await _ready_status(client) == (200, {"database": "ok", "kafka": "ok"})
         assert (await client.get("/healthz")).status_code == 200
 

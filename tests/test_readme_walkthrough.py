@@ -23,7 +23,7 @@ PORTS = {"8001": "referral-intake", "8002": "directory", "8003": "outcomes", "80
 
 def walkthrough() -> str:
     readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("## Trying it"):]
+    section = readme[readme.index("## Trying it") :]
     return re.search(r"```sh\n(.*?)```", section, re.S).group(1)
 
 
@@ -40,13 +40,15 @@ def test_the_readme_walkthrough_runs_as_pasted(platform, jwt_secret, tmp_path) -
     tokens.write_text(
         f"export ADMIN={mint(jwt_secret, sub='admin-local', role='admin')} "
         f"LW={mint(jwt_secret, sub='link-worker-local', role='link_worker', pcn_id=PCN, practice_id=PRACTICE)} "
-        f"FIN={mint(jwt_secret, sub='finance-local', role='finance', pcn_id=PCN)}\n")
+        f"FIN={mint(jwt_secret, sub='finance-local', role='finance', pcn_id=PCN)}\n"
+    )
     script = walkthrough().replace("source .run/tokens.env", f"source {tokens}")
     for port, service in PORTS.items():
         script = script.replace(f"localhost:{port}", platform.url(service).removeprefix("http://"))
     env = {**os.environ, "SOCIALRX_JWT_SECRET": jwt_secret}
-    done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=240)
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=240
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     referral = json.loads(done.stdout.strip().splitlines()[-1])
     assert referral["status"] in ("accepted", "outcome_recorded"), referral

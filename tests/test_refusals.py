@@ -6,7 +6,7 @@ import uuid
 
 import httpx
 import pytest
-from support import PERSON, eventually_status, events_on, make_world, refer, referral_body
+from support import PERSON, events_on, eventually_status, make_world, refer, referral_body
 
 from socialrx_harness.testing import wait_for
 from socialrx_shared import events as ev
@@ -39,8 +39,9 @@ async def _known_to_intake(client, world) -> None:
 async def test_unknown_service_is_refused(platform, kafka, jwt_secret, client) -> None:
     world = make_world(platform, jwt_secret)
     unknown = "svc-" + uuid.uuid4().hex
-    answer = await client.post(world.url("referral-intake", "/referrals"), headers=world.link_worker,
-                               json=referral_body(unknown))
+    answer = await client.post(
+        world.url("referral-intake", "/referrals"), headers=world.link_worker, json=referral_body(unknown)
+    )
     assert answer.status_code == 404
     assert "unknown service" in answer.json()["detail"]
     assert await _created_events_for(kafka, unknown) == 0
@@ -48,16 +49,28 @@ async def test_unknown_service_is_refused(platform, kafka, jwt_secret, client) -
 
 async def test_service_with_no_capacity_is_refused_with_the_reason(platform, kafka, jwt_secret, client) -> None:
     world = make_world(platform, jwt_secret, capacity=0)
-    answer = await eventually_status(client, ("POST", world.url("referral-intake", "/referrals")), world.link_worker,
-                                     409, referral_body(world.service_id), what="refusal for no capacity")
+    answer = await eventually_status(
+        client,
+        ("POST", world.url("referral-intake", "/referrals")),
+        world.link_worker,
+        409,
+        referral_body(world.service_id),
+        what="refusal for no capacity",
+    )
     assert "no capacity" in answer.json()["detail"]
     assert await _created_events_for(kafka, world.service_id) == 0
 
 
 async def test_service_with_expired_safeguarding_policy_is_refused(platform, kafka, jwt_secret, client) -> None:
     world = make_world(platform, jwt_secret, safeguarding="2020-01-01")
-    answer = await eventually_status(client, ("POST", world.url("referral-intake", "/referrals")), world.link_worker,
-                                     409, referral_body(world.service_id), what="refusal for safeguarding")
+    answer = await eventually_status(
+        client,
+        ("POST", world.url("referral-intake", "/referrals")),
+        world.link_worker,
+        409,
+        referral_body(world.service_id),
+        what="refusal for safeguarding",
+    )
     assert "safeguarding policy expired" in answer.json()["detail"]
     assert await _created_events_for(kafka, world.service_id) == 0
 
@@ -97,8 +110,11 @@ async def test_outcome_for_a_referral_never_accepted_is_refused(platform, kafka,
     rid = (await refer(client, world))["id"]
 
     async def outcomes_knows() -> httpx.Response | None:
-        answer = await client.post(world.url("outcomes", f"/referrals/{rid}/outcomes"), headers=world.charity,
-                                   json={"status": "completed", "sessions_attended": 3})
+        answer = await client.post(
+            world.url("outcomes", f"/referrals/{rid}/outcomes"),
+            headers=world.charity,
+            json={"status": "completed", "sessions_attended": 3},
+        )
         return answer if answer.status_code == 409 else None
 
     refused = await wait_for(outcomes_knows, what="outcomes refuses an unaccepted referral")
@@ -126,8 +142,9 @@ async def test_need_the_service_does_not_serve_is_refused(platform, kafka, jwt_s
     world = make_world(platform, jwt_secret)
     other = make_world(platform, jwt_secret)
     # A need the directory knows (another service serves it) but this service does not.
-    patched = await client.patch(other.url("directory", f"/services/{other.service_id}"), headers=other.charity,
-                                 json={"needs": ["food"]})
+    patched = await client.patch(
+        other.url("directory", f"/services/{other.service_id}"), headers=other.charity, json={"needs": ["food"]}
+    )
     assert patched.status_code == 200, patched.text
     body = referral_body(world.service_id, needs=["physical-activity", "food"])
 
@@ -145,8 +162,11 @@ async def test_empty_idempotency_key_is_refused(platform, kafka, jwt_secret, cli
     world = make_world(platform, jwt_secret)
     await _known_to_intake(client, world)
     # What `-H "Idempotency-Key: $(uuidgen)"` sends where uuidgen is missing.
-    answer = await client.post(world.url("referral-intake", "/referrals"),
-                               headers={**world.link_worker, "Idempotency-Key": ""}, json=referral_body(world.service_id))
+    answer = await client.post(
+        world.url("referral-intake", "/referrals"),
+        headers={**world.link_worker, "Idempotency-Key": ""},
+        json=referral_body(world.service_id),
+    )
     assert answer.status_code == 400, answer.text
     assert "Idempotency-Key is empty" in answer.json()["detail"]
     assert await _created_events_for(kafka, world.service_id) == 0

@@ -8,7 +8,7 @@ import uuid
 
 import httpx
 import pytest
-from support import PERSON, eventually_status, events_on, make_world, refer, referral_body
+from support import PERSON, events_on, eventually_status, make_world, refer, referral_body
 
 from socialrx_harness.testing import auth, wait_for
 from socialrx_shared import events as ev
@@ -30,8 +30,9 @@ async def test_refusals_and_capacity_declines_are_counted_as_unmet_need(platform
     referrals = full.url("referral-intake", "/referrals")
 
     # Wait until intake knows the full service; that first refusal counts too.
-    await eventually_status(client, ("POST", referrals), link_worker, 409, referral_body(full.service_id),
-                            what="refusal for no capacity")
+    await eventually_status(
+        client, ("POST", referrals), link_worker, 409, referral_body(full.service_id), what="refusal for no capacity"
+    )
     for _ in range(10):
         answer = await client.post(referrals, headers=link_worker, json=referral_body(full.service_id))
         assert answer.status_code == 409 and "no capacity" in answer.json()["detail"]
@@ -39,11 +40,22 @@ async def test_refusals_and_capacity_declines_are_counted_as_unmet_need(platform
     keyed = {**link_worker, "Idempotency-Key": "retry-" + uuid.uuid4().hex}
     for _ in range(2):
         assert (await client.post(referrals, headers=keyed, json=referral_body(full.service_id))).status_code == 409
-    await eventually_status(client, ("POST", referrals), link_worker, 409, referral_body(expired.service_id),
-                            what="refusal for safeguarding")
+    await eventually_status(
+        client,
+        ("POST", referrals),
+        link_worker,
+        409,
+        referral_body(expired.service_id),
+        what="refusal for safeguarding",
+    )
     rid = (await refer(client, open_world))["id"]
-    await eventually_status(client, ("POST", open_world.url("directory", f"/referrals/{rid}/decline")),
-                            open_world.charity, 200, {"reason": "no_capacity"})
+    await eventually_status(
+        client,
+        ("POST", open_world.url("directory", f"/referrals/{rid}/decline")),
+        open_world.charity,
+        200,
+        {"reason": "no_capacity"},
+    )
 
     # The events carry need codes, district, age band, service and reason: nothing about the person.
     refusals = [e for e, _ in await events_on(kafka.bootstrap_servers, ev.REFERRAL_REFUSED.topic, pcn_id=pcn)]
@@ -59,8 +71,15 @@ async def test_refusals_and_capacity_declines_are_counted_as_unmet_need(platform
     assert by_service[full.service_id].data["reason"] == "no_capacity"
     assert by_service[expired.service_id].data["reason"] == "safeguarding_policy_expired"
     text = " ".join(e.model_dump_json() for e in refusals)
-    for secret in (PERSON["nhs_number"], PERSON["given_name"], PERSON["family_name"], PERSON["date_of_birth"],
-                   PERSON["postcode"], PERSON["phone"], PERSON["email"]):
+    for secret in (
+        PERSON["nhs_number"],
+        PERSON["given_name"],
+        PERSON["family_name"],
+        PERSON["date_of_birth"],
+        PERSON["postcode"],
+        PERSON["phone"],
+        PERSON["email"],
+    ):
         assert secret not in text
 
     finance = auth(jwt_secret, "finance", pcn_id=pcn)

@@ -25,10 +25,18 @@ def _env_name(service: str) -> str:
 def platform_docs() -> list[dict]:
     docs: list[dict] = [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
-        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "socialrx-config", "namespace": NAMESPACE},
-         "data": {"KAFKA_BOOTSTRAP_SERVERS": "socialrx-kafka-bootstrap.kafka.svc:9092", "LOG_LEVEL": "INFO",
-                  # Your PCN's OpenID provider (README: connecting an identity provider); empty: HS256 only.
-                  "SOCIALRX_OIDC_ISSUER": "", "SOCIALRX_OIDC_AUDIENCE": "socialrx"}},
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "socialrx-config", "namespace": NAMESPACE},
+            "data": {
+                "KAFKA_BOOTSTRAP_SERVERS": "socialrx-kafka-bootstrap.kafka.svc:9092",
+                "LOG_LEVEL": "INFO",
+                # Your PCN's OpenID provider (README: connecting an identity provider); empty: HS256 only.
+                "SOCIALRX_OIDC_ISSUER": "",
+                "SOCIALRX_OIDC_AUDIENCE": "socialrx",
+            },
+        },
         # No Secret here: a shipped value would be a well-known key. The operator creates
         # `socialrx-secrets` (OPERATIONS.md: "Secrets"); pods wait in CreateContainerConfigError until then.
     ]
@@ -45,12 +53,17 @@ def _web_deployment() -> dict:
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     container["envFrom"] = []
     container["env"] = [
-        {"name": "SOCIALRX_HTTP_HOST", "value": "0.0.0.0"}, {"name": "SOCIALRX_HTTP_PORT", "value": str(WEB_PORT)},
+        {"name": "SOCIALRX_HTTP_HOST", "value": "0.0.0.0"},
+        {"name": "SOCIALRX_HTTP_PORT", "value": str(WEB_PORT)},
         {"name": "LOG_LEVEL", "value": "INFO"},
-        *({"name": f"SOCIALRX_WEB_{s.upper().replace('-', '_')}_URL", "value": f"http://{s}:{p}"} for s, p in SERVICES.items()),
+        *(
+            {"name": f"SOCIALRX_WEB_{s.upper().replace('-', '_')}_URL", "value": f"http://{s}:{p}"}
+            for s, p in SERVICES.items()
+        ),
         {"name": "SOCIALRX_OIDC_ISSUER", "value": "https://login.example.nhs.uk/realms/socialrx"},  # your provider
         {"name": "SOCIALRX_OIDC_CLIENT_ID", "value": "socialrx-web"},
-        _secret_ref("SOCIALRX_OIDC_CLIENT_SECRET"), _secret_ref("SOCIALRX_WEB_SESSION_SECRET"),
+        _secret_ref("SOCIALRX_OIDC_CLIENT_SECRET"),
+        _secret_ref("SOCIALRX_WEB_SESSION_SECRET"),
     ]
     template = deployment["spec"]["template"]["metadata"]
     template["annotations"] = {}  # no /metrics of its own
@@ -62,34 +75,61 @@ def _secret_ref(name: str) -> dict:
 
 
 def _deployment(service: str, port: int) -> dict:
-    env = [{"name": "SOCIALRX_HTTP_HOST", "value": "0.0.0.0"}, {"name": "SOCIALRX_HTTP_PORT", "value": str(port)},
-           _secret_ref("SOCIALRX_JWT_SECRET"), _secret_ref(_env_name(service))]
+    env = [
+        {"name": "SOCIALRX_HTTP_HOST", "value": "0.0.0.0"},
+        {"name": "SOCIALRX_HTTP_PORT", "value": str(port)},
+        _secret_ref("SOCIALRX_JWT_SECRET"),
+        _secret_ref(_env_name(service)),
+    ]
     if service == "referral-intake":
         env.append(_secret_ref("SOCIALRX_PERSON_REF_KEY"))  # the pseudonym key stays with referral-intake
-    probe = lambda path, delay: {"httpGet": {"path": path, "port": port}, "initialDelaySeconds": delay,  # noqa: E731
-                                 "periodSeconds": 10, "timeoutSeconds": 3, "failureThreshold": 3}
+
+    def probe(path: str, delay: int) -> dict:
+        return {
+            "httpGet": {"path": path, "port": port},
+            "initialDelaySeconds": delay,
+            "periodSeconds": 10,
+            "timeoutSeconds": 3,
+            "failureThreshold": 3,
+        }
+
     labels = {"app.kubernetes.io/name": service, "app.kubernetes.io/part-of": "socialrx"}
     return {
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": service, "namespace": NAMESPACE, "labels": labels},
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": service, "namespace": NAMESPACE, "labels": labels},
         "spec": {
             # Replicas share one consumer group: Kafka spreads the partitions (3 per topic) among them.
             "replicas": 2,
             "selector": {"matchLabels": {"app.kubernetes.io/name": service}},
             "template": {
-                "metadata": {"labels": labels, "annotations": {"prometheus.io/scrape": "true",
-                                                               "prometheus.io/port": str(port), "prometheus.io/path": "/metrics"}},
+                "metadata": {
+                    "labels": labels,
+                    "annotations": {
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(port),
+                        "prometheus.io/path": "/metrics",
+                    },
+                },
                 "spec": {
                     "terminationGracePeriodSeconds": 40,  # in-flight messages finish, the outbox drains
                     "securityContext": {"runAsNonRoot": True, "runAsUser": 10001},
-                    "containers": [{
-                        "name": service, "image": IMAGE.format(service=service),
-                        "ports": [{"containerPort": port, "name": "http"}],
-                        "envFrom": [{"configMapRef": {"name": "socialrx-config"}}],
-                        "env": env,
-                        "livenessProbe": probe("/healthz", 10), "readinessProbe": probe("/readyz", 5),
-                        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}},
-                        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True},
-                    }],
+                    "containers": [
+                        {
+                            "name": service,
+                            "image": IMAGE.format(service=service),
+                            "ports": [{"containerPort": port, "name": "http"}],
+                            "envFrom": [{"configMapRef": {"name": "socialrx-config"}}],
+                            "env": env,
+                            "livenessProbe": probe("/healthz", 10),
+                            "readinessProbe": probe("/readyz", 5),
+                            "resources": {
+                                "requests": {"cpu": "100m", "memory": "256Mi"},
+                                "limits": {"memory": "512Mi"},
+                            },
+                            "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True},
+                        }
+                    ],
                 },
             },
         },
@@ -97,17 +137,37 @@ def _deployment(service: str, port: int) -> dict:
 
 
 def _service(service: str, port: int) -> dict:
-    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": service, "namespace": NAMESPACE},
-            "spec": {"selector": {"app.kubernetes.io/name": service},
-                     "ports": [{"name": "http", "port": port, "targetPort": port}]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": service, "namespace": NAMESPACE},
+        "spec": {
+            "selector": {"app.kubernetes.io/name": service},
+            "ports": [{"name": "http", "port": port, "targetPort": port}],
+        },
+    }
 
 
 def topic_docs() -> list[dict]:
     return [
-        {"apiVersion": "kafka.strimzi.io/v1beta2", "kind": "KafkaTopic",
-         "metadata": {"name": topic.replace(".", "-"), "namespace": "kafka", "labels": {"strimzi.io/cluster": "socialrx"}},
-         "spec": {"topicName": topic, "partitions": 3, "replicas": 3,
-                  "config": {"min.insync.replicas": "2", "retention.ms": "-1" if not topic.endswith(".dlq") else "2592000000"}}}
+        {
+            "apiVersion": "kafka.strimzi.io/v1beta2",
+            "kind": "KafkaTopic",
+            "metadata": {
+                "name": topic.replace(".", "-"),
+                "namespace": "kafka",
+                "labels": {"strimzi.io/cluster": "socialrx"},
+            },
+            "spec": {
+                "topicName": topic,
+                "partitions": 3,
+                "replicas": 3,
+                "config": {
+                    "min.insync.replicas": "2",
+                    "retention.ms": "-1" if not topic.endswith(".dlq") else "2592000000",
+                },
+            },
+        }
         for topic in (*ALL_TOPICS, *ALL_DLQ_TOPICS)
     ]
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import json
 import os
@@ -41,20 +42,18 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from socialrx_shared import events as ev
-
 from socialrx_harness import procs
-
-from . import bench_ledger  # ledger-fast hook (arrears projections)
-
-from .bench_driver import FEE_OUTCOME_PENCE, FEE_REFERRAL_PENCE, PERSON, Driver, PhaseResult, World, make_world
-from .bench_png import Chart
 from socialrx_harness.infra import PostgresServer, given_database_urls
 from socialrx_harness.kafka import KAFKA_VERSION, LocalKafka
 from socialrx_harness.platform import DEV_PERSON_REF_KEY, Platform
 from socialrx_harness.postgres import SERVICES, LocalPostgres
 from socialrx_harness.testing import auth, read_topic
 from socialrx_harness.topics import ensure_topics_sync
+from socialrx_shared import events as ev
+
+from . import bench_ledger  # ledger-fast hook (arrears projections)
+from .bench_driver import FEE_OUTCOME_PENCE, FEE_REFERRAL_PENCE, PERSON, Driver, PhaseResult, World, make_world
+from .bench_png import Chart
 
 ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_N = 1500
@@ -80,8 +79,14 @@ def _pct(values: list[float], p: float) -> float | None:
 
 def _latency_summary(values_s: list[float]) -> dict:
     ms = [v * 1000 for v in values_s]
-    return {"count": len(ms), "p50_ms": _pct(ms, 50), "p95_ms": _pct(ms, 95), "p99_ms": _pct(ms, 99),
-            "max_ms": max(ms) if ms else None, "mean_ms": statistics.fmean(ms) if ms else None}
+    return {
+        "count": len(ms),
+        "p50_ms": _pct(ms, 50),
+        "p95_ms": _pct(ms, 95),
+        "p99_ms": _pct(ms, 99),
+        "max_ms": max(ms) if ms else None,
+        "mean_ms": statistics.fmean(ms) if ms else None,
+    }
 
 
 # --- CPU per process tree, from /proc ------------------------------------------------------------
@@ -148,7 +153,7 @@ class Databases:
         self.urls = urls
         self.conns: dict[str, asyncpg.Connection] = {}
 
-    async def __aenter__(self) -> "Databases":
+    async def __aenter__(self) -> Databases:
         for service, url in self.urls.items():
             self.conns[service] = await asyncpg.connect(_dsn(url))
         return self
@@ -159,7 +164,8 @@ class Databases:
 
     async def payments_of(self, ids: list[str]) -> list[asyncpg.Record]:
         return await self.conns["funding-ledger"].fetch(
-            "SELECT referral_id, basis, payment_id, created_at FROM payments WHERE referral_id = ANY($1::text[])", ids)
+            "SELECT referral_id, basis, payment_id, created_at FROM payments WHERE referral_id = ANY($1::text[])", ids
+        )
 
     async def ledgered(self, pcn_id: str) -> int:
         return await self.conns["funding-ledger"].fetchval("SELECT count(*) FROM payments WHERE pcn_id = $1", pcn_id)
@@ -171,11 +177,19 @@ class Databases:
         """Per service: events consumed (inbox, by topic) and published (outbox) in [t0, t1]."""
         out = {}
         for service, conn in self.conns.items():
-            consumed = dict(await conn.fetch("SELECT topic, count(*) FROM inbox WHERE handled_at BETWEEN $1 AND $2 "
-                                             "GROUP BY topic", t0, t1))
-            published = dict(await conn.fetch("SELECT topic, count(*) FROM outbox WHERE created_at BETWEEN $1 AND $2 "
-                                              "GROUP BY topic", t0, t1))
-            sizes = await conn.fetchval("SELECT avg(length(value)) FROM outbox WHERE created_at BETWEEN $1 AND $2", t0, t1)
+            consumed = dict(
+                await conn.fetch(
+                    "SELECT topic, count(*) FROM inbox WHERE handled_at BETWEEN $1 AND $2 GROUP BY topic", t0, t1
+                )
+            )
+            published = dict(
+                await conn.fetch(
+                    "SELECT topic, count(*) FROM outbox WHERE created_at BETWEEN $1 AND $2 GROUP BY topic", t0, t1
+                )
+            )
+            sizes = await conn.fetchval(
+                "SELECT avg(length(value)) FROM outbox WHERE created_at BETWEEN $1 AND $2", t0, t1
+            )
             out[service] = {"consumed": consumed, "published": published, "avg_value_bytes": float(sizes or 0)}
         return out
 
@@ -198,13 +212,17 @@ async def wait_caught_up(dbs: Databases, ids: list[str], timeout_s: float) -> fl
     deadline = time.monotonic() + timeout_s
     while True:
         intake = await dbs.conns["referral-intake"].fetchval(
-            "SELECT count(*) FROM referrals WHERE id = ANY($1::text[]) AND status = 'outcome_recorded'", ids)
+            "SELECT count(*) FROM referrals WHERE id = ANY($1::text[]) AND status = 'outcome_recorded'", ids
+        )
         directory = await dbs.conns["directory"].fetchval(
-            "SELECT count(*) FROM referral_inbox WHERE referral_id = ANY($1::text[]) AND status = 'finished'", ids)
+            "SELECT count(*) FROM referral_inbox WHERE referral_id = ANY($1::text[]) AND status = 'finished'", ids
+        )
         if intake >= len(ids) and directory >= len(ids):
             return time.time()
         if time.monotonic() > deadline:
-            raise TimeoutError(f"after {timeout_s:.0f}s intake shows {intake}, directory {directory} of {len(ids)} finished")
+            raise TimeoutError(
+                f"after {timeout_s:.0f}s intake shows {intake}, directory {directory} of {len(ids)} finished"
+            )
         await asyncio.sleep(0.25)
 
 
@@ -228,21 +246,34 @@ async def phase_figures(phase: PhaseResult, dbs: Databases, accepted_published: 
     posted = {r["referral_id"]: r["created_at"].timestamp() for r in rows if r["basis"] == "referral_accepted"}
     last = max((r["created_at"].timestamp() for r in rows), default=phase.first_create_sent)
     window = last - phase.first_create_sent
-    latencies = [posted[rid] - accepted_published[rid] for rid in phase.referral_ids
-                 if rid in posted and rid in accepted_published]
+    latencies = [
+        posted[rid] - accepted_published[rid]
+        for rid in phase.referral_ids
+        if rid in posted and rid in accepted_published
+    ]
     n = len(phase.referral_ids)
     return {
-        "lifecycles": n, "offered_rate_per_s": phase.offered_rate,
+        "lifecycles": n,
+        "offered_rate_per_s": phase.offered_rate,
         "seconds_first_create_to_last_payment": round(window, 3),
         "lifecycles_per_s": round(n / window, 1) if window > 0 else None,
         "latency_accepted_published_to_payment_posted": _latency_summary(latencies),
         "driver_lifecycle_create_to_outcome_201": _latency_summary(phase.lifecycle_s),
-        "http_requests": phase.requests, "http_retries_not_known_yet": phase.retries_not_yet_known,
-        "http_retries_connection": phase.retries_connection, "http_retries_already_done": phase.retries_already_done,
+        "http_requests": phase.requests,
+        "http_retries_not_known_yet": phase.retries_not_yet_known,
+        "http_retries_connection": phase.retries_connection,
+        "http_retries_already_done": phase.retries_already_done,
         "http_errors": phase.errors,
-        "http_seconds_by_step": {step: {"requests": len(v), "mean_ms": round(statistics.fmean(v) * 1000, 1),
-                                        "p95_ms": round(_pct(v, 95) * 1000, 1)} for step, v in phase.http_s.items()},
-        "_posted": posted, "_rows": rows,
+        "http_seconds_by_step": {
+            step: {
+                "requests": len(v),
+                "mean_ms": round(statistics.fmean(v) * 1000, 1),
+                "p95_ms": round(_pct(v, 95) * 1000, 1),
+            }
+            for step, v in phase.http_s.items()
+        },
+        "_posted": posted,
+        "_rows": rows,
     }
 
 
@@ -250,8 +281,12 @@ async def hop_latencies(bootstrap: str, dbs: Databases, t0: datetime, t1: dateti
     """Where a lifecycle's time goes, per service: outbox (staged -> sent by the relay) and, per topic
     consumed, published (Kafka CreateTime) -> handled (inbox row committed), over [t0, t1]."""
     published: dict[str, float] = {}
-    for topic in (ev.REFERRAL_CREATED.topic, ev.REFERRAL_ACCEPTED.topic, ev.OUTCOME_RECORDED.topic,
-                  ev.SERVICE_UPDATED.topic):
+    for topic in (
+        ev.REFERRAL_CREATED.topic,
+        ev.REFERRAL_ACCEPTED.topic,
+        ev.OUTCOME_RECORDED.topic,
+        ev.SERVICE_UPDATED.topic,
+    ):
         for record in await read_topic(bootstrap, topic, timeout_s=120):
             try:
                 published[json.loads(record.value)["id"]] = record.timestamp / 1000
@@ -259,12 +294,17 @@ async def hop_latencies(bootstrap: str, dbs: Databases, t0: datetime, t1: dateti
                 continue
     out: dict[str, dict] = {}
     for service, conn in dbs.conns.items():
-        relay = await conn.fetch("SELECT extract(epoch FROM sent_at - created_at) AS s FROM outbox "
-                                 "WHERE created_at BETWEEN $1 AND $2 AND sent_at IS NOT NULL", t0, t1)
+        relay = await conn.fetch(
+            "SELECT extract(epoch FROM sent_at - created_at) AS s FROM outbox "
+            "WHERE created_at BETWEEN $1 AND $2 AND sent_at IS NOT NULL",
+            t0,
+            t1,
+        )
         hops = {"outbox staged -> sent": _latency_summary([float(r["s"]) for r in relay])}
         by_topic: dict[str, list[float]] = {}
-        for r in await conn.fetch("SELECT event_id::text AS id, topic, handled_at FROM inbox "
-                                  "WHERE handled_at BETWEEN $1 AND $2", t0, t1):
+        for r in await conn.fetch(
+            "SELECT event_id::text AS id, topic, handled_at FROM inbox WHERE handled_at BETWEEN $1 AND $2", t0, t1
+        ):
             if r["id"] in published:
                 by_topic.setdefault(r["topic"], []).append(r["handled_at"].timestamp() - published[r["id"]])
         for topic, values in sorted(by_topic.items()):
@@ -306,7 +346,9 @@ async def raw_kafka(bootstrap: str, count: int, size: int) -> dict:
             await producer.send_and_wait(topic, b"warm", partition=p)
         started = time.perf_counter()
         for first in range(0, count, 500):  # batches of 500, as the relay sends them, then await every ack
-            pending = [await producer.send(topic, value, key=keys[i % 1000]) for i in range(first, min(first + 500, count))]
+            pending = [
+                await producer.send(topic, value, key=keys[i % 1000]) for i in range(first, min(first + 500, count))
+            ]
             await asyncio.gather(*pending)
         produce_s = time.perf_counter() - started
         started = time.perf_counter()
@@ -315,8 +357,9 @@ async def raw_kafka(bootstrap: str, count: int, size: int) -> dict:
         one_by_one_s = time.perf_counter() - started
     finally:
         await producer.stop()
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                                auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, auto_offset_reset="earliest"
+    )
     await consumer.start()
     try:
         partitions = [TopicPartition(topic, p) for p in range(3)]
@@ -338,9 +381,13 @@ async def raw_kafka(bootstrap: str, count: int, size: int) -> dict:
         pass
     finally:
         await admin.close()
-    return {"messages": count, "value_bytes": size,
-            "produce_per_s": round(count / produce_s, 1), "consume_per_s": round(count / consume_s, 1),
-            "produce_one_at_a_time_per_s": round(min(count, 500) / one_by_one_s, 1)}
+    return {
+        "messages": count,
+        "value_bytes": size,
+        "produce_per_s": round(count / produce_s, 1),
+        "consume_per_s": round(count / consume_s, 1),
+        "produce_one_at_a_time_per_s": round(min(count, 500) / one_by_one_s, 1),
+    }
 
 
 async def rebuild_figures(bootstrap: str, ledger_url: str, pcn_id: str) -> dict:
@@ -351,11 +398,16 @@ async def rebuild_figures(bootstrap: str, ledger_url: str, pcn_id: str) -> dict:
     report = await rebuild(bootstrap, target, source_url=ledger_url, pcn_id=pcn_id)
     seconds = time.perf_counter() - started
     read = sum(report["replayed"].values())
-    return {"seconds": round(seconds, 2), "events_read": read, "events_read_per_s": round(read / seconds, 1),
-            "replayed_of_this_run": report["replayed"]["payment_due"] + report["replayed"]["payment_settled"],
-            "equal_to_live": report.get("equal"), "differences": report.get("differences", [])[:5],
-            "note": "reads payment.due.v1 and payment.settled.v1 from offset 0, replays this run's PCN into a fresh "
-                    "database (migrations included in the time), compares with the live ledger"}
+    return {
+        "seconds": round(seconds, 2),
+        "events_read": read,
+        "events_read_per_s": round(read / seconds, 1),
+        "replayed_of_this_run": report["replayed"]["payment_due"] + report["replayed"]["payment_settled"],
+        "equal_to_live": report.get("equal"),
+        "differences": report.get("differences", [])[:5],
+        "note": "reads payment.due.v1 and payment.settled.v1 from offset 0, replays this run's PCN into a fresh "
+        "database (migrations included in the time), compares with the live ledger",
+    }
 
 
 ARREARS_SQL = """
@@ -368,7 +420,9 @@ FROM generate_series($3::bigint, $4::bigint) AS g
 """
 
 
-async def arrears_figures(client: httpx.AsyncClient, ledger_http: str, ledger_url: str, secret: str, count: int) -> dict:
+async def arrears_figures(
+    client: httpx.AsyncClient, ledger_http: str, ledger_url: str, secret: str, count: int
+) -> dict:
     """GET /arrears over `count` payments of one PCN (200 organisations, due dates over 700 days, a third
     part-paid), written straight into the ledger's tables under a PCN of their own, then deleted."""
     pcn = "A" + uuid.uuid4().hex[:8].upper()
@@ -383,10 +437,17 @@ async def arrears_figures(client: httpx.AsyncClient, ledger_http: str, ledger_ur
             "INSERT INTO settlements (settlement_id, cause_key, pcn_id, organisation_id, amount_pence, unallocated_pence,"
             " paid_on, reference) SELECT 'settle-' || $1 || '-' || o, 'settle:' || $1 || ':' || o, $2,"
             " 'org-arrears-' || o, 2500 * $3::bigint, 0, DATE '2025-06-01', 'bench ' || $1 || ' ' || o"
-            " FROM generate_series(0, 199) AS o", tag, pcn, settled // 200 + 1)
+            " FROM generate_series(0, 199) AS o",
+            tag,
+            pcn,
+            settled // 200 + 1,
+        )
         await conn.execute(
             "INSERT INTO allocations (settlement_id, payment_id, amount_pence) SELECT 'settle-' || $1 || '-' || (g % 200),"
-            " 'arrears-' || $1 || '-' || g, 2500 FROM generate_series(0, $2::bigint - 1) AS g", tag, settled)
+            " 'arrears-' || $1 || '-' || g, 2500 FROM generate_series(0, $2::bigint - 1) AS g",
+            tag,
+            settled,
+        )
         await bench_ledger.build_projections(conn, pcn)  # ledger-fast hook: GET /arrears reads the projections
         await conn.execute("ANALYZE payments; ANALYZE allocations; ANALYZE settlements")
         load_s = time.perf_counter() - started
@@ -399,22 +460,34 @@ async def arrears_figures(client: httpx.AsyncClient, ledger_http: str, ledger_ur
             answer.raise_for_status()
             body = answer.json()
         one_org_started = time.perf_counter()
-        answer = await client.get(ledger_http + "/arrears?as_of=2026-11-24&organisation_id=org-arrears-7",
-                                  headers=finance, timeout=600)
+        answer = await client.get(
+            ledger_http + "/arrears?as_of=2026-11-24&organisation_id=org-arrears-7", headers=finance, timeout=600
+        )
         one_org_s = time.perf_counter() - one_org_started
         # The query every accrual runs (ledger.accrued_in_financial_year) at this table size.
         cap_ms = []
         for _ in range(3):
             started = time.perf_counter()
-            await conn.fetchval("SELECT coalesce(sum(amount_pence), 0) FROM payments WHERE agreement_id = $1 "
-                                "AND business_date >= $2 AND business_date < $3", "agreement-arrears-7",
-                                datetime(2025, 4, 1).date(), datetime(2026, 4, 1).date())
+            await conn.fetchval(
+                "SELECT coalesce(sum(amount_pence), 0) FROM payments WHERE agreement_id = $1 "
+                "AND business_date >= $2 AND business_date < $3",
+                "agreement-arrears-7",
+                datetime(2025, 4, 1).date(),
+                datetime(2026, 4, 1).date(),
+            )
             cap_ms.append(round((time.perf_counter() - started) * 1000, 1))
         expected = count * 5000 - settled * 2500
-        result = {"payments": count, "organisations": 200, "allocations": settled, "load_seconds": round(load_s, 1),
-                  "get_arrears_seconds": [round(t, 3) for t in timings], "best_seconds": round(min(timings), 3),
-                  "one_organisation_seconds": round(one_org_s, 3), "cap_query_ms": cap_ms,
-                  "owed_pence_correct": body is not None and body["total"]["owed_pence"] == expected}
+        result = {
+            "payments": count,
+            "organisations": 200,
+            "allocations": settled,
+            "load_seconds": round(load_s, 1),
+            "get_arrears_seconds": [round(t, 3) for t in timings],
+            "best_seconds": round(min(timings), 3),
+            "one_organisation_seconds": round(one_org_s, 3),
+            "cap_query_ms": cap_ms,
+            "owed_pence_correct": body is not None and body["total"]["owed_pence"] == expected,
+        }
         started = time.perf_counter()
         await conn.execute("DELETE FROM allocations WHERE settlement_id LIKE 'settle-' || $1 || '-%'", tag)
         await conn.execute("DELETE FROM settlements WHERE pcn_id = $1", pcn)
@@ -426,21 +499,28 @@ async def arrears_figures(client: httpx.AsyncClient, ledger_http: str, ledger_ur
         await conn.close()
 
 
-
 # --- correctness -------------------------------------------------------------------------------
 
 
-async def correctness(dbs: Databases, client: httpx.AsyncClient, world: World, phases: list[PhaseResult],
-                      bootstrap: str) -> dict:
+async def correctness(
+    dbs: Databases, client: httpx.AsyncClient, world: World, phases: list[PhaseResult], bootstrap: str
+) -> dict:
     ids = [rid for p in phases for rid in p.referral_ids]
-    statuses = dict(await dbs.conns["referral-intake"].fetch(
-        "SELECT status, count(*) FROM referrals WHERE id = ANY($1::text[]) GROUP BY status", ids))
+    statuses = dict(
+        await dbs.conns["referral-intake"].fetch(
+            "SELECT status, count(*) FROM referrals WHERE id = ANY($1::text[]) GROUP BY status", ids
+        )
+    )
     rows = await dbs.payments_of(ids)
     per_referral: dict[str, list[str]] = {}
     for r in rows:
         per_referral.setdefault(r["referral_id"], []).append(r["basis"])
-    exactly_once = sum(1 for rid in ids if sorted(per_referral.get(rid, [])) == ["outcome_recorded", "referral_accepted"])
-    outcomes = await dbs.conns["outcomes"].fetchval("SELECT count(*) FROM outcomes WHERE referral_id = ANY($1::text[])", ids)
+    exactly_once = sum(
+        1 for rid in ids if sorted(per_referral.get(rid, [])) == ["outcome_recorded", "referral_accepted"]
+    )
+    outcomes = await dbs.conns["outcomes"].fetchval(
+        "SELECT count(*) FROM outcomes WHERE referral_id = ANY($1::text[])", ids
+    )
     due_events: dict[str, set] = {}
     for record in await read_topic(bootstrap, ev.PAYMENT_DUE.topic, timeout_s=120):
         try:
@@ -451,7 +531,9 @@ async def correctness(dbs: Databases, client: httpx.AsyncClient, world: World, p
             due_events.setdefault(data["referral_id"], set()).add(data["payment_id"])
     balance = (await client.get(world.urls["funding-ledger"] + "/trial-balance", headers=world.admin)).json()
     expense = await dbs.conns["funding-ledger"].fetchval(
-        "SELECT coalesce(sum(debit_pence - credit_pence), 0) FROM journal_lines WHERE account = $1", f"expense:{world.pcn_id}")
+        "SELECT coalesce(sum(debit_pence - credit_pence), 0) FROM journal_lines WHERE account = $1",
+        f"expense:{world.pcn_id}",
+    )
     unsent = await dbs.unsent()
     expected_pence = len(ids) * (FEE_REFERRAL_PENCE + FEE_OUTCOME_PENCE)
     checks = {
@@ -462,14 +544,24 @@ async def correctness(dbs: Databases, client: httpx.AsyncClient, world: World, p
         "referrals_with_exactly_two_payments": exactly_once,
         "payments_ledgered": len(rows),
         "payment_due_published_distinct": sum(len(v) for v in due_events.values()),
-        "referrals_with_payment_due_published_twice_or_more_per_basis": sum(1 for v in due_events.values() if len(v) > 2),
-        "expense_pence": int(expense), "expected_expense_pence": expected_pence,
-        "trial_balance": balance, "outbox_unsent": unsent,
+        "referrals_with_payment_due_published_twice_or_more_per_basis": sum(
+            1 for v in due_events.values() if len(v) > 2
+        ),
+        "expense_pence": int(expense),
+        "expected_expense_pence": expected_pence,
+        "trial_balance": balance,
+        "outbox_unsent": unsent,
     }
     checks["every_lifecycle_completed_exactly_once"] = (
-        len(ids) > 0 and checks["driver_errors"] == 0 and checks["referrals_outcome_recorded_in_intake"] == len(ids)
-        and outcomes == len(ids) and exactly_once == len(ids) and len(rows) == 2 * len(ids)
-        and checks["payment_due_published_distinct"] == 2 * len(ids) and int(expense) == expected_pence)
+        len(ids) > 0
+        and checks["driver_errors"] == 0
+        and checks["referrals_outcome_recorded_in_intake"] == len(ids)
+        and outcomes == len(ids)
+        and exactly_once == len(ids)
+        and len(rows) == 2 * len(ids)
+        and checks["payment_due_published_distinct"] == 2 * len(ids)
+        and int(expense) == expected_pence
+    )
     checks["trial_balance_zero"] = bool(balance.get("balanced")) and balance["debits_pence"] == balance["credits_pence"]
     checks["ok"] = checks["every_lifecycle_completed_exactly_once"] and checks["trial_balance_zero"]
     return checks
@@ -482,8 +574,8 @@ def timeline(phases: list[PhaseResult], figures: list[dict], accepted: dict[str,
     created: dict[int, int] = {}
     done: dict[int, int] = {}
     lat: dict[int, list[float]] = {}
-    for phase, fig in zip(phases, figures):
-        for rid, at in phase.created_at.items():
+    for phase, fig in zip(phases, figures, strict=False):
+        for _rid, at in phase.created_at.items():
             created[int(at - t0)] = created.get(int(at - t0), 0) + 1
         for row in fig["_rows"]:
             if row["basis"] == "outcome_recorded":
@@ -507,12 +599,24 @@ def draw(series: dict, path: Path, title: str) -> None:
     xs = series["second"]
     nan = float("nan")
     chart.text(10, 4, title, scale=2)
-    chart.panel((0, 20, 1200, 370), "LIFECYCLES/S", [
-        ("REFERRALS CREATED/S", [(x, y) for x, y in zip(xs, series["created_per_s"])]),
-        ("LIFECYCLES LEDGERED/S", [(x, y) for x, y in zip(xs, series["ledgered_per_s"])])], x_label="TIME S")
-    chart.panel((0, 370, 1200, 720), "LATENCY ACCEPTED PUBLISHED TO PAYMENT POSTED (MS)", [
-        ("P50", [(x, nan if y is None else y) for x, y in zip(xs, series["latency_p50_ms"])]),
-        ("P99", [(x, nan if y is None else y) for x, y in zip(xs, series["latency_p99_ms"])])], x_label="TIME S")
+    chart.panel(
+        (0, 20, 1200, 370),
+        "LIFECYCLES/S",
+        [
+            ("REFERRALS CREATED/S", [(x, y) for x, y in zip(xs, series["created_per_s"], strict=False)]),
+            ("LIFECYCLES LEDGERED/S", [(x, y) for x, y in zip(xs, series["ledgered_per_s"], strict=False)]),
+        ],
+        x_label="TIME S",
+    )
+    chart.panel(
+        (0, 370, 1200, 720),
+        "LATENCY ACCEPTED PUBLISHED TO PAYMENT POSTED (MS)",
+        [
+            ("P50", [(x, nan if y is None else y) for x, y in zip(xs, series["latency_p50_ms"], strict=False)]),
+            ("P99", [(x, nan if y is None else y) for x, y in zip(xs, series["latency_p99_ms"], strict=False)]),
+        ],
+        x_label="TIME S",
+    )
     chart.save(path)
 
 
@@ -520,22 +624,38 @@ def draw(series: dict, path: Path, title: str) -> None:
 
 
 def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), host.processor())
-    mem_kb = next((int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-                   if line.startswith("MemTotal")), 0)
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        host.processor(),
+    )
+    mem_kb = next(
+        (
+            int(line.split()[1])
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal")
+        ),
+        0,
+    )
     load = os.getloadavg()
-    return {"hostname": host.node(), "cpus": os.cpu_count(), "cpu_model": cpu, "memory_gb": round(mem_kb / 1e6, 1),
-            "kernel": host.release(), "load_average_at_start": [round(x, 2) for x in load]}
+    return {
+        "hostname": host.node(),
+        "cpus": os.cpu_count(),
+        "cpu_model": cpu,
+        "memory_gb": round(mem_kb / 1e6, 1),
+        "kernel": host.release(),
+        "load_average_at_start": [round(x, 2) for x in load],
+    }
 
 
 def versions(pg_version: str | None) -> dict:
     found = {"python": host.python_version(), "kafka": KAFKA_VERSION, "postgresql": pg_version}
     for name in ("aiokafka", "faststream", "fastapi", "uvicorn", "sqlalchemy", "asyncpg", "httpx", "pydantic"):
-        try:
+        with contextlib.suppress(pkg_metadata.PackageNotFoundError):
             found[name] = pkg_metadata.version(name)
-        except pkg_metadata.PackageNotFoundError:
-            pass
     try:
         java = subprocess.run(["java", "-version"], capture_output=True, text=True, timeout=20).stderr.splitlines()[0]
         found["java"] = java
@@ -547,14 +667,26 @@ def versions(pg_version: str | None) -> dict:
 def commit() -> dict:
     def git(*args: str) -> str:
         try:
-            return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=10).stdout.strip()
+            return subprocess.run(
+                ["git", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=10
+            ).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return ""
+
     return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
 
 
-async def measure(args: argparse.Namespace, *, bootstrap: str, database_urls: dict[str, str], urls: dict[str, str],
-                  secret: str, cpu: CpuMeter, infra: dict, profile_pids: dict[str, int] | None = None) -> dict:
+async def measure(
+    args: argparse.Namespace,
+    *,
+    bootstrap: str,
+    database_urls: dict[str, str],
+    urls: dict[str, str],
+    secret: str,
+    cpu: CpuMeter,
+    infra: dict,
+    profile_pids: dict[str, int] | None = None,
+) -> dict:
     limits = httpx.Limits(max_connections=4 * args.workers + 20, max_keepalive_connections=4 * args.workers + 20)
     async with httpx.AsyncClient(timeout=60, limits=limits) as client, Databases(database_urls) as dbs:
         world = await make_world(client, urls, secret, organisations=args.organisations)
@@ -575,6 +707,7 @@ async def measure(args: argparse.Namespace, *, bootstrap: str, database_urls: di
         profiler = None
         if args.profile and profile_pids:  # (profile_pids: the services' pids, also for CPU per request)
             from .bench_profile import Profiler
+
             profiler = Profiler(args.profile, profile_pids)
             profiler.start()
         cpu0 = cpu.sample()
@@ -587,7 +720,8 @@ async def measure(args: argparse.Namespace, *, bootstrap: str, database_urls: di
         cpu_ms_per_lifecycle = CpuMeter.ms_per(cpu0, cpu0_end, len(flat.referral_ids))
         flat_window = flat_end - flat.first_create_sent
         cpu_ms_above_idle = CpuMeter.ms_per(
-            cpu0, {k: v - idle_cores.get(k, 0.0) * flat_window for k, v in cpu0_end.items()}, len(flat.referral_ids))
+            cpu0, {k: v - idle_cores.get(k, 0.0) * flat_window for k, v in cpu0_end.items()}, len(flat.referral_ids)
+        )
         profile = profiler.stop() if profiler else None
         caught_up = await wait_caught_up(dbs, flat.referral_ids, max(300, args.n / 5))
         handlers = await handler_seconds(urls)
@@ -611,7 +745,9 @@ async def measure(args: argparse.Namespace, *, bootstrap: str, database_urls: di
         accepted = await accepted_publish_times(bootstrap, world.pcn_id)
         figures = [await phase_figures(p, dbs, accepted) for p in (flat, fixed)]
         t0 = datetime.fromtimestamp(flat.first_create_sent, timezone.utc)
-        t1 = datetime.fromtimestamp(flat.first_create_sent + figures[0]["seconds_first_create_to_last_payment"], timezone.utc)
+        t1 = datetime.fromtimestamp(
+            flat.first_create_sent + figures[0]["seconds_first_create_to_last_payment"], timezone.utc
+        )
         window = (t1 - t0).total_seconds()
         per_service = await dbs.events_between(t0, t1)
         hops = await hop_latencies(bootstrap, dbs, t0, t1)
@@ -619,11 +755,15 @@ async def measure(args: argparse.Namespace, *, bootstrap: str, database_urls: di
         for service, counts in per_service.items():
             consumed, published = sum(counts["consumed"].values()), sum(counts["published"].values())
             services_out[service] = {
-                "consumed": consumed, "published": published,
-                "consumed_per_s": round(consumed / window, 1), "published_per_s": round(published / window, 1),
+                "consumed": consumed,
+                "published": published,
+                "consumed_per_s": round(consumed / window, 1),
+                "published_per_s": round(published / window, 1),
                 "events_per_s": round((consumed + published) / window, 1),
-                "consumed_by_topic": counts["consumed"], "published_by_topic": counts["published"],
-                "cpu_cores_used": cpu_flat.get(service)}
+                "consumed_by_topic": counts["consumed"],
+                "published_by_topic": counts["published"],
+                "cpu_cores_used": cpu_flat.get(service),
+            }
         published_total = sum(s["published"] for s in services_out.values())
         sizes = [c["avg_value_bytes"] for c in per_service.values() if c["avg_value_bytes"]]
         avg_size = round(statistics.fmean(sizes)) if sizes else 600
@@ -633,9 +773,18 @@ async def measure(args: argparse.Namespace, *, bootstrap: str, database_urls: di
         checks = await correctness(dbs, client, world, [warm, flat, fixed], bootstrap)
         _say(f"raw aiokafka: {published_total} messages of {avg_size} bytes ...")
         raw = await raw_kafka(bootstrap, max(published_total, 1000), avg_size)
-        _say(f"limits: POST /referrals alone, a minimal FastAPI endpoint doing one INSERT ({args.limit_seconds:g} s each), COPY ...")
-        limits_http = await http_limits(client, world, database_urls["funding-ledger"], secret, args.workers,
-                                        args.limit_seconds, (profile_pids or {}).get("referral-intake"))
+        _say(
+            f"limits: POST /referrals alone, a minimal FastAPI endpoint doing one INSERT ({args.limit_seconds:g} s each), COPY ..."
+        )
+        limits_http = await http_limits(
+            client,
+            world,
+            database_urls["funding-ledger"],
+            secret,
+            args.workers,
+            args.limit_seconds,
+            (profile_pids or {}).get("referral-intake"),
+        )
         limits_copy = await copy_limit(database_urls["funding-ledger"])
         _say("ledger rebuild from topics ...")
         try:
@@ -644,12 +793,24 @@ async def measure(args: argparse.Namespace, *, bootstrap: str, database_urls: di
             rebuilt = {"error": repr(exc)[:300]}
         if args.arrears_payments:
             _say(f"GET /arrears over {args.arrears_payments:,} payments ...")
-            arrears = await arrears_figures(client, urls["funding-ledger"], database_urls["funding-ledger"], secret, args.arrears_payments)
+            arrears = await arrears_figures(
+                client, urls["funding-ledger"], database_urls["funding-ledger"], secret, args.arrears_payments
+            )
         else:
             arrears = {"skipped": True}
-        extra = {} if args.no_extra else await extra_phases(BenchStack(
-            bootstrap_servers=bootstrap, database_urls=database_urls, service_urls=urls, jwt_secret=secret,
-            tmp=args.tmp))
+        extra = (
+            {}
+            if args.no_extra
+            else await extra_phases(
+                BenchStack(
+                    bootstrap_servers=bootstrap,
+                    database_urls=database_urls,
+                    service_urls=urls,
+                    jwt_secret=secret,
+                    tmp=args.tmp,
+                )
+            )
+        )
         series = timeline([flat, fixed], figures, accepted, flat.first_create_sent)
         figures[0]["seconds_first_create_to_all_services_caught_up"] = round(caught_up - flat.first_create_sent, 3)
         for service, handled in handlers.items():
@@ -664,10 +825,13 @@ async def measure(args: argparse.Namespace, *, bootstrap: str, database_urls: di
         figures[1]["cpu_cores_used"] = cpu_fixed
         return {
             "load_path": "HTTP API only (httpx.AsyncClient): POST /referrals, POST /referrals/{id}/accept, "
-                         "POST /referrals/{id}/outcomes; payments accrue from events. No bulk import.",
-            "pcn_id": world.pcn_id, "organisations": args.organisations, "workers_per_step": args.workers,
+            "POST /referrals/{id}/outcomes; payments accrue from events. No bulk import.",
+            "pcn_id": world.pcn_id,
+            "organisations": args.organisations,
+            "workers_per_step": args.workers,
             "warmup_lifecycles": len(warm.referral_ids),
-            "flat_out": figures[0], "fixed_rate": figures[1],
+            "flat_out": figures[0],
+            "fixed_rate": figures[1],
             "per_service_flat_out": services_out,
             "hop_latency_flat_out": hops,
             "warmup_errors": warm.errors,
@@ -675,10 +839,17 @@ async def measure(args: argparse.Namespace, *, bootstrap: str, database_urls: di
             "pipeline_events_per_s": round(pipeline_events_per_s, 1),
             "raw_kafka": raw,
             "ratio_pipeline_events_to_raw_produce": round(pipeline_events_per_s / raw["produce_per_s"], 4),
-            "limits_http": limits_http, "limits_copy": limits_copy,
-            "ledger_rebuild": rebuilt, "arrears": arrears, "correctness": checks,
-            "target": {"lifecycles_per_s": 2000, "note": "900,000 referrals a year through all four services in < 8 min"},
-            "infra": infra, "timeline": series,
+            "limits_http": limits_http,
+            "limits_copy": limits_copy,
+            "ledger_rebuild": rebuilt,
+            "arrears": arrears,
+            "correctness": checks,
+            "target": {
+                "lifecycles_per_s": 2000,
+                "note": "900,000 referrals a year through all four services in < 8 min",
+            },
+            "infra": infra,
+            "timeline": series,
             **({"profile_flat_out": profile} if profile else {}),
             "extra_phases": extra,
         }
@@ -711,20 +882,38 @@ async def _post_for(client: httpx.AsyncClient, url: str, make: Any, seconds: flo
     started = time.perf_counter()
     await asyncio.gather(*(loop() for _ in range(workers)))
     elapsed = time.perf_counter() - started
-    return {"requests_ok": ok, "failed": failed, "req_per_s": round(ok / elapsed, 1),
-            "mean_ms": round(statistics.fmean(times) * 1000, 1) if times else None,
-            "p99_ms": round(_pct(times, 99) * 1000, 1) if times else None}
+    return {
+        "requests_ok": ok,
+        "failed": failed,
+        "req_per_s": round(ok / elapsed, 1),
+        "mean_ms": round(statistics.fmean(times) * 1000, 1) if times else None,
+        "p99_ms": round(_pct(times, 99) * 1000, 1) if times else None,
+    }
 
 
-async def http_limits(client: httpx.AsyncClient, world: World, database_url: str, secret: str, workers: int,
-                      seconds: float, intake_pid: int | None) -> dict:
+async def http_limits(
+    client: httpx.AsyncClient,
+    world: World,
+    database_url: str,
+    secret: str,
+    workers: int,
+    seconds: float,
+    intake_pid: int | None,
+) -> dict:
     """`POST /referrals` alone, then the minimal FastAPI endpoint doing one INSERT (bench_minimal.py,
     its own process, same stack), each for `seconds` with `workers` concurrent clients; and the CPU
     each used per request. Referrals made here belong to a PCN of their own (not the bench's)."""
     pcn_id = "C" + uuid.uuid4().hex[:8].upper()
     link_worker = auth(secret, "link_worker", pcn_id=pcn_id, practice_id="B82005", sub=f"lw-limit-{pcn_id.lower()}")
-    bodies = [{"service_id": service, "needs": ["loneliness"], "person": PERSON,
-               "consent": {"given": True, "recorded_at": "2026-11-01T10:00:00Z"}} for service in world.services]
+    bodies = [
+        {
+            "service_id": service,
+            "needs": ["loneliness"],
+            "person": PERSON,
+            "consent": {"given": True, "recorded_at": "2026-11-01T10:00:00Z"},
+        }
+        for service in world.services
+    ]
     counter = iter(range(10**9))
 
     def referral() -> tuple[dict, dict]:
@@ -738,8 +927,11 @@ async def http_limits(client: httpx.AsyncClient, world: World, database_url: str
     create["service_cpu_ms_per_request"] = round((cpu_of(intake_pid) - cpu0) * 1000 / max(create["requests_ok"], 1), 2)
 
     port = procs.free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "socialrx_bench.bench_minimal", database_url, str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "socialrx_bench.bench_minimal", database_url, str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         url = f"http://127.0.0.1:{port}/items"
         for _ in range(300):
@@ -751,7 +943,9 @@ async def http_limits(client: httpx.AsyncClient, world: World, database_url: str
             await asyncio.sleep(0.1)
         cpu0 = cpu_of(proc.pid)
         minimal = await _post_for(client, url, lambda: ({}, {"name": "bench"}), seconds, workers)
-        minimal["service_cpu_ms_per_request"] = round((cpu_of(proc.pid) - cpu0) * 1000 / max(minimal["requests_ok"], 1), 2)
+        minimal["service_cpu_ms_per_request"] = round(
+            (cpu_of(proc.pid) - cpu0) * 1000 / max(minimal["requests_ok"], 1), 2
+        )
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -760,14 +954,22 @@ async def http_limits(client: httpx.AsyncClient, world: World, database_url: str
             await conn.execute("DROP TABLE IF EXISTS bench_minimal_items")
         finally:
             await conn.close()
-    return {"seconds_each": seconds, "workers": workers, "post_referrals": create, "minimal_insert_endpoint": minimal,
-            "ratio_post_referrals_to_minimal": round(create["req_per_s"] / minimal["req_per_s"], 3)
-            if minimal["req_per_s"] else None,
-            # On a machine whose cores are shared, req/s measures the crowd (the driver included); the CPU
-            # each request costs its server does not: the same ratio by CPU.
-            "ratio_by_cpu_minimal_to_post_referrals": round(minimal["service_cpu_ms_per_request"]
-                                                            / create["service_cpu_ms_per_request"], 3)
-            if create["service_cpu_ms_per_request"] else None}
+    return {
+        "seconds_each": seconds,
+        "workers": workers,
+        "post_referrals": create,
+        "minimal_insert_endpoint": minimal,
+        "ratio_post_referrals_to_minimal": round(create["req_per_s"] / minimal["req_per_s"], 3)
+        if minimal["req_per_s"]
+        else None,
+        # On a machine whose cores are shared, req/s measures the crowd (the driver included); the CPU
+        # each request costs its server does not: the same ratio by CPU.
+        "ratio_by_cpu_minimal_to_post_referrals": round(
+            minimal["service_cpu_ms_per_request"] / create["service_cpu_ms_per_request"], 3
+        )
+        if create["service_cpu_ms_per_request"]
+        else None,
+    }
 
 
 async def copy_limit(database_url: str, rows: int = 200_000) -> dict:
@@ -861,8 +1063,14 @@ class Stack:
             info["postgresql"] = "given: *_DATABASE_URL"
         ports = {s: procs.free_port() for s in SERVICES}
         self.platform = Platform.build(
-            kafka=bootstrap, database_urls=urls, ports=ports, jwt_secret=secret, person_ref_key=DEV_PERSON_REF_KEY,
-            log_dir=self.tmp / "logs", group_prefix="bench-" + uuid.uuid4().hex[:8])
+            kafka=bootstrap,
+            database_urls=urls,
+            ports=ports,
+            jwt_secret=secret,
+            person_ref_key=DEV_PERSON_REF_KEY,
+            log_dir=self.tmp / "logs",
+            group_prefix="bench-" + uuid.uuid4().hex[:8],
+        )
         _say(f"starting the four services on ports {', '.join(str(p) for p in ports.values())} ...")
         self.platform.start()
         info["services"] = {s: p.url for s, p in self.platform.services.items()}
@@ -896,6 +1104,7 @@ def pg_version(url: str) -> str | None:
             return await conn.fetchval("SHOW server_version")
         finally:
             await conn.close()
+
     try:
         return asyncio.run(ask())
     except Exception:
@@ -914,35 +1123,65 @@ def table(r: dict) -> str:
 
     rows = [
         ("lifecycles (flat out)", f"{f['lifecycles']:,} in {f['seconds_first_create_to_last_payment']:.1f} s"),
-        ("all services caught up", f"{f['seconds_first_create_to_all_services_caught_up']:.1f} s after the first create"),
-        ("throughput (flat out)", f"{f['lifecycles_per_s']} lifecycles/s   (target 2,000/s: "
-                                  f"{(f['lifecycles_per_s'] or 0) / 2000:.1%} of it)"),
-        ("pipeline events published", f"{r['pipeline_events_per_s']:,} events/s ({r['pipeline_events_published_flat_out']:,})"),
+        (
+            "all services caught up",
+            f"{f['seconds_first_create_to_all_services_caught_up']:.1f} s after the first create",
+        ),
+        (
+            "throughput (flat out)",
+            f"{f['lifecycles_per_s']} lifecycles/s   (target 2,000/s: {(f['lifecycles_per_s'] or 0) / 2000:.1%} of it)",
+        ),
+        (
+            "pipeline events published",
+            f"{r['pipeline_events_per_s']:,} events/s ({r['pipeline_events_published_flat_out']:,})",
+        ),
     ]
     for service, s in r["per_service_flat_out"].items():
-        rows.append((f"  {service}", f"{s['events_per_s']:,} events/s (in {s['consumed_per_s']}, out "
-                                     f"{s['published_per_s']}), {s['cpu_cores_used']} cores, "
-                                     f"handler {s['mean_handler_ms']} ms"))
+        rows.append(
+            (
+                f"  {service}",
+                f"{s['events_per_s']:,} events/s (in {s['consumed_per_s']}, out "
+                f"{s['published_per_s']}), {s['cpu_cores_used']} cores, "
+                f"handler {s['mean_handler_ms']} ms",
+            )
+        )
     others = {k: v for k, v in f["cpu_cores_used"].items() if k not in r["per_service_flat_out"]}
     rows.append(("  CPU cores, others", ", ".join(f"{k} {v}" for k, v in others.items())))
     per = f.get("cpu_ms_per_lifecycle") or {}
     if per:
-        rows.append(("CPU per lifecycle (flat out)", f"{per['platform (services, Kafka, PostgreSQL)']} ms in the platform "
-                                                     f"(target <= 12 ms): " + ", ".join(
-                                                         f"{k} {v}" for k, v in per.items() if not k.startswith("platform"))))
+        rows.append(
+            (
+                "CPU per lifecycle (flat out)",
+                f"{per['platform (services, Kafka, PostgreSQL)']} ms in the platform "
+                f"(target <= 12 ms): " + ", ".join(f"{k} {v}" for k, v in per.items() if not k.startswith("platform")),
+            )
+        )
     above = f.get("cpu_ms_per_lifecycle_above_idle") or {}
     if above:
-        rows.append(("  above idle", f"{above['platform (services, Kafka, PostgreSQL)']} ms: " + ", ".join(
-            f"{k} {v}" for k, v in above.items() if not k.startswith("platform"))))
+        rows.append(
+            (
+                "  above idle",
+                f"{above['platform (services, Kafka, PostgreSQL)']} ms: "
+                + ", ".join(f"{k} {v}" for k, v in above.items() if not k.startswith("platform")),
+            )
+        )
         rows.append(("  idle (cores)", ", ".join(f"{k} {v}" for k, v in f["cpu_cores_idle"].items())))
     rows += [
-        ("HTTP (flat out)", ", ".join(f"{k} {v['mean_ms']:,.0f} ms" for k, v in f["http_seconds_by_step"].items())
-                            + " mean"),
+        (
+            "HTTP (flat out)",
+            ", ".join(f"{k} {v['mean_ms']:,.0f} ms" for k, v in f["http_seconds_by_step"].items()) + " mean",
+        ),
         ("latency flat out", f"p50 {ms(lf['p50_ms'])}  p95 {ms(lf['p95_ms'])}  p99 {ms(lf['p99_ms'])}"),
-        (f"latency at {x['offered_rate_per_s']:g}/s offered", f"p50 {ms(lx['p50_ms'])}  p95 {ms(lx['p95_ms'])}  "
-                                                            f"p99 {ms(lx['p99_ms'])}  (achieved {x['lifecycles_per_s']}/s)"),
-        ("raw aiokafka produce", f"{r['raw_kafka']['produce_per_s']:,} msg/s ({r['raw_kafka']['messages']:,} x "
-                                 f"{r['raw_kafka']['value_bytes']} B, acks=all, batches of 500)"),
+        (
+            f"latency at {x['offered_rate_per_s']:g}/s offered",
+            f"p50 {ms(lx['p50_ms'])}  p95 {ms(lx['p95_ms'])}  "
+            f"p99 {ms(lx['p99_ms'])}  (achieved {x['lifecycles_per_s']}/s)",
+        ),
+        (
+            "raw aiokafka produce",
+            f"{r['raw_kafka']['produce_per_s']:,} msg/s ({r['raw_kafka']['messages']:,} x "
+            f"{r['raw_kafka']['value_bytes']} B, acks=all, batches of 500)",
+        ),
         ("raw aiokafka consume", f"{r['raw_kafka']['consume_per_s']:,} msg/s"),
         ("raw produce, one at a time", f"{r['raw_kafka']['produce_one_at_a_time_per_s']:,} msg/s (send_and_wait)"),
         ("pipeline / raw produce", f"{r['ratio_pipeline_events_to_raw_produce']:.2%}"),
@@ -951,37 +1190,70 @@ def table(r: dict) -> str:
     if lh:
         pr, mn = lh["post_referrals"], lh["minimal_insert_endpoint"]
         rows += [
-            ("POST /referrals alone", f"{pr['req_per_s']:,} req/s ({pr['service_cpu_ms_per_request']} ms CPU each in "
-                                      f"referral-intake, mean {pr['mean_ms']} ms, {lh['workers']} clients)"),
-            ("minimal endpoint, one INSERT", f"{mn['req_per_s']:,} req/s ({mn['service_cpu_ms_per_request']} ms CPU each, "
-                                             f"mean {mn['mean_ms']} ms; same stack)"),
-            ("POST /referrals / minimal", f"{lh['ratio_post_referrals_to_minimal']} by req/s (target >= 0.5); by CPU per "
-                                          f"request {lh.get('ratio_by_cpu_minimal_to_post_referrals')}"),
+            (
+                "POST /referrals alone",
+                f"{pr['req_per_s']:,} req/s ({pr['service_cpu_ms_per_request']} ms CPU each in "
+                f"referral-intake, mean {pr['mean_ms']} ms, {lh['workers']} clients)",
+            ),
+            (
+                "minimal endpoint, one INSERT",
+                f"{mn['req_per_s']:,} req/s ({mn['service_cpu_ms_per_request']} ms CPU each, "
+                f"mean {mn['mean_ms']} ms; same stack)",
+            ),
+            (
+                "POST /referrals / minimal",
+                f"{lh['ratio_post_referrals_to_minimal']} by req/s (target >= 0.5); by CPU per "
+                f"request {lh.get('ratio_by_cpu_minimal_to_post_referrals')}",
+            ),
         ]
     if lc:
         rows.append(("asyncpg COPY", f"{lc['rows_per_s']:,} rows/s ({lc['rows']:,} rows)"))
     for service, hops in r["hop_latency_flat_out"].items():
         for hop, lat in hops.items():
             if lat["count"]:
-                rows.append((f"  {service[:10]}: {hop.replace(' published -> handled', ' in').replace('.v1', '')}",
-                             f"p50 {ms(lat['p50_ms'])}  p95 {ms(lat['p95_ms'])}  ({lat['count']:,})"))
+                rows.append(
+                    (
+                        f"  {service[:10]}: {hop.replace(' published -> handled', ' in').replace('.v1', '')}",
+                        f"p50 {ms(lat['p50_ms'])}  p95 {ms(lat['p95_ms'])}  ({lat['count']:,})",
+                    )
+                )
     rb = r["ledger_rebuild"]
-    rows.append(("ledger rebuild from topics", f"{rb['events_read_per_s']:,} events/s ({rb['events_read']:,} in "
-                                               f"{rb['seconds']} s), equal to live: {rb['equal_to_live']}"
-                 if "error" not in rb else rb["error"]))
+    rows.append(
+        (
+            "ledger rebuild from topics",
+            f"{rb['events_read_per_s']:,} events/s ({rb['events_read']:,} in "
+            f"{rb['seconds']} s), equal to live: {rb['equal_to_live']}"
+            if "error" not in rb
+            else rb["error"],
+        )
+    )
     a = r["arrears"]
     if not a.get("skipped"):
-        rows.append(("GET /arrears", f"{a['best_seconds']} s over {a['payments']:,} payments (one org: "
-                                     f"{a['one_organisation_seconds']} s), totals right: {a['owed_pence_correct']}"))
+        rows.append(
+            (
+                "GET /arrears",
+                f"{a['best_seconds']} s over {a['payments']:,} payments (one org: "
+                f"{a['one_organisation_seconds']} s), totals right: {a['owed_pence_correct']}",
+            )
+        )
         rows.append(("ledger cap query per accrual", f"{min(a['cap_query_ms'])} ms at {a['payments']:,} payments"))
     rows += [
-        ("every lifecycle once", f"{c['every_lifecycle_completed_exactly_once']} ({c['referrals_with_exactly_two_payments']:,}"
-                                 f" of {c['lifecycles_driven']:,}, {c['payments_ledgered']:,} payments)"),
-        ("trial balance zero", f"{c['trial_balance_zero']} (debits {c['trial_balance'].get('debits_pence', 0):,} = credits "
-                               f"{c['trial_balance'].get('credits_pence', 0):,} pence)"),
-        ("HTTP (flat out)", f"{f['http_requests']:,} requests, {f['http_retries_not_known_yet']:,} retried (not known "
-                            f"yet), {f['http_retries_connection']:,} after a dropped connection ({f['http_retries_already_done']:,} "
-                            f"had taken effect), errors {f['http_errors'] or 0}"),
+        (
+            "every lifecycle once",
+            f"{c['every_lifecycle_completed_exactly_once']} ({c['referrals_with_exactly_two_payments']:,}"
+            f" of {c['lifecycles_driven']:,}, {c['payments_ledgered']:,} payments)",
+        ),
+        (
+            "trial balance zero",
+            f"{c['trial_balance_zero']} (debits {c['trial_balance'].get('debits_pence', 0):,} = credits "
+            f"{c['trial_balance'].get('credits_pence', 0):,} pence)",
+        ),
+        (
+            "HTTP (flat out)",
+            f"{f['http_requests']:,} requests, {f['http_retries_not_known_yet']:,} retried (not known "
+            f"yet), {f['http_retries_connection']:,} after a dropped connection ({f['http_retries_already_done']:,} "
+            f"had taken effect), errors {f['http_errors'] or 0}",
+        ),
     ]
     for name, figures in (r.get("extra_phases") or {}).items():
         for key, value in figures.items():
@@ -993,41 +1265,82 @@ def table(r: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m socialrx_bench.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=DEFAULT_N, help=f"lifecycles driven flat out (default {DEFAULT_N})")
-    parser.add_argument("--rate", type=float, default=None,
-                        help="offered lifecycles/s of the fixed-rate phase (default: half the flat-out rate, at most 100)")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="offered lifecycles/s of the fixed-rate phase (default: half the flat-out rate, at most 100)",
+    )
     parser.add_argument("--rate-seconds", type=float, default=20.0, help="how long the fixed-rate phase offers load")
     parser.add_argument("--warmup", type=int, default=100, help="lifecycles before the measured phases")
-    parser.add_argument("--workers", type=int, default=24, help="concurrent HTTP workers per step (create/accept/outcome)")
+    parser.add_argument(
+        "--workers", type=int, default=24, help="concurrent HTTP workers per step (create/accept/outcome)"
+    )
     parser.add_argument("--organisations", type=int, default=8, help="organisations, one funded service each")
-    parser.add_argument("--arrears-payments", type=int, default=1_000_000,
-                        help="payments in the ledger GET /arrears is timed over (0: skip)")
-    parser.add_argument("--no-fsync", action="store_true", help="a PostgreSQL started here runs with fsync off (as tests do)")
+    parser.add_argument(
+        "--arrears-payments",
+        type=int,
+        default=1_000_000,
+        help="payments in the ledger GET /arrears is timed over (0: skip)",
+    )
+    parser.add_argument(
+        "--no-fsync", action="store_true", help="a PostgreSQL started here runs with fsync off (as tests do)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="folder for the JSON and PNG")
     parser.add_argument("--name", help="file name of the results (default: a UTC timestamp)")
-    parser.add_argument("--idle-seconds", type=float, default=10.0,
-                        help="CPU of each process measured idle this long before flat out (shown apart)")
-    parser.add_argument("--limit-seconds", type=float, default=8.0,
-                        help="how long POST /referrals alone and the minimal endpoint are each driven")
-    parser.add_argument("--no-extra", action="store_true",
-                        help=f"skip the optional phases ({', '.join(EXTRA_PHASES)}) even when their modules exist")
-    parser.add_argument("--profile", type=Path, default=None,
-                        help="folder: sample each service with py-spy during the flat-out phase (raw stacks + summary)")
+    parser.add_argument(
+        "--idle-seconds",
+        type=float,
+        default=10.0,
+        help="CPU of each process measured idle this long before flat out (shown apart)",
+    )
+    parser.add_argument(
+        "--limit-seconds",
+        type=float,
+        default=8.0,
+        help="how long POST /referrals alone and the minimal endpoint are each driven",
+    )
+    parser.add_argument(
+        "--no-extra",
+        action="store_true",
+        help=f"skip the optional phases ({', '.join(EXTRA_PHASES)}) even when their modules exist",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="folder: sample each service with py-spy during the flat-out phase (raw stacks + summary)",
+    )
     args = parser.parse_args(argv)
 
     secret = os.environ.get("SOCIALRX_JWT_SECRET") or "bench-" + uuid.uuid4().hex
     stack = Stack()
     started_at = datetime.now(timezone.utc)
-    result: dict[str, Any] = {"started_at": started_at.isoformat(), "machine": machine(), "commit": commit(),
-                              "arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
+    result: dict[str, Any] = {
+        "started_at": started_at.isoformat(),
+        "machine": machine(),
+        "commit": commit(),
+        "arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+    }
     try:
         bootstrap, database_urls, infra = stack.start(secret, durable=not args.no_fsync)
         result["versions"] = versions(pg_version(database_urls["funding-ledger"]))
         cpu = CpuMeter(stack.pids())
         args.tmp = stack.tmp
-        result.update(asyncio.run(measure(args, bootstrap=bootstrap, database_urls=database_urls,
-                                          urls={s: p.url for s, p in stack.platform.services.items()},
-                                          secret=secret, cpu=cpu, infra=infra,
-                                          profile_pids={s: p for s, p in stack.pids().items() if s in SERVICES})))
+        result.update(
+            asyncio.run(
+                measure(
+                    args,
+                    bootstrap=bootstrap,
+                    database_urls=database_urls,
+                    urls={s: p.url for s, p in stack.platform.services.items()},
+                    secret=secret,
+                    cpu=cpu,
+                    infra=infra,
+                    profile_pids={s: p for s, p in stack.pids().items() if s in SERVICES},
+                )
+            )
+        )
     finally:
         _say("stopping what the bench started ...")
         stack.stop()
@@ -1037,8 +1350,11 @@ def main(argv: list[str] | None = None) -> int:
     json_path, png_path = args.out / f"{name}.json", args.out / f"{name}.png"
     result["chart"] = png_path.name
     json_path.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    draw(result["timeline"], png_path,
-         f"SOCIALRX BENCH N={args.n} FLAT OUT THEN {result['fixed_rate']['offered_rate_per_s']:g}/S")
+    draw(
+        result["timeline"],
+        png_path,
+        f"SOCIALRX BENCH N={args.n} FLAT OUT THEN {result['fixed_rate']['offered_rate_per_s']:g}/S",
+    )
     _say("\n" + table(result))
     _say(f"\nwritten: {json_path}\n         {png_path}")
     return 0 if result["correctness"]["ok"] else 1

@@ -29,10 +29,19 @@ from socialrx_harness.testing import auth
 
 FEE_REFERRAL_PENCE = 5000
 FEE_OUTCOME_PENCE = 12000
-OUTCOME_BODY = {"status": "completed", "sessions_attended": 6,
-                "measures": [{"instrument": "SWEMWBS", "phase": "baseline", "answers": [3, 3, 3, 3, 3, 3, 3]}]}
-PERSON = {"nhs_number": "9434765919", "given_name": "Ada", "family_name": "Benchperson",
-          "date_of_birth": "1951-03-14", "postcode": "LS1 4AP", "accessibility_needs": []}
+OUTCOME_BODY = {
+    "status": "completed",
+    "sessions_attended": 6,
+    "measures": [{"instrument": "SWEMWBS", "phase": "baseline", "answers": [3, 3, 3, 3, 3, 3, 3]}],
+}
+PERSON = {
+    "nhs_number": "9434765919",
+    "given_name": "Ada",
+    "family_name": "Benchperson",
+    "date_of_birth": "1951-03-14",
+    "postcode": "LS1 4AP",
+    "accessibility_needs": [],
+}
 
 
 @dataclass
@@ -49,9 +58,9 @@ class World:
     admin: dict[str, str]
 
 
-
-async def agree_once_known(client: httpx.AsyncClient, ledger_url: str, finance: dict[str, str],
-                           body: dict) -> httpx.Response:
+async def agree_once_known(
+    client: httpx.AsyncClient, ledger_url: str, finance: dict[str, str], body: dict
+) -> httpx.Response:
     """POST /agreements, retried while the ledger has not yet learnt of the organisation (it does so
     from the directory's organisation.registered, moments after the organisation is added)."""
     for _ in range(300):
@@ -62,26 +71,47 @@ async def agree_once_known(client: httpx.AsyncClient, ledger_url: str, finance: 
     agreement.raise_for_status()
     return agreement
 
-async def make_world(client: httpx.AsyncClient, urls: dict[str, str], secret: str, *, organisations: int = 8,
-                     pcn_id: str | None = None) -> World:
+
+async def make_world(
+    client: httpx.AsyncClient, urls: dict[str, str], secret: str, *, organisations: int = 8, pcn_id: str | None = None
+) -> World:
     pcn_id = pcn_id or "B" + uuid.uuid4().hex[:8].upper()  # a PCN of the bench's own: its figures stand apart
     admin = auth(secret, "admin")
     finance = auth(secret, "finance", pcn_id=pcn_id)
     orgs, services, charities = [], [], {}
     for i in range(organisations):
-        org = await client.post(urls["directory"] + "/organizations", headers=admin,
-                                json={"name": f"Bench Neighbours {pcn_id} {i}"})
+        org = await client.post(
+            urls["directory"] + "/organizations", headers=admin, json={"name": f"Bench Neighbours {pcn_id} {i}"}
+        )
         org.raise_for_status()
         org_id = org.json()["id"]
         charity = auth(secret, "charity", organisation_id=org_id)
-        service = await client.post(urls["directory"] + "/services", headers=charity, json={
-            "organization_id": org_id, "name": f"Bench walk and talk {i}", "needs": ["loneliness"],
-            "capacity": 100_000, "postcode": "LS1 4AP", "safeguarding_policy_valid_until": "2099-01-01"})
+        service = await client.post(
+            urls["directory"] + "/services",
+            headers=charity,
+            json={
+                "organization_id": org_id,
+                "name": f"Bench walk and talk {i}",
+                "needs": ["loneliness"],
+                "capacity": 100_000,
+                "postcode": "LS1 4AP",
+                "safeguarding_policy_valid_until": "2099-01-01",
+            },
+        )
         service.raise_for_status()
-        await agree_once_known(client, urls["funding-ledger"], finance, {
-            "organisation_id": org_id, "per_referral_pence": FEE_REFERRAL_PENCE,
-            "per_outcome_pence": FEE_OUTCOME_PENCE, "period": "quarterly", "days_after_period_end": 30,
-            "starts_on": "2020-04-01"})
+        await agree_once_known(
+            client,
+            urls["funding-ledger"],
+            finance,
+            {
+                "organisation_id": org_id,
+                "per_referral_pence": FEE_REFERRAL_PENCE,
+                "per_outcome_pence": FEE_OUTCOME_PENCE,
+                "period": "quarterly",
+                "days_after_period_end": 30,
+                "starts_on": "2020-04-01",
+            },
+        )
         orgs.append(org_id)
         services.append(service.json()["id"])
         charities[org_id] = charity
@@ -161,8 +191,12 @@ class Driver:
 
         async def create(i: int) -> None:
             org_index = i % len(self.world.organisations)
-            body = {"service_id": self.world.services[org_index], "needs": ["loneliness"], "person": PERSON,
-                    "consent": {"given": True, "recorded_at": "2026-11-01T10:00:00Z"}}
+            body = {
+                "service_id": self.world.services[org_index],
+                "needs": ["loneliness"],
+                "person": PERSON,
+                "consent": {"given": True, "recorded_at": "2026-11-01T10:00:00Z"},
+            }
             started = time.time()
             # One key per lifecycle, the same on every retry: a retry after a dropped connection answers
             # with the referral the first attempt made, never a second one.
@@ -171,8 +205,9 @@ class Driver:
                 result.requests += 1
                 sent = time.perf_counter()
                 try:
-                    answer = await self.client.post(self.world.urls["referral-intake"] + "/referrals",
-                                                    headers=headers, json=body)
+                    answer = await self.client.post(
+                        self.world.urls["referral-intake"] + "/referrals", headers=headers, json=body
+                    )
                     result.timed("POST /referrals", time.perf_counter() - sent)
                 except httpx.TransportError:
                     result.retries_connection += 1
@@ -205,8 +240,11 @@ class Driver:
                 result.requests += 1
                 sent = time.perf_counter()
                 try:
-                    answer = await self.client.post(url_of(item), headers=self.world.charities[item.organisation_id],
-                                                    json=OUTCOME_BODY if ok == 201 else None)
+                    answer = await self.client.post(
+                        url_of(item),
+                        headers=self.world.charities[item.organisation_id],
+                        json=OUTCOME_BODY if ok == 201 else None,
+                    )
                     result.timed("POST accept" if ok == 200 else "POST outcomes", time.perf_counter() - sent)
                 except httpx.TransportError:
                     result.retries_connection += 1
@@ -214,7 +252,7 @@ class Driver:
                     later(queue, item)
                     continue
                 except httpx.HTTPError as exc:
-                    result.error(f"{queue is to_accept and 'accept' or 'outcome'} {type(exc).__name__}")
+                    result.error(f"{(queue is to_accept and 'accept') or 'outcome'} {type(exc).__name__}")
                     later(queue, item)
                     continue
                 if answer.status_code == ok:
@@ -229,21 +267,39 @@ class Driver:
                     result.retries_not_yet_known += 1
                     later(queue, item)
                 else:
-                    result.error(f"{queue is to_accept and 'accept' or 'outcome'} {answer.status_code}")
+                    result.error(f"{(queue is to_accept and 'accept') or 'outcome'} {answer.status_code}")
                     finished(None)
 
         def accepted(item: _Item) -> None:
             item.delay_s = 0.02
             to_record.put_nowait(item)
 
-        accept_workers = [asyncio.create_task(step(
-            to_accept, lambda it: f"{self.world.urls['directory']}/referrals/{it.referral_id}/accept", 200,
-            lambda a: a.status_code == 404, "already accepted", accepted)) for _ in range(self.workers)]
-        record_workers = [asyncio.create_task(step(
-            to_record, lambda it: f"{self.world.urls['outcomes']}/referrals/{it.referral_id}/outcomes", 201,
-            lambda a: a.status_code == 404 or (a.status_code == 409 and "only for accepted" in a.text),
-            "baseline is already recorded", finished))
-            for _ in range(self.workers)]
+        accept_workers = [
+            asyncio.create_task(
+                step(
+                    to_accept,
+                    lambda it: f"{self.world.urls['directory']}/referrals/{it.referral_id}/accept",
+                    200,
+                    lambda a: a.status_code == 404,
+                    "already accepted",
+                    accepted,
+                )
+            )
+            for _ in range(self.workers)
+        ]
+        record_workers = [
+            asyncio.create_task(
+                step(
+                    to_record,
+                    lambda it: f"{self.world.urls['outcomes']}/referrals/{it.referral_id}/outcomes",
+                    201,
+                    lambda a: a.status_code == 404 or (a.status_code == 409 and "only for accepted" in a.text),
+                    "baseline is already recorded",
+                    finished,
+                )
+            )
+            for _ in range(self.workers)
+        ]
 
         result.first_create_sent = time.time()
         if rate is None:

@@ -35,10 +35,9 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import insert
 
-from socialrx_shared import events as ev
-
 from socialrx_harness.infra import PostgresServer, start_kafka, start_postgres
 from socialrx_harness.testing import auth, running_service
+from socialrx_shared import events as ev
 
 
 def _dsn(url: str) -> str:
@@ -107,7 +106,7 @@ GROUP BY p.organisation_id, p.due_date, p.business_date
 
 PROJECTIONS = {
     "open_movements": "pcn_id, organisation_id, due_date, business_date, effective_on, accrued_pence, paid_pence, "
-                      "cancelled_pence",
+    "cancelled_pence",
     "credit_movements": "pcn_id, organisation_id, effective_on, credit_pence",
     "statement_days": "pcn_id, organisation_id, on_date, charged_pence, reversed_pence, paid_pence",
 }
@@ -118,7 +117,9 @@ async def build_projections(conn: asyncpg.Connection, pcn: str) -> None:
     benches seed them), built as migration 0011 builds them from existing rows."""
     from socialrx_funding_ledger.projection import RECOMPUTE_CREDIT, RECOMPUTE_OPEN, RECOMPUTE_STATEMENT
 
-    for (table, columns), sql in zip(PROJECTIONS.items(), (RECOMPUTE_OPEN, RECOMPUTE_CREDIT, RECOMPUTE_STATEMENT)):
+    for (table, columns), sql in zip(
+        PROJECTIONS.items(), (RECOMPUTE_OPEN, RECOMPUTE_CREDIT, RECOMPUTE_STATEMENT), strict=False
+    ):
         # Only this PCN's rows (the filter on the recomputation's output is pushed down to its inputs).
         await conn.execute(f"INSERT INTO {table} ({columns}) SELECT * FROM ({sql}) m WHERE m.pcn_id = $1", pcn)
 
@@ -142,18 +143,29 @@ async def seed_arrears(conn: asyncpg.Connection, pcn: str, count: int) -> dict:
         " paid_on, reference) SELECT 'settle-' || $1 || '-' || o, 'settle:' || $1 || ':' || o, $2,"
         " 'org-arrears-' || o, 2500 * count(*), 0, DATE '2025-06-01', 'bench ' || $1 || ' ' || o"
         " FROM generate_series(0, $3::bigint - 1) AS g, LATERAL (SELECT g % 200 AS o) x GROUP BY o",
-        tag, pcn, settled)
+        tag,
+        pcn,
+        settled,
+    )
     await conn.execute(
         "INSERT INTO allocations (settlement_id, payment_id, amount_pence) SELECT 'settle-' || $1 || '-' || (g % 200),"
-        " 'arrears-' || $1 || '-' || g, 2500 FROM generate_series(0, $2::bigint - 1) AS g", tag, settled)
+        " 'arrears-' || $1 || '-' || g, 2500 FROM generate_series(0, $2::bigint - 1) AS g",
+        tag,
+        settled,
+    )
     payments_s = time.perf_counter() - started
     started = time.perf_counter()
     await build_projections(conn, pcn)
     projection_s = time.perf_counter() - started
     await conn.execute("ANALYZE")
-    return {"payments": count, "organisations": 200, "allocations": settled, "load_seconds": round(payments_s, 1),
-            "projection_build_seconds": round(projection_s, 1),
-            "projection_rows": await conn.fetchval("SELECT count(*) FROM open_movements WHERE pcn_id = $1", pcn)}
+    return {
+        "payments": count,
+        "organisations": 200,
+        "allocations": settled,
+        "load_seconds": round(payments_s, 1),
+        "projection_build_seconds": round(projection_s, 1),
+        "projection_rows": await conn.fetchval("SELECT count(*) FROM open_movements WHERE pcn_id = $1", pcn),
+    }
 
 
 async def arrears_figures(pg: PostgresServer, bootstrap: str, secret: str, count: int = 1_000_000) -> dict:
@@ -166,8 +178,10 @@ async def arrears_figures(pg: PostgresServer, bootstrap: str, secret: str, count
         result = await seed_arrears(conn, pcn, count)
         as_of = date(2026, 11, 24)
         expected = count * 5000 - (count // 3) * 2500
-        async with running_service(build, Settings, database_url=url, kafka=bootstrap,
-                                   jwt_secret=secret) as (_, client):
+        async with running_service(build, Settings, database_url=url, kafka=bootstrap, jwt_secret=secret) as (
+            _,
+            client,
+        ):
             finance = auth(secret, "finance", pcn_id=pcn)
             timings, body = [], None
             for _ in range(5):
@@ -194,29 +208,40 @@ async def arrears_figures(pg: PostgresServer, bootstrap: str, secret: str, count
                     direct.append(time.perf_counter() - started)
         finally:
             await engine.dispose()
-        plan = await _plan(conn, "SELECT organisation_id, due_date, business_date, "
-                                 "sum(accrued_pence - paid_pence - cancelled_pence) FROM open_movements "
-                                 "WHERE pcn_id = $1 AND effective_on <= $2 GROUP BY 1, 2, 3 "
-                                 "HAVING sum(accrued_pence - paid_pence - cancelled_pence) > 0", pcn, as_of)
+        plan = await _plan(
+            conn,
+            "SELECT organisation_id, due_date, business_date, "
+            "sum(accrued_pence - paid_pence - cancelled_pence) FROM open_movements "
+            "WHERE pcn_id = $1 AND effective_on <= $2 GROUP BY 1, 2, 3 "
+            "HAVING sum(accrued_pence - paid_pence - cancelled_pence) > 0",
+            pcn,
+            as_of,
+        )
         scan = []
         for _ in range(2):
             started = time.perf_counter()
             await conn.fetch(ARREARS_BY_SCAN, pcn, as_of)
             scan.append(time.perf_counter() - started)
         return result | {
-            "get_arrears_ms": [_ms(t) for t in timings], "best_ms": _ms(min(timings)),
-            "median_ms": _ms(sorted(timings)[len(timings) // 2]), "one_organisation_ms": _ms(one_org_s),
-            "target_ms": 150, "owed_pence_correct": body is not None and body["total"]["owed_pence"] == expected,
+            "get_arrears_ms": [_ms(t) for t in timings],
+            "best_ms": _ms(min(timings)),
+            "median_ms": _ms(sorted(timings)[len(timings) // 2]),
+            "one_organisation_ms": _ms(one_org_s),
+            "target_ms": 150,
+            "owed_pence_correct": body is not None and body["total"]["owed_pence"] == expected,
             "limit_select_1_round_trip_ms": await _round_trip_ms(conn),
             "before_scan_query_ms": [_ms(t) for t in scan],
-            "report_without_http_ms": [_ms(t) for t in direct], "explain_analyze": plan,
+            "report_without_http_ms": [_ms(t) for t in direct],
+            "explain_analyze": plan,
             "note": "GET /arrears through the service's ASGI app (auth, JSON) in this process; 'before' is the "
-                    "query the report ran before the projections, over the same rows, SQL alone"}
+            "query the report ran before the projections, over the same rows, SQL alone",
+        }
     finally:
         await conn.close()
 
 
 # --- statement ---------------------------------------------------------------------------------
+
 
 async def statement_figures(pg: PostgresServer, bootstrap: str, secret: str, count: int = 100_000) -> dict:
     """One organisation with `count` payments over six financial years (2021/22 to 2026/27), other
@@ -236,20 +261,35 @@ async def statement_figures(pg: PostgresServer, bootstrap: str, secret: str, cou
             " SELECT 'st-' || g, 'st:' || g, 'agreement-st-' || (g % 5), $1, 'org-statement-' || (g % 5),"
             " 'ref-st-' || g, 'referral_accepted', 5000, 5000, '2025/26-Q1',"
             " DATE '2021-04-01' + ((g / 5) % $3::int)::int + 120, DATE '2021-04-01' + ((g / 5) % $3::int)::int, 0"
-            " FROM generate_series(0, 5 * $2::bigint - 1) AS g", pcn, count, days)
+            " FROM generate_series(0, 5 * $2::bigint - 1) AS g",
+            pcn,
+            count,
+            days,
+        )
         await conn.execute(
             "INSERT INTO settlements (settlement_id, cause_key, pcn_id, organisation_id, amount_pence,"
             " unallocated_pence, paid_on, reference) SELECT 'st-settle-' || m, 'st-settle:' || m, $1, $2,"
             " 100000, 100000,"
-            " DATE '2021-05-01' + 30 * m, 'monthly ' || m FROM generate_series(0, 71) AS m", pcn, org)
-        await conn.execute("INSERT INTO statement_days (pcn_id, organisation_id, on_date, charged_pence,"
-                           f" reversed_pence, paid_pence) SELECT * FROM ({RECOMPUTE_STATEMENT}) m")
+            " DATE '2021-05-01' + 30 * m, 'monthly ' || m FROM generate_series(0, 71) AS m",
+            pcn,
+            org,
+        )
+        await conn.execute(
+            "INSERT INTO statement_days (pcn_id, organisation_id, on_date, charged_pence,"
+            f" reversed_pence, paid_pence) SELECT * FROM ({RECOMPUTE_STATEMENT}) m"
+        )
         await conn.execute("ANALYZE")
         load_s = time.perf_counter() - started
-        figures: dict[str, Any] = {"payments_of_the_organisation": count, "payments_in_the_database": 5 * count,
-                                   "load_seconds": round(load_s, 1), "target_ms": 150}
-        async with running_service(build, Settings, database_url=url, kafka=bootstrap,
-                                   jwt_secret=secret) as (_, client):
+        figures: dict[str, Any] = {
+            "payments_of_the_organisation": count,
+            "payments_in_the_database": 5 * count,
+            "load_seconds": round(load_s, 1),
+            "target_ms": 150,
+        }
+        async with running_service(build, Settings, database_url=url, kafka=bootstrap, jwt_secret=secret) as (
+            _,
+            client,
+        ):
             charity = auth(secret, "charity", organisation_id=org)
             ranges = (("quarter", "2026-04-01", "2026-06-30"), ("financial_year", "2025-04-01", "2026-03-31"))
             for name, from_, to in ranges:
@@ -265,15 +305,30 @@ async def statement_figures(pg: PostgresServer, bootstrap: str, secret: str, cou
                 csv_s = time.perf_counter() - started
                 csv_answer.raise_for_status()
                 assert body is not None
-                figures[name] = {"from": from_, "to": to, "lines": len(body["lines"]),
-                                 "get_statement_ms": [_ms(t) for t in timings], "best_ms": _ms(min(timings)),
-                                 "median_ms": _ms(sorted(timings)[2]), "csv_ms": _ms(csv_s)}
+                figures[name] = {
+                    "from": from_,
+                    "to": to,
+                    "lines": len(body["lines"]),
+                    "get_statement_ms": [_ms(t) for t in timings],
+                    "best_ms": _ms(min(timings)),
+                    "median_ms": _ms(sorted(timings)[2]),
+                    "csv_ms": _ms(csv_s),
+                }
         figures["explain_analyze"] = {
-            "opening_balance": await _plan(conn, "SELECT coalesce(sum(charged_pence - reversed_pence - paid_pence), 0) "
-                                                 "FROM statement_days WHERE organisation_id = $1 AND on_date < $2",
-                                           org, date(2025, 4, 1)),
-            "lines": await _plan(conn, "SELECT * FROM payments WHERE organisation_id = $1 AND business_date >= $2 "
-                                       "AND business_date <= $3", org, date(2025, 4, 1), date(2026, 3, 31)),
+            "opening_balance": await _plan(
+                conn,
+                "SELECT coalesce(sum(charged_pence - reversed_pence - paid_pence), 0) "
+                "FROM statement_days WHERE organisation_id = $1 AND on_date < $2",
+                org,
+                date(2025, 4, 1),
+            ),
+            "lines": await _plan(
+                conn,
+                "SELECT * FROM payments WHERE organisation_id = $1 AND business_date >= $2 AND business_date <= $3",
+                org,
+                date(2025, 4, 1),
+                date(2026, 3, 31),
+            ),
         }
         figures["limit_select_1_round_trip_ms"] = await _round_trip_ms(conn)
         return figures
@@ -286,6 +341,7 @@ async def _plan(conn: asyncpg.Connection, sql: str, *args: Any) -> list[str]:
 
 
 # --- rebuild -----------------------------------------------------------------------------------
+
 
 def ledger_events(pcn: str, count: int) -> list[tuple[ev.EventSpec, ev.Strict, str]]:
     """`count` payments due over 20 organisations and two years, a settlement per organisation and month
@@ -300,11 +356,18 @@ def ledger_events(pcn: str, count: int) -> list[tuple[ev.EventSpec, ev.Strict, s
         org, business_date = f"org-rebuild-{i % 20}", date(2025, 4, 1) + timedelta(days=(i // 20) % 730)
         cause = f"referral_accepted:{pcn.lower()}-{i}"
         payment = ev.PaymentDue(
-            payment_id=str(uuid.uuid5(PAYMENT_NAMESPACE, cause)), agreement_id=f"agreement-rebuild-{i % 20}",
-            pcn_id=pcn, organisation_id=org, referral_id=f"{pcn.lower()}-{i}", basis="referral_accepted",
-            amount_pence=5000, period=domain.period_of(business_date, "quarterly").label,
-            due_date=domain.due_date(business_date, "quarterly", 30), business_date=business_date,
-            caused_at=datetime(business_date.year, business_date.month, business_date.day, 10, tzinfo=timezone.utc))
+            payment_id=str(uuid.uuid5(PAYMENT_NAMESPACE, cause)),
+            agreement_id=f"agreement-rebuild-{i % 20}",
+            pcn_id=pcn,
+            organisation_id=org,
+            referral_id=f"{pcn.lower()}-{i}",
+            basis="referral_accepted",
+            amount_pence=5000,
+            period=domain.period_of(business_date, "quarterly").label,
+            due_date=domain.due_date(business_date, "quarterly", 30),
+            business_date=business_date,
+            caused_at=datetime(business_date.year, business_date.month, business_date.day, 10, tzinfo=timezone.utc),
+        )
         due.append((ev.PAYMENT_DUE, payment, cause))
         by_org_month.setdefault((org, business_date.replace(day=1)), []).append((payment.payment_id, 5000))
     settled: list[tuple[ev.EventSpec, ev.Strict, str]] = []
@@ -313,22 +376,44 @@ def ledger_events(pcn: str, count: int) -> list[tuple[ev.EventSpec, ev.Strict, s
         chosen = items[: max(1, len(items) * 3 // 4)]
         paid.update(p for p, _ in chosen)
         settlement_id = str(uuid.uuid4())
-        settled.append((ev.PAYMENT_SETTLED, ev.PaymentSettled(
-            settlement_id=settlement_id, pcn_id=pcn, organisation_id=org,
-            amount_pence=sum(a for _, a in chosen) + 700, paid_on=month + timedelta(days=40),
-            reference=f"bacs {org} {month}",
-            allocations=[ev.Allocation(payment_id=p, amount_pence=a) for p, a in chosen]),
-            f"settlement:key:{pcn}:{settlement_id}"))
+        settled.append(
+            (
+                ev.PAYMENT_SETTLED,
+                ev.PaymentSettled(
+                    settlement_id=settlement_id,
+                    pcn_id=pcn,
+                    organisation_id=org,
+                    amount_pence=sum(a for _, a in chosen) + 700,
+                    paid_on=month + timedelta(days=40),
+                    reference=f"bacs {org} {month}",
+                    allocations=[ev.Allocation(payment_id=p, amount_pence=a) for p, a in chosen],
+                ),
+                f"settlement:key:{pcn}:{settlement_id}",
+            )
+        )
     reversed_: list[tuple[ev.EventSpec, ev.Strict, str]] = []
-    for spec, payment, _ in due[::50]:
+    for _spec, payment, _ in due[::50]:
         assert isinstance(payment, ev.PaymentDue) and payment.business_date is not None
         was_paid = payment.payment_id in paid
-        reversed_.append((ev.PAYMENT_REVERSED, ev.PaymentReversed(
-            payment_id=payment.payment_id, agreement_id=payment.agreement_id, pcn_id=pcn,
-            organisation_id=payment.organisation_id, referral_id=payment.referral_id, basis=payment.basis,
-            reversed_pence=5000, open_cancelled_pence=0 if was_paid else 5000, overpaid_pence=5000 if was_paid else 0,
-            business_date=payment.business_date + timedelta(days=100), reason="bench correction"),
-            f"reversal:payment:{payment.payment_id}"))
+        reversed_.append(
+            (
+                ev.PAYMENT_REVERSED,
+                ev.PaymentReversed(
+                    payment_id=payment.payment_id,
+                    agreement_id=payment.agreement_id,
+                    pcn_id=pcn,
+                    organisation_id=payment.organisation_id,
+                    referral_id=payment.referral_id,
+                    basis=payment.basis,
+                    reversed_pence=5000,
+                    open_cancelled_pence=0 if was_paid else 5000,
+                    overpaid_pence=5000 if was_paid else 0,
+                    business_date=payment.business_date + timedelta(days=100),
+                    reason="bench correction",
+                ),
+                f"reversal:payment:{payment.payment_id}",
+            )
+        )
     return due + settled + reversed_
 
 
@@ -342,16 +427,23 @@ async def produce(bootstrap: str, items: list[tuple[ev.EventSpec, ev.Strict, str
         pending = []
         for spec, data, cause in items:
             envelope = ev.new_event(spec, data, source="funding-ledger")
-            pending.append(await producer.send(spec.topic, envelope.to_bytes(), key=envelope.subject.encode(),
-                                               headers=[(HEADER_CAUSE, cause.encode())]))
+            pending.append(
+                await producer.send(
+                    spec.topic,
+                    envelope.to_bytes(),
+                    key=envelope.subject.encode(),
+                    headers=[(HEADER_CAUSE, cause.encode())],
+                )
+            )
         await asyncio.gather(*pending)
     finally:
         await producer.stop()
     return time.perf_counter() - started
 
 
-async def rebuild_figures(pg: PostgresServer, bootstrap: str, count: int = 100_000, *,
-                          check_payments: int = 3_000) -> dict:
+async def rebuild_figures(
+    pg: PostgresServer, bootstrap: str, count: int = 100_000, *, check_payments: int = 3_000
+) -> dict:
     """Rebuild speed over `count` payments' events; and, over `check_payments` payments' events, equality
     with a ledger written one event at a time by the live write path, whose speed is the 'before'."""
     from socialrx_funding_ledger import rebuild
@@ -361,29 +453,51 @@ async def rebuild_figures(pg: PostgresServer, bootstrap: str, count: int = 100_0
     small_pcn = "Q" + uuid.uuid4().hex[:8].upper()
     small = ledger_events(small_pcn, check_payments)
     await produce(bootstrap, small)
-    records = {spec.topic: await rebuild.read_topic(bootstrap, spec.topic)
-               for spec in (ev.PAYMENT_DUE, ev.PAYMENT_SETTLED, ev.PAYMENT_REVERSED)}
+    records = {
+        spec.topic: await rebuild.read_topic(bootstrap, spec.topic)
+        for spec in (ev.PAYMENT_DUE, ev.PAYMENT_SETTLED, ev.PAYMENT_REVERSED)
+    }
     live = await _fresh_ledger(pg, "bench_rebuild_live")
     engine = make_engine(live, pool_size=1)
     try:
         async with make_sessionmaker(engine)() as session, session.begin():
-            await session.execute(insert(rebuild.agreements), [
-                {"id": f"agreement-rebuild-{o}", "pcn_id": small_pcn, "organisation_id": f"org-rebuild-{o}",
-                 "per_referral_pence": 5000, "per_outcome_pence": 0, "outcome_statuses": ["completed"],
-                 "block_grant_pence_per_period": 0, "cap_pence_per_year": None, "period": "quarterly",
-                 "days_after_period_end": 30, "starts_on": date(2025, 4, 1), "ends_on": None, "created_by": "bench"}
-                for o in range(20)])
+            await session.execute(
+                insert(rebuild.agreements),
+                [
+                    {
+                        "id": f"agreement-rebuild-{o}",
+                        "pcn_id": small_pcn,
+                        "organisation_id": f"org-rebuild-{o}",
+                        "per_referral_pence": 5000,
+                        "per_outcome_pence": 0,
+                        "outcome_statuses": ["completed"],
+                        "block_grant_pence_per_period": 0,
+                        "cap_pence_per_year": None,
+                        "period": "quarterly",
+                        "days_after_period_end": 30,
+                        "starts_on": date(2025, 4, 1),
+                        "ends_on": None,
+                        "created_by": "bench",
+                    }
+                    for o in range(20)
+                ],
+            )
         started = time.perf_counter()
         async with make_sessionmaker(engine)() as session, session.begin():
             one_by_one = await rebuild.replay_one_by_one(
-                session, records[ev.PAYMENT_DUE.topic], records[ev.PAYMENT_SETTLED.topic], small_pcn,
-                records[ev.PAYMENT_REVERSED.topic])
+                session,
+                records[ev.PAYMENT_DUE.topic],
+                records[ev.PAYMENT_SETTLED.topic],
+                small_pcn,
+                records[ev.PAYMENT_REVERSED.topic],
+            )
         one_by_one_s = time.perf_counter() - started
     finally:
         await engine.dispose()
     one_by_one_n = one_by_one["payment_due"] + one_by_one["payment_settled"] + one_by_one["payment_reversed"]
-    checked = await rebuild.rebuild(bootstrap, await _fresh_ledger(pg, "bench_rebuild_check"), source_url=live,
-                                    pcn_id=small_pcn)
+    checked = await rebuild.rebuild(
+        bootstrap, await _fresh_ledger(pg, "bench_rebuild_check"), source_url=live, pcn_id=small_pcn
+    )
 
     # Speed: the whole history on the topics, this run's PCN replayed, nothing to compare.
     pcn = "R" + uuid.uuid4().hex[:8].upper()
@@ -405,29 +519,40 @@ async def rebuild_figures(pg: PostgresServer, bootstrap: str, count: int = 100_0
     finally:
         await conn.close()
     return {
-        "events_of_this_run": len(items), "events_read": read, "events_applied": applied,
-        "produce_seconds": round(produce_s, 1), "rebuild_seconds": round(rebuild_s, 2),
-        "rebuild_events_per_s": round(read / rebuild_s), "rebuild_applied_per_s": round(applied / rebuild_s),
+        "events_of_this_run": len(items),
+        "events_read": read,
+        "events_applied": applied,
+        "produce_seconds": round(produce_s, 1),
+        "rebuild_seconds": round(rebuild_s, 2),
+        "rebuild_events_per_s": round(read / rebuild_s),
+        "rebuild_applied_per_s": round(applied / rebuild_s),
         "target_events_per_s": 20_000,
-        "limit_read_topics_events_per_s": round(read / read_s), "limit_copy_rows_per_s": copy_rows_per_s,
-        "check": {"events": len(small), "equal_to_one_by_one_live_path": checked.get("equal"),
-                  "differences": checked.get("differences", [])[:5],
-                  "one_by_one_seconds": round(one_by_one_s, 2),
-                  "one_by_one_events_per_s": round(one_by_one_n / one_by_one_s)},
+        "limit_read_topics_events_per_s": round(read / read_s),
+        "limit_copy_rows_per_s": copy_rows_per_s,
+        "check": {
+            "events": len(small),
+            "equal_to_one_by_one_live_path": checked.get("equal"),
+            "differences": checked.get("differences", [])[:5],
+            "one_by_one_seconds": round(one_by_one_s, 2),
+            "one_by_one_events_per_s": round(one_by_one_n / one_by_one_s),
+        },
         "note": "rebuild: reads the three topics from offset 0 (earlier runs' events too, filtered by PCN), migrates "
-                "a fresh database (included in the time), replays in batches; one by one: the live write path per "
-                "event (what the rebuild did before) over records already read, into a migrated database"}
+        "a fresh database (included in the time), replays in batches; one by one: the live write path per "
+        "event (what the rebuild did before) over records already read, into a migrated database",
+    }
 
 
 # --- on its own --------------------------------------------------------------------------------
+
 
 async def run(args: argparse.Namespace, pg: PostgresServer, bootstrap: str) -> dict:
     secret = "bench-ledger-" + uuid.uuid4().hex
     only = set(args.only.split(","))
     figures: dict[str, Any] = {}
     if "rebuild" in only:
-        figures["rebuild"] = await rebuild_figures(pg, bootstrap, args.rebuild_payments,
-                                                   check_payments=args.check_payments)
+        figures["rebuild"] = await rebuild_figures(
+            pg, bootstrap, args.rebuild_payments, check_payments=args.check_payments
+        )
     if "statement" in only:
         figures["statement"] = await statement_figures(pg, bootstrap, secret, args.statement_payments)
     if "arrears" in only:
@@ -436,13 +561,16 @@ async def run(args: argparse.Namespace, pg: PostgresServer, bootstrap: str) -> d
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m socialrx_bench.bench_ledger",
-                                     description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m socialrx_bench.bench_ledger", description=__doc__.split("\n")[0])
     parser.add_argument("--arrears-payments", type=int, default=1_000_000)
     parser.add_argument("--statement-payments", type=int, default=100_000)
     parser.add_argument("--rebuild-payments", type=int, default=100_000)
-    parser.add_argument("--check-payments", type=int, default=3_000,
-                        help="payments whose events the rebuild is compared over with the one-by-one live path")
+    parser.add_argument(
+        "--check-payments",
+        type=int,
+        default=3_000,
+        help="payments whose events the rebuild is compared over with the one-by-one live path",
+    )
     parser.add_argument("--only", default="arrears,statement,rebuild", help="comma-separated parts to run")
     args = parser.parse_args(argv)
     kafka = start_kafka()

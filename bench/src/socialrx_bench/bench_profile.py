@@ -30,30 +30,38 @@ from collections import Counter
 from pathlib import Path
 
 # (part, pattern on the frame's file path), tried leaf first; the first that matches names the part.
-WHAT: tuple[tuple[str, re.Pattern[str]], ...] = tuple((part, re.compile(pattern)) for part, pattern in (
-    ("logging", r"(^|/)(structlog|logging)/"),
-    ("metrics", r"(^|/)prometheus_client/"),
-    ("JSON", r"(^|/)(json|orjson)/"),
-    ("validation (pydantic)", r"(^|/)pydantic(_core)?/"),
-    ("SQL (SQLAlchemy)", r"(^|/)sqlalchemy/"),
-    ("SQL (asyncpg driver)", r"(^|/)asyncpg/"),
-    ("Kafka client (aiokafka, FastStream)", r"(^|/)(aiokafka|faststream|kafka)/"),
-    ("HTTP server (uvicorn, h11)", r"(^|/)(uvicorn|h11|httptools)/"),
-    ("HTTP framework (FastAPI, Starlette)", r"(^|/)(fastapi|starlette|anyio)/"),
-    ("auth (JWT)", r"(^|/)(jwt|cryptography)/|socialrx_shared/auth\.py"),
-    ("retries (tenacity)", r"(^|/)tenacity/"),
-    ("greenlet switch (SQLAlchemy async)", r"(^|/)greenlet/"),
-    ("asyncio event loop", r"(^|/)(asyncio|uvloop)/|^selectors\.py"),
-    ("service code", r"socialrx_"),
-))
-WHERE: tuple[tuple[str, re.Pattern[str]], ...] = tuple((part, re.compile(pattern)) for part, pattern in (
-    ("outbox relay", r"socialrx_shared/outbox\.py"),
-    ("consumer", r"socialrx_shared/consumer\.py|(^|/)faststream/"),
-    ("HTTP request", r"(^|/)(uvicorn/protocols|starlette|fastapi)/"),
-))
+WHAT: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    (part, re.compile(pattern))
+    for part, pattern in (
+        ("logging", r"(^|/)(structlog|logging)/"),
+        ("metrics", r"(^|/)prometheus_client/"),
+        ("JSON", r"(^|/)(json|orjson)/"),
+        ("validation (pydantic)", r"(^|/)pydantic(_core)?/"),
+        ("SQL (SQLAlchemy)", r"(^|/)sqlalchemy/"),
+        ("SQL (asyncpg driver)", r"(^|/)asyncpg/"),
+        ("Kafka client (aiokafka, FastStream)", r"(^|/)(aiokafka|faststream|kafka)/"),
+        ("HTTP server (uvicorn, h11)", r"(^|/)(uvicorn|h11|httptools)/"),
+        ("HTTP framework (FastAPI, Starlette)", r"(^|/)(fastapi|starlette|anyio)/"),
+        ("auth (JWT)", r"(^|/)(jwt|cryptography)/|socialrx_shared/auth\.py"),
+        ("retries (tenacity)", r"(^|/)tenacity/"),
+        ("greenlet switch (SQLAlchemy async)", r"(^|/)greenlet/"),
+        ("asyncio event loop", r"(^|/)(asyncio|uvloop)/|^selectors\.py"),
+        ("service code", r"socialrx_"),
+    )
+)
+WHERE: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    (part, re.compile(pattern))
+    for part, pattern in (
+        ("outbox relay", r"socialrx_shared/outbox\.py"),
+        ("consumer", r"socialrx_shared/consumer\.py|(^|/)faststream/"),
+        ("HTTP request", r"(^|/)(uvicorn/protocols|starlette|fastapi)/"),
+    )
+)
 # Leaf frames of a thread that waits (not on the CPU): py-spy --nonblocking cannot always tell idle.
-IDLE = re.compile(r"^(EpollSelector\.select|Condition\.wait|Queue\.get|Event\.wait|_wait_for_tstate_lock|"
-                  r"Thread\.join|select) \(")
+IDLE = re.compile(
+    r"^(EpollSelector\.select|Condition\.wait|Queue\.get|Event\.wait|_wait_for_tstate_lock|"
+    r"Thread\.join|select) \("
+)
 FRAME = re.compile(r"^(?P<fn>.*?) \((?P<file>[^:()]+)(?::\d+)?\)$")
 
 
@@ -78,9 +86,22 @@ class Profiler:
         self.folder.mkdir(parents=True, exist_ok=True)
         for name, pid in self.pids.items():
             self.procs[name] = subprocess.Popen(
-                [exe, "record", "--pid", str(pid), "--rate", str(self.rate_hz), "--nonblocking", "--format", "raw",
-                 "--output", str(self.folder / f"{name}.txt")],
-                stdout=subprocess.DEVNULL, stderr=open(self.folder / f"{name}.py-spy.log", "wb"))
+                [
+                    exe,
+                    "record",
+                    "--pid",
+                    str(pid),
+                    "--rate",
+                    str(self.rate_hz),
+                    "--nonblocking",
+                    "--format",
+                    "raw",
+                    "--output",
+                    str(self.folder / f"{name}.txt"),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=open(self.folder / f"{name}.py-spy.log", "wb"),  # noqa: SIM115 - the child keeps it
+            )
 
     def stop(self) -> dict[str, dict]:
         for proc in self.procs.values():

@@ -19,9 +19,11 @@ async def _seen(ledger, table: str, column: str, value: str) -> None:
     """Wait until the ledger has stored an event's fact (no agreement covers it, so no payment shows it)."""
     engine = make_engine(ledger.database_url, pool_size=1)
     try:
+
         async def stored():
             async with engine.connect() as connection:
                 return await connection.scalar(text(f"SELECT count(*) FROM {table} WHERE {column} = :v"), {"v": value})
+
         await wait_for(stored, what=f"{table} {value}")
     finally:
         await engine.dispose()
@@ -32,23 +34,42 @@ async def test_a_back_dated_agreement_covers_work_accepted_before_it_once_within
     await ledger.register(org)
     inside = await ledger.accept(pcn, org, date(2026, 5, 4))
     before_start = await ledger.accept(pcn, org, date(2026, 3, 15))
-    await ledger.publish(ev.OUTCOME_RECORDED, ev.OutcomeRecorded(
-        outcome_id="o-" + inside, referral_id=inside, organisation_id=org, pcn_id=pcn, status="completed",
-        sessions_attended=4, recorded_at=datetime(2026, 5, 20, 10, tzinfo=timezone.utc)))
+    await ledger.publish(
+        ev.OUTCOME_RECORDED,
+        ev.OutcomeRecorded(
+            outcome_id="o-" + inside,
+            referral_id=inside,
+            organisation_id=org,
+            pcn_id=pcn,
+            status="completed",
+            sessions_attended=4,
+            recorded_at=datetime(2026, 5, 20, 10, tzinfo=timezone.utc),
+        ),
+    )
     for referral in (inside, before_start):
         await _seen(ledger, "accepted_referrals", "referral_id", referral)
     await _seen(ledger, "outcomes", "referral_id", inside)
 
-    agreement = await ledger.agree(pcn, organisation_id=org, per_referral_pence=5000, per_outcome_pence=12000,
-                                   cap_pence_per_year=15000, period="quarterly", days_after_period_end=30,
-                                   starts_on="2026-04-01")
+    agreement = await ledger.agree(
+        pcn,
+        organisation_id=org,
+        per_referral_pence=5000,
+        per_outcome_pence=12000,
+        cap_pence_per_year=15000,
+        period="quarterly",
+        days_after_period_end=30,
+        starts_on="2026-04-01",
+    )
     assert agreement["covered_past_work"] == {"referrals": 1, "outcome_fees": 1}
     items = await ledger.payments(pcn, org, 2)
     assert sorted((p["basis"], p["referral_id"], p["amount_pence"], p["refused_over_cap_pence"]) for p in items) == [
-        ("outcome_recorded", inside, 10000, 2000), ("referral_accepted", inside, 5000, 0)]  # the cap holds
+        ("outcome_recorded", inside, 10000, 2000),
+        ("referral_accepted", inside, 5000, 0),
+    ]  # the cap holds
 
-    again = await ledger.client.patch(f"/agreements/{agreement['id']}", headers=ledger.finance(pcn),
-                                      json={"ends_on": "2027-03-31"})
+    again = await ledger.client.patch(
+        f"/agreements/{agreement['id']}", headers=ledger.finance(pcn), json={"ends_on": "2027-03-31"}
+    )
     assert again.status_code == 200, again.text
     assert again.json()["covered_past_work"] == {"referrals": 0, "outcome_fees": 0}  # once each
     assert len(await ledger.payments(pcn, org, 2)) == 2
@@ -57,18 +78,27 @@ async def test_a_back_dated_agreement_covers_work_accepted_before_it_once_within
 async def test_an_agreement_is_amended_from_a_date_and_ended_and_every_change_is_kept(ledger) -> None:
     pcn, org = new_pcn(), new_org()
     finance = ledger.finance(pcn)
-    agreement = await ledger.agree(pcn, organisation_id=org, per_referral_pence=1000, period="monthly",
-                                   days_after_period_end=30, starts_on="2026-04-01")
+    agreement = await ledger.agree(
+        pcn,
+        organisation_id=org,
+        per_referral_pence=1000,
+        period="monthly",
+        days_after_period_end=30,
+        starts_on="2026-04-01",
+    )
     path = f"/agreements/{agreement['id']}"
     await ledger.accept(pcn, org, date(2026, 5, 10))
     await ledger.payments(pcn, org, 1)
 
-    amended = await ledger.client.patch(path, headers=finance, json={
-        "effective_from": "2026-06-01", "per_referral_pence": 2000, "reason": "new rates from June"})
+    amended = await ledger.client.patch(
+        path,
+        headers=finance,
+        json={"effective_from": "2026-06-01", "per_referral_pence": 2000, "reason": "new rates from June"},
+    )
     assert amended.status_code == 200, amended.text
-    assert [(v["version"], v["effective_from"], v["per_referral_pence"], v["reason"])
-            for v in amended.json()["versions"]] == [
-        (1, "2026-04-01", 1000, "agreed"), (2, "2026-06-01", 2000, "new rates from June")]
+    assert [
+        (v["version"], v["effective_from"], v["per_referral_pence"], v["reason"]) for v in amended.json()["versions"]
+    ] == [(1, "2026-04-01", 1000, "agreed"), (2, "2026-06-01", 2000, "new rates from June")]
     await ledger.accept(pcn, org, date(2026, 6, 10))
     items = await ledger.payments(pcn, org, 2)
     assert [(p["business_date"], p["amount_pence"]) for p in items] == [("2026-05-10", 1000), ("2026-06-10", 2000)]
@@ -76,7 +106,10 @@ async def test_an_agreement_is_amended_from_a_date_and_ended_and_every_change_is
     await ledger.accept(pcn, org, date(2026, 5, 20))
     items = await ledger.payments(pcn, org, 3)
     assert [(p["business_date"], p["amount_pence"]) for p in items] == [
-        ("2026-05-10", 1000), ("2026-05-20", 1000), ("2026-06-10", 2000)]
+        ("2026-05-10", 1000),
+        ("2026-05-20", 1000),
+        ("2026-06-10", 2000),
+    ]
 
     too_early = await ledger.client.patch(path, headers=finance, json={"ends_on": "2026-05-31"})
     assert too_early.status_code == 409 and "work on 2026-06-10 is already accrued" in too_early.json()["detail"]
@@ -87,14 +120,22 @@ async def test_an_agreement_is_amended_from_a_date_and_ended_and_every_change_is
     # Work after the end is not covered, until the agreement that follows it (made afterwards) does.
     late = await ledger.accept(pcn, org, date(2026, 7, 5))
     await _seen(ledger, "accepted_referrals", "referral_id", late)
-    overlap = await ledger.client.post("/agreements", headers=finance, json={
-        "organisation_id": org, "per_referral_pence": 3000, "starts_on": "2026-06-15"})
+    overlap = await ledger.client.post(
+        "/agreements",
+        headers=finance,
+        json={"organisation_id": org, "per_referral_pence": 3000, "starts_on": "2026-06-15"},
+    )
     assert overlap.status_code == 409 and f"PATCH /agreements/{agreement['id']}" in overlap.json()["detail"]
-    follow_on = await ledger.agree(pcn, organisation_id=org, per_referral_pence=3000, period="monthly",
-                                   starts_on="2026-07-01")
+    follow_on = await ledger.agree(
+        pcn, organisation_id=org, per_referral_pence=3000, period="monthly", starts_on="2026-07-01"
+    )
     assert follow_on["covered_past_work"]["referrals"] == 1
     items = await ledger.payments(pcn, org, 4)
-    assert (items[-1]["referral_id"], items[-1]["amount_pence"], items[-1]["agreement_id"]) == (late, 3000, follow_on["id"])
+    assert (items[-1]["referral_id"], items[-1]["amount_pence"], items[-1]["agreement_id"]) == (
+        late,
+        3000,
+        follow_on["id"],
+    )
     listed = (await ledger.client.get("/agreements", headers=finance)).json()["items"]
     assert [len(a["versions"]) for a in listed] == [3, 1]
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timezone
 from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
 
-from socialrx_harness.testing import auth, wait_for
+from socialrx_harness.testing import auth
 from socialrx_shared import events as ev
 
 
@@ -30,10 +30,17 @@ def _interest(amount: int, due_on: date, as_of: date, bank_rate: str) -> int:
 
 
 async def _settle(ledger, pcn: str, org: str, payment: dict, paid_on: date) -> None:
-    answer = await ledger.client.post("/settlements", headers=ledger.finance(pcn), json={
-        "organisation_id": org, "amount_pence": payment["amount_pence"], "paid_on": paid_on.isoformat(),
-        "reference": "R-" + uuid.uuid4().hex[:8],
-        "allocations": [{"payment_id": payment["payment_id"], "amount_pence": payment["amount_pence"]}]})
+    answer = await ledger.client.post(
+        "/settlements",
+        headers=ledger.finance(pcn),
+        json={
+            "organisation_id": org,
+            "amount_pence": payment["amount_pence"],
+            "paid_on": paid_on.isoformat(),
+            "reference": "R-" + uuid.uuid4().hex[:8],
+            "allocations": [{"payment_id": payment["payment_id"], "amount_pence": payment["amount_pence"]}],
+        },
+    )
     assert answer.status_code == 201, answer.text
 
 
@@ -68,7 +75,11 @@ async def test_prompt_payment_by_pcn_and_organisation_and_the_public_summary(led
     # By hand: 5 payments, £90; on time: 2 (£20); within 30 days: 1 (£10); later: 1 (£30); open: 1 (£30).
     assert (by_pcn["payments_due"], by_pcn["value_due_pence"]) == (5, 9000)
     assert [(by_pcn[f"{k}_count"], by_pcn[f"{k}_pence"]) for k in ("on_time", "within_30_days", "later", "open")] == [
-        (2, 2000), (1, 1000), (1, 3000), (1, 3000)]
+        (2, 2000),
+        (1, 1000),
+        (1, 3000),
+        (1, 3000),
+    ]
     assert (by_pcn["open_overdue_count"], by_pcn["open_overdue_pence"]) == (1, 3000)
     assert by_pcn["on_time_share_by_number_percent"] == 40.0  # 2 of 5
     assert by_pcn["on_time_share_by_value_percent"] == 22.2  # 2000 of 9000
@@ -86,7 +97,9 @@ async def test_prompt_payment_by_pcn_and_organisation_and_the_public_summary(led
     assert mine["by_pcn"][0]["payments_due"] == 3 and mine["by_organisation"][0] == orgs[org_a]
     # An admin may ask for one PCN; finance of another PCN may not.
     admin = auth(ledger.jwt_secret, "admin")
-    assert (await ledger.client.get(f"/reports/prompt-payment?{window}&pcn_id={pcn}", headers=admin)).json()["total"] == report["total"]
+    assert (await ledger.client.get(f"/reports/prompt-payment?{window}&pcn_id={pcn}", headers=admin)).json()[
+        "total"
+    ] == report["total"]
     other = await ledger.client.get(f"/reports/prompt-payment?{window}&pcn_id={pcn}", headers=ledger.finance(new_pcn()))
     assert other.status_code == 403 and pcn not in other.text
     backwards = await ledger.client.get("/reports/prompt-payment?from=2026-10-01&to=2026-09-30", headers=admin)
@@ -95,7 +108,11 @@ async def test_prompt_payment_by_pcn_and_organisation_and_the_public_summary(led
     public = await ledger.client.get(f"/public/prompt-payment?{window}")
     assert public.status_code == 200
     [summary] = [row for row in public.json()["by_pcn"] if row["pcn_id"] == pcn]
-    assert (summary["payments_due"], summary["on_time_share_by_value_percent"], summary["later_pence"]) == (5, 22.2, 3000)
+    assert (summary["payments_due"], summary["on_time_share_by_value_percent"], summary["later_pence"]) == (
+        5,
+        22.2,
+        3000,
+    )
     assert org_a not in public.text and org_b not in public.text and "organisation" not in public.text
     assert "mean_days_late" not in summary
 
@@ -103,8 +120,15 @@ async def test_prompt_payment_by_pcn_and_organisation_and_the_public_summary(led
 async def test_late_payment_interest_rates_either_side_of_the_reference_day_and_unknown_rates(ledger) -> None:
     pcn, org = new_pcn(), new_org()
     # £1,000 a referral (the £70 band) and a block grant, which the Act leaves out.
-    await ledger.agree(pcn, organisation_id=org, per_referral_pence=100_000, block_grant_pence_per_period=50_000,
-                       period="monthly", days_after_period_end=30, starts_on="2025-04-01")
+    await ledger.agree(
+        pcn,
+        organisation_id=org,
+        per_referral_pence=100_000,
+        block_grant_pence_per_period=50_000,
+        period="monthly",
+        days_after_period_end=30,
+        starts_on="2025-04-01",
+    )
     await ledger.accept(pcn, org, date(2025, 11, 10))  # due 30 Dec 2025: interest from 31 Dec, 30 June's rate
     await ledger.accept(pcn, org, date(2025, 12, 10))  # due 30 Jan 2026: interest from 31 Jan, 31 December's rate
     grant = await ledger.client.post("/block-grants", headers=ledger.finance(pcn), json={"on": "2025-11-15"})
@@ -118,7 +142,10 @@ async def test_late_payment_interest_rates_either_side_of_the_reference_day_and_
     by_due = {i["due_date"]: i for i in body["items"]}
     december, january = by_due["2025-12-30"], by_due["2026-01-30"]
     assert (december["reference_date"], december["bank_rate_percent"], december["statutory_rate_percent"]) == (
-        "2025-06-30", "4.25", "12.25")
+        "2025-06-30",
+        "4.25",
+        "12.25",
+    )
     assert (january["reference_date"], january["bank_rate_percent"]) == ("2025-12-31", "3.75")
     assert december["interest_pence"] == _interest(100_000, date(2025, 12, 30), date(2026, 3, 1), "4.25") == 2047
     assert january["interest_pence"] == _interest(100_000, date(2026, 1, 30), date(2026, 3, 1), "3.75") == 966
@@ -135,7 +162,11 @@ async def test_late_payment_interest_rates_either_side_of_the_reference_day_and_
     part = (await ledger.client.get(f"/late-payment/{org}?as_of=2026-03-01", headers=charity)).json()
     december = {i["due_date"]: i for i in part["items"]}["2025-12-30"]
     # 10 days (31 Dec to 9 Jan) on £1,000, then 51 days on £400, at 12.25%.
-    assert december["interest_pence"] == _half_up(Fraction(100_000 * 10 + 40_000 * 51) * Fraction(1225, 10000) / 365) == 1020
+    assert (
+        december["interest_pence"]
+        == _half_up(Fraction(100_000 * 10 + 40_000 * 51) * Fraction(1225, 10000) / 365)
+        == 1020
+    )
     assert december["unpaid_pence"] == 40_000 and december["compensation_pence"] == 7000  # the debt's band
 
     # No rate for the half-year starting 1 July 2026 yet: unknown, not zero, until an admin adds one.
@@ -146,37 +177,58 @@ async def test_late_payment_interest_rates_either_side_of_the_reference_day_and_
     assert july["interest_pence"] is None and "an admin must add the reference rate" in july["interest_status"]
     assert unknown["interest_unknown_count"] == 1
     admin = auth(ledger.jwt_secret, "admin")
-    for bad, says in (({"half_year_starting": "2026-07-02", "rate_percent": "4.00"}, "1 January or 1 July"),
-                      ({"half_year_starting": "2026-07-01", "rate_percent": "-1"}, "rate_percent"),
-                      ({"half_year_starting": "2026-07-01", "rate_percent": "4.001"}, "rate_percent")):
+    for bad, says in (
+        ({"half_year_starting": "2026-07-02", "rate_percent": "4.00"}, "1 January or 1 July"),
+        ({"half_year_starting": "2026-07-01", "rate_percent": "-1"}, "rate_percent"),
+        ({"half_year_starting": "2026-07-01", "rate_percent": "4.001"}, "rate_percent"),
+    ):
         refused = await ledger.client.post("/reference-rates", headers=admin, json=bad)
         assert refused.status_code == 422 and says in refused.text, refused.text
-    assert (await ledger.client.post("/reference-rates", headers=charity,
-                                     json={"half_year_starting": "2026-07-01", "rate_percent": "4.00"})).status_code == 403
-    added = await ledger.client.post("/reference-rates", headers=admin, json={"half_year_starting": "2026-07-01", "rate_percent": "4.00"})
+    assert (
+        await ledger.client.post(
+            "/reference-rates", headers=charity, json={"half_year_starting": "2026-07-01", "rate_percent": "4.00"}
+        )
+    ).status_code == 403
+    added = await ledger.client.post(
+        "/reference-rates", headers=admin, json={"half_year_starting": "2026-07-01", "rate_percent": "4.00"}
+    )
     assert added.status_code in (200, 201), added.text
-    clash = await ledger.client.post("/reference-rates", headers=admin, json={"half_year_starting": "2026-07-01", "rate_percent": "4.50"})
+    clash = await ledger.client.post(
+        "/reference-rates", headers=admin, json={"half_year_starting": "2026-07-01", "rate_percent": "4.50"}
+    )
     assert clash.status_code == 409 and "fixed once known" in clash.json()["detail"]
     known = (await ledger.client.get(f"/late-payment/{org}?as_of=2026-08-29", headers=charity)).json()
     july = {i["due_date"]: i for i in known["items"]}["2026-07-30"]
     assert july["interest_pence"] == _interest(100_000, date(2026, 7, 30), date(2026, 8, 29), "4.00")
     rates = (await ledger.client.get("/reference-rates")).json()["items"]
     assert {"half_year_starting": "2024-01-01", "rate_percent": "5.25"}.items() <= next(
-        r for r in rates if r["half_year_starting"] == "2024-01-01").items()
+        r for r in rates if r["half_year_starting"] == "2024-01-01"
+    ).items()
 
     # Refusals: another charity, finance of another PCN sees nothing of it.
     stranger = auth(ledger.jwt_secret, "charity", organisation_id=new_org())
     refused = await ledger.client.get(f"/late-payment/{org}", headers=stranger)
     assert refused.status_code == 403 and org not in refused.text
-    assert (await ledger.client.get(f"/late-payment/{org}?as_of=2026-03-01", headers=ledger.finance(new_pcn()))).json()["items"] == []
+    assert (await ledger.client.get(f"/late-payment/{org}?as_of=2026-03-01", headers=ledger.finance(new_pcn()))).json()[
+        "items"
+    ] == []
 
 
 async def test_forecast_moves_open_payments_by_median_lateness_and_adds_likely_outcome_fees(ledger) -> None:
     pcn, _org_a, org_b, (r4, _r5) = await _pcn_that_pays_early_on_the_day_10_and_45_days_late(ledger)
     # r4 went on to a qualifying outcome (its £120 fee falls due 30 November); r5 is still waiting.
-    await ledger.publish(ev.OUTCOME_RECORDED, ev.OutcomeRecorded(
-        outcome_id="o-" + r4, referral_id=r4, organisation_id=org_b, pcn_id=pcn, status="completed",
-        sessions_attended=6, recorded_at=datetime.combine(date(2026, 10, 15), time(10), timezone.utc)))
+    await ledger.publish(
+        ev.OUTCOME_RECORDED,
+        ev.OutcomeRecorded(
+            outcome_id="o-" + r4,
+            referral_id=r4,
+            organisation_id=org_b,
+            pcn_id=pcn,
+            status="completed",
+            sessions_attended=6,
+            recorded_at=datetime.combine(date(2026, 10, 15), time(10), timezone.utc),
+        ),
+    )
     await ledger.payments(pcn, org_b, 3)
     charity = auth(ledger.jwt_secret, "charity", organisation_id=org_b)
     answer = await ledger.client.get(f"/forecast/{org_b}?weeks=8&as_of=2026-10-20", headers=charity)
@@ -184,30 +236,47 @@ async def test_forecast_moves_open_payments_by_median_lateness_and_adds_likely_o
     body = answer.json()
     # The PCN's lateness so far: 0, 0, 10, 45 days -> median 5.
     assert body["median_days_late_by_pcn"] == {pcn: 5} and body["outcome_share_percent"] == 50.0
-    lines = [(w["week"], line["kind"], line["expected_on"], line["amount_pence"]) for w in body["by_week"] for line in w["lines"]]
-    assert sorted(lines) == sorted([
-        (1, "open_payment_moved_by_pcn_median_lateness", "2026-10-05", 3000),  # due 30 Sept, overdue: week 1
-        (7, "open_payment_moved_by_pcn_median_lateness", "2026-12-05", 12000),  # the outcome fee due 30 Nov
-        (7, "likely_outcome_fee", "2026-12-05", 6000),  # £120 x 1 waiting x 1 of 2 accepted earned it
-    ])
+    lines = [
+        (w["week"], line["kind"], line["expected_on"], line["amount_pence"])
+        for w in body["by_week"]
+        for line in w["lines"]
+    ]
+    assert sorted(lines) == sorted(
+        [
+            (1, "open_payment_moved_by_pcn_median_lateness", "2026-10-05", 3000),  # due 30 Sept, overdue: week 1
+            (7, "open_payment_moved_by_pcn_median_lateness", "2026-12-05", 12000),  # the outcome fee due 30 Nov
+            (7, "likely_outcome_fee", "2026-12-05", 6000),  # £120 x 1 waiting x 1 of 2 accepted earned it
+        ]
+    )
     assert body["expected_pence"] == 21000 and body["beyond_horizon_pence"] == 0
     assert len(body["by_week"]) == 8 and body["by_week"][6]["starts_on"] == "2026-12-01"
 
     # A PCN with no history yet: open payments at their due date.
     fresh_pcn, fresh_org = new_pcn(), new_org()
-    await ledger.agree(fresh_pcn, organisation_id=fresh_org, per_referral_pence=2500, period="monthly",
-                       days_after_period_end=30, starts_on="2026-04-01")
+    await ledger.agree(
+        fresh_pcn,
+        organisation_id=fresh_org,
+        per_referral_pence=2500,
+        period="monthly",
+        days_after_period_end=30,
+        starts_on="2026-04-01",
+    )
     await ledger.accept(fresh_pcn, fresh_org, date(2026, 10, 5))
     await ledger.payments(fresh_pcn, fresh_org, 1)
-    fresh = (await ledger.client.get(f"/forecast/{fresh_org}?weeks=26&as_of=2026-10-20",
-                                     headers=ledger.finance(fresh_pcn))).json()
+    fresh = (
+        await ledger.client.get(f"/forecast/{fresh_org}?weeks=26&as_of=2026-10-20", headers=ledger.finance(fresh_pcn))
+    ).json()
     [line] = [line for w in fresh["by_week"] for line in w["lines"]]
     assert (line["kind"], line["expected_on"], line["amount_pence"]) == ("open_payment_at_due_date", "2026-11-30", 2500)
 
     # Refusals: another organisation's forecast, finance of another PCN sees none of this one's money.
-    other = await ledger.client.get(f"/forecast/{org_b}", headers=auth(ledger.jwt_secret, "charity", organisation_id=new_org()))
+    other = await ledger.client.get(
+        f"/forecast/{org_b}", headers=auth(ledger.jwt_secret, "charity", organisation_id=new_org())
+    )
     assert other.status_code == 403 and org_b not in other.text
-    assert (await ledger.client.get(f"/forecast/{org_b}?as_of=2026-10-20", headers=ledger.finance(new_pcn()))).json()["expected_pence"] == 0
+    assert (await ledger.client.get(f"/forecast/{org_b}?as_of=2026-10-20", headers=ledger.finance(new_pcn()))).json()[
+        "expected_pence"
+    ] == 0
     for bad in ("weeks=0", "weeks=105", "weeks=many", "as_of=2026-02-30"):
         assert (await ledger.client.get(f"/forecast/{org_b}?{bad}", headers=charity)).status_code == 422
     assert (await ledger.client.get(f"/forecast/{org_b}", headers=auth(ledger.jwt_secret, "admin"))).status_code == 403

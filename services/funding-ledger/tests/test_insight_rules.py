@@ -43,12 +43,15 @@ def test_part_payments_stop_interest_on_the_part_paid() -> None:
     assert figure == 579
 
 
-@pytest.mark.parametrize(("due_on", "starts", "half_year", "reference"), [
-    (date(2025, 6, 29), date(2025, 6, 30), date(2025, 1, 1), date(2024, 12, 31)),  # starts 30 June: first half
-    (date(2025, 6, 30), date(2025, 7, 1), date(2025, 7, 1), date(2025, 6, 30)),  # starts 1 July: second half
-    (date(2025, 12, 31), date(2026, 1, 1), date(2026, 1, 1), date(2025, 12, 31)),  # across the year end
-    (date(2026, 12, 30), date(2026, 12, 31), date(2026, 7, 1), date(2026, 6, 30)),
-])
+@pytest.mark.parametrize(
+    ("due_on", "starts", "half_year", "reference"),
+    [
+        (date(2025, 6, 29), date(2025, 6, 30), date(2025, 1, 1), date(2024, 12, 31)),  # starts 30 June: first half
+        (date(2025, 6, 30), date(2025, 7, 1), date(2025, 7, 1), date(2025, 6, 30)),  # starts 1 July: second half
+        (date(2025, 12, 31), date(2026, 1, 1), date(2026, 1, 1), date(2025, 12, 31)),  # across the year end
+        (date(2026, 12, 30), date(2026, 12, 31), date(2026, 7, 1), date(2026, 6, 30)),
+    ],
+)
 def test_the_reference_day_is_the_one_before_interest_starts(due_on, starts, half_year, reference) -> None:
     assert insight.interest_starts_on(due_on) == starts
     assert insight.half_year_starting(starts) == half_year
@@ -63,9 +66,17 @@ def test_a_debt_overdue_across_a_reference_day_keeps_its_first_rate() -> None:
     assert figure != insight.statutory_interest_pence(50_000, date(2025, 12, 19), [], date(2026, 2, 28), 375)
 
 
-@pytest.mark.parametrize(("debt_pence", "fixed_pence"), [
-    (1, 4_000), (99_999, 4_000), (100_000, 7_000), (999_999, 7_000), (1_000_000, 10_000), (50_000_000, 10_000),
-])
+@pytest.mark.parametrize(
+    ("debt_pence", "fixed_pence"),
+    [
+        (1, 4_000),
+        (99_999, 4_000),
+        (100_000, 7_000),
+        (999_999, 7_000),
+        (1_000_000, 10_000),
+        (50_000_000, 10_000),
+    ],
+)
 def test_fixed_sum_at_each_band_edge(debt_pence: int, fixed_pence: int) -> None:
     assert insight.compensation_pence(debt_pence) == fixed_pence
 
@@ -79,8 +90,13 @@ def test_a_rate_finer_than_a_hundredth_of_a_point_is_refused() -> None:
 days = st.dates(min_value=date(2011, 1, 1), max_value=date(2030, 12, 31))
 
 
-@given(amount=st.integers(1, 10**9), due_on=days, late=st.integers(0, 800), rate=st.integers(0, 2000),
-       parts=st.lists(st.tuples(st.integers(0, 800), st.integers(1, 10**8)), max_size=4))
+@given(
+    amount=st.integers(1, 10**9),
+    due_on=days,
+    late=st.integers(0, 800),
+    rate=st.integers(0, 2000),
+    parts=st.lists(st.tuples(st.integers(0, 800), st.integers(1, 10**8)), max_size=4),
+)
 def test_interest_equals_the_day_by_day_sum(amount, due_on, late, rate, parts) -> None:
     as_of = due_on + timedelta(days=late)
     paid = [(due_on + timedelta(days=d), p) for d, p in parts]
@@ -117,7 +133,11 @@ def test_early_on_the_day_10_and_45_days_late_and_one_open() -> None:
     assert (figures["later_count"], figures["later_pence"]) == (1, 4000)
     assert (figures["open_count"], figures["open_overdue_count"], figures["open_overdue_pence"]) == (1, 1, 5000)
     part_paid = insight.prompt_payment([DuePayment("P1", "org-a", 1000, DUE, None, 400)], as_of=date(2026, 9, 1))
-    assert (part_paid["open_pence"], part_paid["open_unpaid_pence"], part_paid["open_overdue_pence"]) == (1000, 400, 400)
+    assert (part_paid["open_pence"], part_paid["open_unpaid_pence"], part_paid["open_overdue_pence"]) == (
+        1000,
+        400,
+        400,
+    )
     assert figures["on_time_share_by_number_percent"] == 40.0  # 2 of 5
     assert figures["on_time_share_by_value_percent"] == 20.0  # 3000 of 15000
     assert figures["within_30_days_share_by_number_percent"] == 60.0  # 3 of 5
@@ -149,15 +169,18 @@ def test_parts_add_up_and_shares_are_ordered(rows) -> None:
 
 # --- forecast -------------------------------------------------------------------------------------
 
+
 def test_open_payment_moves_by_median_lateness_and_likely_fee_is_the_share() -> None:
     assert insight.expected_on(DUE, 0) == (DUE, insight.OPEN_AT_DUE_DATE)
     assert insight.expected_on(DUE, 12) == (date(2026, 6, 11), insight.OPEN_MOVED_BY_LATENESS)
     # 3 referrals waiting, 2 of 5 accepted earned the £120 fee: 12000 x 3 x 2/5 = 14400
     assert insight.likely_fee_pence(12_000, 3, 2, 5) == 14_400
     assert insight.likely_fee_pence(1, 1, 1, 2) == 1  # half a penny rounds up
-    receipts = [insight.ExpectedReceipt(insight.OPEN_AT_DUE_DATE, "P1", date(2026, 5, 1), 500, "p-old"),
-                insight.ExpectedReceipt(insight.OPEN_AT_DUE_DATE, "P1", date(2026, 6, 8), 700, "p-2"),
-                insight.ExpectedReceipt(insight.LIKELY_OUTCOME_FEE, "P1", date(2026, 6, 20), 900, None, 3)]
+    receipts = [
+        insight.ExpectedReceipt(insight.OPEN_AT_DUE_DATE, "P1", date(2026, 5, 1), 500, "p-old"),
+        insight.ExpectedReceipt(insight.OPEN_AT_DUE_DATE, "P1", date(2026, 6, 8), 700, "p-2"),
+        insight.ExpectedReceipt(insight.LIKELY_OUTCOME_FEE, "P1", date(2026, 6, 20), 900, None, 3),
+    ]
     weeks = insight.weekly(receipts, date(2026, 6, 1), 2)
     assert [w["expected_pence"] for w in weeks] == [500, 700]  # overdue lands in week 1; 20 June is beyond
     assert weeks[1]["starts_on"] == "2026-06-08" and weeks[1]["lines"][0]["kind"] == insight.OPEN_AT_DUE_DATE

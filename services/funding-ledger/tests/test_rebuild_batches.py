@@ -37,12 +37,20 @@ def histories(draw):
     for i in range(count):
         business_date = date(2026, 4, 1) + timedelta(days=draw(st.integers(0, 200)))
         cause = f"referral_accepted:batch-{i}"
-        payments.append(ev.PaymentDue(
-            payment_id=str(uuid.uuid5(ledger.PAYMENT_NAMESPACE, cause)), agreement_id="agr-batch",
-            pcn_id=PCN, organisation_id=ORGS[i % 2], referral_id=f"batch-{i}", basis="referral_accepted",
-            amount_pence=draw(st.sampled_from([0, 700, 5000])),
-            period=domain.period_of(business_date, "quarterly").label,
-            due_date=domain.due_date(business_date, "quarterly", 30), business_date=business_date))
+        payments.append(
+            ev.PaymentDue(
+                payment_id=str(uuid.uuid5(ledger.PAYMENT_NAMESPACE, cause)),
+                agreement_id="agr-batch",
+                pcn_id=PCN,
+                organisation_id=ORGS[i % 2],
+                referral_id=f"batch-{i}",
+                basis="referral_accepted",
+                amount_pence=draw(st.sampled_from([0, 700, 5000])),
+                period=domain.period_of(business_date, "quarterly").label,
+                due_date=domain.due_date(business_date, "quarterly", 30),
+                business_date=business_date,
+            )
+        )
     open_pence = {p.payment_id: p.amount_pence for p in payments}
     settlements = []
     for n in range(draw(st.integers(0, 5))):
@@ -54,20 +62,41 @@ def histories(draw):
                 open_pence[p.payment_id] -= pence
                 allocations.append(ev.Allocation(payment_id=p.payment_id, amount_pence=pence))
         settlement_id = f"settlement-batch-{n}"
-        settlements.append((ev.PaymentSettled(
-            settlement_id=settlement_id, pcn_id=PCN, organisation_id=org,
-            amount_pence=sum(a.amount_pence for a in allocations) + draw(st.sampled_from([0, 0, 300])) or 1,
-            paid_on=date(2026, 4, 1) + timedelta(days=draw(st.integers(-10, 250))), reference=f"ref {n}",
-            allocations=allocations), f"settlement:key:{PCN}:{settlement_id}"))
+        settlements.append(
+            (
+                ev.PaymentSettled(
+                    settlement_id=settlement_id,
+                    pcn_id=PCN,
+                    organisation_id=org,
+                    amount_pence=sum(a.amount_pence for a in allocations) + draw(st.sampled_from([0, 0, 300])) or 1,
+                    paid_on=date(2026, 4, 1) + timedelta(days=draw(st.integers(-10, 250))),
+                    reference=f"ref {n}",
+                    allocations=allocations,
+                ),
+                f"settlement:key:{PCN}:{settlement_id}",
+            )
+        )
     reversals = []
     for p in payments:
         if draw(st.booleans()):
-            reversals.append((ev.PaymentReversed(
-                payment_id=p.payment_id, agreement_id=p.agreement_id, pcn_id=PCN, organisation_id=p.organisation_id,
-                referral_id=p.referral_id, basis=p.basis, reversed_pence=p.amount_pence,
-                open_cancelled_pence=open_pence[p.payment_id], overpaid_pence=p.amount_pence - open_pence[p.payment_id],
-                business_date=date(2026, 4, 1) + timedelta(days=draw(st.integers(0, 300))), reason="corrected"),
-                f"reversal:payment:{p.payment_id}"))
+            reversals.append(
+                (
+                    ev.PaymentReversed(
+                        payment_id=p.payment_id,
+                        agreement_id=p.agreement_id,
+                        pcn_id=PCN,
+                        organisation_id=p.organisation_id,
+                        referral_id=p.referral_id,
+                        basis=p.basis,
+                        reversed_pence=p.amount_pence,
+                        open_cancelled_pence=open_pence[p.payment_id],
+                        overpaid_pence=p.amount_pence - open_pence[p.payment_id],
+                        business_date=date(2026, 4, 1) + timedelta(days=draw(st.integers(0, 300))),
+                        reason="corrected",
+                    ),
+                    f"reversal:payment:{p.payment_id}",
+                )
+            )
 
     def redelivered(records: list) -> list:
         out = list(records)
@@ -76,8 +105,11 @@ def histories(draw):
         return out
 
     due = draw(st.permutations([_record(ev.PAYMENT_DUE, p, f"referral_accepted:{p.referral_id}") for p in payments]))
-    return (redelivered(due), redelivered([_record(ev.PAYMENT_SETTLED, s, c) for s, c in settlements]),
-            redelivered([_record(ev.PAYMENT_REVERSED, r, c) for r, c in reversals]))
+    return (
+        redelivered(due),
+        redelivered([_record(ev.PAYMENT_SETTLED, s, c) for s, c in settlements]),
+        redelivered([_record(ev.PAYMENT_REVERSED, r, c) for r, c in reversals]),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +122,9 @@ def database_urls(postgres) -> tuple[str, str]:
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(history=histories(), batch_events=st.integers(1, 8))
-def test_batches_leave_what_the_live_path_leaves_fact_by_fact(database_urls: tuple[str, str], history,
-                                                              batch_events: int) -> None:
+def test_batches_leave_what_the_live_path_leaves_fact_by_fact(
+    database_urls: tuple[str, str], history, batch_events: int
+) -> None:
     assert asyncio.run(_both(database_urls, history, batch_events))
 
 
@@ -103,13 +136,17 @@ async def _both(urls: tuple[str, str], history, batch_events: int) -> bool:
         for engine in (one, batched):
             async with make_sessionmaker(engine)() as session, session.begin():
                 await session.execute(text("SET LOCAL session_replication_role = replica"))  # past the journal's guard
-                await session.execute(text(
-                    "TRUNCATE journal_lines, journal_entries, allocations, settlements, payment_reversals, payments, "
-                    "open_movements, credit_movements, statement_days"))
+                await session.execute(
+                    text(
+                        "TRUNCATE journal_lines, journal_entries, allocations, settlements, payment_reversals, payments, "
+                        "open_movements, credit_movements, statement_days"
+                    )
+                )
         async with make_sessionmaker(one)() as session, session.begin():
             counts_one = await rebuild.replay_one_by_one(session, due, settled, PCN, reversed_)
-        counts_batched = await rebuild.replay(make_sessionmaker(batched), due, settled, PCN, reversed_,
-                                              batch_events=batch_events)
+        counts_batched = await rebuild.replay(
+            make_sessionmaker(batched), due, settled, PCN, reversed_, batch_events=batch_events
+        )
         assert counts_batched == counts_one
         async with make_sessionmaker(one)() as a, make_sessionmaker(batched)() as b:
             found = rebuild.differences(await rebuild.snapshot(a, PCN), await rebuild.snapshot(b, PCN))
@@ -125,16 +162,34 @@ async def test_a_batch_that_breaks_a_money_rule_is_refused_whole(database_urls: 
     engine = make_engine(database_urls[1], pool_size=1)
     try:
         payment = ev.PaymentDue(
-            payment_id="p-broken", agreement_id="agr-batch", pcn_id=PCN, organisation_id=ORGS[0], referral_id=None,
-            basis="block_grant", amount_pence=100, period="2026/27-Q1", due_date=date(2026, 7, 30),
-            business_date=date(2026, 4, 1))
-        too_much = ev.PaymentSettled(settlement_id="s-broken", pcn_id=PCN, organisation_id=ORGS[0], amount_pence=500,
-                                     paid_on=date(2026, 5, 1), reference="too much",
-                                     allocations=[ev.Allocation(payment_id="p-broken", amount_pence=101)])
+            payment_id="p-broken",
+            agreement_id="agr-batch",
+            pcn_id=PCN,
+            organisation_id=ORGS[0],
+            referral_id=None,
+            basis="block_grant",
+            amount_pence=100,
+            period="2026/27-Q1",
+            due_date=date(2026, 7, 30),
+            business_date=date(2026, 4, 1),
+        )
+        too_much = ev.PaymentSettled(
+            settlement_id="s-broken",
+            pcn_id=PCN,
+            organisation_id=ORGS[0],
+            amount_pence=500,
+            paid_on=date(2026, 5, 1),
+            reference="too much",
+            allocations=[ev.Allocation(payment_id="p-broken", amount_pence=101)],
+        )
         sessions = make_sessionmaker(engine)
         with pytest.raises(ledger.LedgerBroken, match="does not fit its open amount"):
-            await rebuild.replay(sessions, [_record(ev.PAYMENT_DUE, payment, "block_grant:broken")],
-                                 [_record(ev.PAYMENT_SETTLED, too_much, "settlement:broken")], PCN)
+            await rebuild.replay(
+                sessions,
+                [_record(ev.PAYMENT_DUE, payment, "block_grant:broken")],
+                [_record(ev.PAYMENT_SETTLED, too_much, "settlement:broken")],
+                PCN,
+            )
         async with sessions() as session:
             assert await session.scalar(text("SELECT count(*) FROM settlements WHERE settlement_id = 's-broken'")) == 0
             assert await session.scalar(text("SELECT open_pence FROM payments WHERE payment_id = 'p-broken'")) == 100

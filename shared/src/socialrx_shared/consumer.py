@@ -55,15 +55,23 @@ DLQ_SEND_ATTEMPTS = 5
 # SQLSTATEs of faults that pass when the same transaction is simply run again: PostgreSQL under
 # load (serialization failure, deadlock, a lock or statement timeout, too many connections) or
 # going away (admin/crash shutdown, cannot connect now, the connection lost).
-TRANSIENT_SQLSTATES = frozenset({
-    "40001",  # serialization_failure
-    "40P01",  # deadlock_detected
-    "55P03",  # lock_not_available (lock_timeout, NOWAIT)
-    "57014",  # query_canceled (statement_timeout)
-    "53300",  # too_many_connections
-    "57P01", "57P02", "57P03",  # admin_shutdown, crash_shutdown, cannot_connect_now
-    "08000", "08001", "08003", "08004", "08006",  # connection exceptions
-})
+TRANSIENT_SQLSTATES = frozenset(
+    {
+        "40001",  # serialization_failure
+        "40P01",  # deadlock_detected
+        "55P03",  # lock_not_available (lock_timeout, NOWAIT)
+        "57014",  # query_canceled (statement_timeout)
+        "53300",  # too_many_connections
+        "57P01",
+        "57P02",
+        "57P03",  # admin_shutdown, crash_shutdown, cannot_connect_now
+        "08000",
+        "08001",
+        "08003",
+        "08004",
+        "08006",  # connection exceptions
+    }
+)
 
 
 def _sqlstate(exc: DBAPIError) -> str | None:
@@ -76,8 +84,9 @@ def is_transient(exc: BaseException) -> bool:
 
     A valid event meeting one of these (e.g. `referral.accepted`, money owed) must be retried, never
     dead-lettered: a pool checkout timeout or a statement/lock timeout says "busy", not "poison"."""
-    if isinstance(exc, (OperationalError, InterfaceError, PoolTimeoutError, ConnectionError, OSError,
-                        asyncio.TimeoutError)):
+    if isinstance(
+        exc, (OperationalError, InterfaceError, PoolTimeoutError, ConnectionError, OSError, asyncio.TimeoutError)
+    ):
         return True
     if isinstance(exc, DBAPIError):
         return exc.connection_invalidated or _sqlstate(exc) in TRANSIENT_SQLSTATES
@@ -92,8 +101,10 @@ def _traced(record: Any, envelope: Envelope) -> Iterator[None]:
     token = current_traceparent.set(traceparent)
     try:
         with structlog.contextvars.bound_contextvars(
-            event_id=str(envelope.id), event_type=envelope.type,
-            referral_id=envelope.data.get("referral_id"), trace_id=trace_id(traceparent),
+            event_id=str(envelope.id),
+            event_type=envelope.type,
+            referral_id=envelope.data.get("referral_id"),
+            trace_id=trace_id(traceparent),
         ):
             yield
     finally:
@@ -192,9 +203,11 @@ class EventConsumer:
     async def _claim(self, session: AsyncSession, parsed: list[tuple[Any, Envelope, Strict]]) -> set[uuid.UUID]:
         """Insert the batch's event ids into the inbox; the ids inserted (not handled before)."""
         rows = await session.execute(
-            text(f"INSERT INTO {self.inbox.name} (event_id, topic) "
-                 "SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:topics AS varchar[])) "
-                 "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"),
+            text(
+                f"INSERT INTO {self.inbox.name} (event_id, topic) "
+                "SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:topics AS varchar[])) "
+                "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+            ),
             {"ids": [envelope.id for _, envelope, _ in parsed], "topics": [record.topic for record, _, _ in parsed]},
         )
         return {row[0] for row in rows}
@@ -206,8 +219,12 @@ class EventConsumer:
                 return True
             return False
 
-        async for attempt in AsyncRetrying(retry=retry_if_exception(transient), stop=stop_never, reraise=True,
-                                           wait=wait_exponential(multiplier=0.1, max=5.0)):
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(transient),
+            stop=stop_never,
+            reraise=True,
+            wait=wait_exponential(multiplier=0.1, max=5.0),
+        ):
             with attempt:
                 return await attempt_once()
 
@@ -270,7 +287,8 @@ class EventConsumer:
         """Send the record to `<topic>.dlq` and wait for the broker's acknowledgement; only then is it
         counted and logged as dead-lettered. A send that keeps failing raises: the batch fails, its
         offsets are not committed and the record comes again."""
-        headers = list(record.headers or []) + [
+        headers = [
+            *list(record.headers or []),
             ("dlq.error", error.encode()),
             ("dlq.topic", record.topic.encode()),
             ("dlq.partition", str(record.partition).encode()),
@@ -280,16 +298,20 @@ class EventConsumer:
         ]
         where = {"topic": record.topic, "partition": record.partition, "offset": record.offset}
         try:
-            async for attempt in AsyncRetrying(stop=stop_after_attempt(DLQ_SEND_ATTEMPTS), reraise=True,
-                                               wait=wait_exponential(multiplier=0.1, max=2.0)):
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(DLQ_SEND_ATTEMPTS), reraise=True, wait=wait_exponential(multiplier=0.1, max=2.0)
+            ):
                 with attempt:
                     # Awaited to the broker's acknowledgement before the offset is committed: never lost.
                     await self.dlq_producer().send_and_wait(
                         record.topic + ".dlq", value=record.value or b"", key=record.key, headers=headers
                     )
         except Exception as exc:
-            log.error("dead-letter send failed; the record stays uncommitted and comes again",
-                      **where, send_error=type(exc).__name__)
+            log.error(
+                "dead-letter send failed; the record stays uncommitted and comes again",
+                **where,
+                send_error=type(exc).__name__,
+            )
             raise
         DEAD_LETTERED.labels(self.service, record.topic).inc()
         log.error("dead-lettered", **where, error=error[:300])

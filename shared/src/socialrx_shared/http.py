@@ -69,8 +69,9 @@ def is_protected(route: APIRoute) -> bool:
 def nul_error(loc: list[Any]) -> RequestValidationError:
     """The 422 for a string holding U+0000, naming where (raise it from a route for input the edge
     cannot see into, e.g. an uploaded file). PostgreSQL cannot store U+0000 in text."""
-    return RequestValidationError([{"loc": loc, "msg": "must not contain the NUL character (U+0000)",
-                                    "type": "string_nul"}])
+    return RequestValidationError(
+        [{"loc": loc, "msg": "must not contain the NUL character (U+0000)", "type": "string_nul"}]
+    )
 
 
 def _nul_in(value: Any, loc: list[Any]) -> list[Any] | None:
@@ -79,12 +80,12 @@ def _nul_in(value: Any, loc: list[Any]) -> list[Any] | None:
         return loc if "\x00" in value else None
     if isinstance(value, dict):
         for key, item in value.items():
-            found = (loc + [key]) if "\x00" in key else _nul_in(item, loc + [key])
+            found = ([*loc, key]) if "\x00" in key else _nul_in(item, [*loc, key])
             if found:
                 return found
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            found = _nul_in(item, loc + [index])
+            found = _nul_in(item, [*loc, index])
             if found:
                 return found
     return None
@@ -112,8 +113,15 @@ def _policies(app: FastAPI) -> list[_Policy]:
         route = context.original_route
         if isinstance(route, APIRoute):
             path_regex, template, _ = compile_path(context.path or route.path)
-            found.append(_Policy(template, path_regex, frozenset(route.methods or ()),
-                                 (route.openapi_extra or {}).get(BODY_LIMIT_KEY, MAX_BODY_BYTES), is_protected(route)))
+            found.append(
+                _Policy(
+                    template,
+                    path_regex,
+                    frozenset(route.methods or ()),
+                    (route.openapi_extra or {}).get(BODY_LIMIT_KEY, MAX_BODY_BYTES),
+                    is_protected(route),
+                )
+            )
     return found
 
 
@@ -282,8 +290,9 @@ def create_app(runtime: ServiceRuntime, routers: Iterable[APIRouter], *, title: 
             await runtime.stop()
 
     # /docs is served below from the packaged Swagger UI (the default loads it from a CDN).
-    app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan,
-                  docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title=title, description=description, version="1.0.0", lifespan=lifespan, docs_url=None, redoc_url=None
+    )
     app.state.runtime = runtime
     app.state.authenticator = Authenticator.from_settings(runtime.settings)
     route_errors.install(app)
@@ -301,8 +310,9 @@ def create_app(runtime: ServiceRuntime, routers: Iterable[APIRouter], *, title: 
     async def readyz() -> JSONResponse:
         checks = await runtime.readiness()
         ready = all(v == "ok" for v in checks.values())
-        return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks},
-                            status_code=200 if ready else 503)
+        return JSONResponse(
+            {"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503
+        )
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", include_in_schema=False)
     async def metrics() -> Response:
@@ -319,7 +329,8 @@ def create_app(runtime: ServiceRuntime, routers: Iterable[APIRouter], *, title: 
     async def docs(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "").rstrip("/")
         return get_swagger_ui_html(
-            openapi_url=root + (app.openapi_url or "/openapi.json"), title=f"{title} API",
+            openapi_url=root + (app.openapi_url or "/openapi.json"),
+            title=f"{title} API",
             swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
             swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
             swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon-32x32.png",
@@ -337,18 +348,28 @@ DOCS_ASSETS = "/docs/assets"
 BEARER = "bearerAuth"
 ERROR_SCHEMAS: dict[str, Any] = {
     "ValidationItem": {
-        "type": "object", "required": ["loc", "msg", "type"],
-        "properties": {"loc": {"type": "array", "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]}},
-                       "msg": {"type": "string"}, "type": {"type": "string"}},
+        "type": "object",
+        "required": ["loc", "msg", "type"],
+        "properties": {
+            "loc": {"type": "array", "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]}},
+            "msg": {"type": "string"},
+            "type": {"type": "string"},
+        },
     },
     "Error": {
-        "type": "object", "required": ["detail"],
+        "type": "object",
+        "required": ["detail"],
         "description": "A refusal: `detail` says what was wrong, as a sentence, or for invalid input one item per "
-                       "field, or (a feed import) a report of what was refused with its `message`.",
-        "properties": {"detail": {"anyOf": [{"type": "string"},
-                                            {"type": "array", "items": {"$ref": "#/components/schemas/ValidationItem"}},
-                                            {"type": "object", "required": ["message"],
-                                             "properties": {"message": {"type": "string"}}}]}},
+        "field, or (a feed import) a report of what was refused with its `message`.",
+        "properties": {
+            "detail": {
+                "anyOf": [
+                    {"type": "string"},
+                    {"type": "array", "items": {"$ref": "#/components/schemas/ValidationItem"}},
+                    {"type": "object", "required": ["message"], "properties": {"message": {"type": "string"}}},
+                ]
+            }
+        },
     },
 }
 ERROR_DESCRIPTIONS = {
@@ -369,7 +390,9 @@ def _document(app: FastAPI) -> dict[str, Any]:
     schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
     components = schema.setdefault("components", {})
     components.setdefault("securitySchemes", {})[BEARER] = {
-        "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
         "description": "HS256 JWT with `sub`, `exp`, `role` and the role's scope claim (`socialrx token ...`)",
     }
     components.setdefault("schemas", {}).update(ERROR_SCHEMAS)
@@ -405,5 +428,11 @@ def serve(app: FastAPI, settings: ServiceSettings) -> None:
     """Run the app until SIGINT/SIGTERM; shutdown runs the lifespan's graceful stop."""
     import uvicorn
 
-    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_config=None,
-                access_log=False, timeout_graceful_shutdown=20)
+    uvicorn.run(
+        app,
+        host=settings.http_host,
+        port=settings.http_port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=20,
+    )

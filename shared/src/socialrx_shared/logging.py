@@ -14,9 +14,25 @@ import structlog
 
 SENSITIVE_KEYS = frozenset(
     {
-        "nhs_number", "given_name", "family_name", "name_of_person", "date_of_birth", "dob",
-        "postcode", "address", "phone", "email", "person", "contact",
-        "authorization", "token", "jwt", "secret", "password", "jwt_secret", "person_ref_key",
+        "nhs_number",
+        "given_name",
+        "family_name",
+        "name_of_person",
+        "date_of_birth",
+        "dob",
+        "postcode",
+        "address",
+        "phone",
+        "email",
+        "person",
+        "contact",
+        "authorization",
+        "token",
+        "jwt",
+        "secret",
+        "password",
+        "jwt_secret",
+        "person_ref_key",
         "signing_secret",
     }
 )
@@ -45,11 +61,16 @@ def configure_logging(service: str, level: str = "INFO") -> None:
         redact,
     ]
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder(), _drop_color_message],
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, structlog.processors.format_exc_info,
-                    structlog.processors.JSONRenderer()],
-    ))
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder(), _drop_color_message],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                structlog.processors.JSONRenderer(),
+            ],
+        )
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -1,9 +1,9 @@
 """`socialrx`: the operators' command line (in every service image, and in the workspace for local use).
 
-    socialrx token link_worker --pcn-id U12345     mint a bearer token (local use)
-    socialrx migration referral-intake -m "..."    autogenerate an Alembic revision (development: needs the
-                                                   harness, socialrx-harness, which the images do not hold)
-    socialrx dlq list | show TOPIC | redrive TOPIC  dead letters (KAFKA_BOOTSTRAP_SERVERS)
+socialrx token link_worker --pcn-id U12345     mint a bearer token (local use)
+socialrx migration referral-intake -m "..."    autogenerate an Alembic revision (development: needs the
+                                               harness, socialrx-harness, which the images do not hold)
+socialrx dlq list | show TOPIC | redrive TOPIC  dead letters (KAFKA_BOOTSTRAP_SERVERS)
 """
 
 from __future__ import annotations
@@ -34,7 +34,9 @@ def _bootstrap(value: str | None) -> str:
 
 
 @dlq_app.command("list")
-def dlq_list(bootstrap: str = BOOTSTRAP, topic: list[str] = typer.Option(None, help="a DLQ topic (default: all)")) -> None:
+def dlq_list(
+    bootstrap: str = BOOTSTRAP, topic: list[str] = typer.Option(None, help="a DLQ topic (default: all)")
+) -> None:
     """How many dead letters each DLQ topic holds, by the consumer that failed them."""
     from rich.console import Console
 
@@ -59,11 +61,13 @@ def dlq_show(topic: str, bootstrap: str = BOOTSTRAP, limit: int = typer.Option(2
 
 
 @dlq_app.command("redrive")
-def dlq_redrive(topic: str, bootstrap: str = BOOTSTRAP,
-                consumer: str = typer.Option(None, help="only letters failed by this service"),
-                dry_run: bool = typer.Option(False, help="count, publish nothing, commit nothing")) -> None:
+def dlq_redrive(
+    topic: str,
+    bootstrap: str = BOOTSTRAP,
+    consumer: str = typer.Option(None, help="only letters failed by this service"),
+    dry_run: bool = typer.Option(False, help="count, publish nothing, commit nothing"),
+) -> None:
     """Publish the letters back to their topics (once each; resumable)."""
-    from rich.console import Console
 
     from . import dlq
 
@@ -87,8 +91,10 @@ def token(
     needed = SCOPE_CLAIM.get(role)
     given = {"pcn_id": pcn_id, "organisation_id": organisation_id}
     if needed and not (given[needed] or "").strip():
-        _refuse(f"a {role} token needs --{needed.replace('_', '-')} (its scope: "
-                f"{'the PCN ODS code, e.g. U12345' if needed == 'pcn_id' else 'the id from POST /organizations'})")
+        _refuse(
+            f"a {role} token needs --{needed.replace('_', '-')} (its scope: "
+            f"{'the PCN ODS code, e.g. U12345' if needed == 'pcn_id' else 'the id from POST /organizations'})"
+        )
     for name, value in {**given, "practice_id": practice_id}.items():
         if value is not None and not value.strip():
             _refuse(f"--{name.replace('_', '-')} may not be empty")
@@ -96,10 +102,19 @@ def token(
     if hours <= 0 or hours * 3600 > max_lifetime_s:
         _refuse(f"--hours must be between 1 and {max_lifetime_s // 3600}: the services refuse longer-lived tokens")
     secret = os.environ.get("SOCIALRX_JWT_SECRET", DEV_JWT_SECRET)
-    typer.echo(mint_token(secret, sub=sub or f"{role}-local", role=role, pcn_id=pcn_id,
-                          organisation_id=organisation_id, practice_id=practice_id, ttl_s=hours * 3600,
-                          issuer=os.environ.get("SOCIALRX_JWT_ISSUER") or None,
-                          audience=os.environ.get("SOCIALRX_JWT_AUDIENCE") or None))
+    typer.echo(
+        mint_token(
+            secret,
+            sub=sub or f"{role}-local",
+            role=role,
+            pcn_id=pcn_id,
+            organisation_id=organisation_id,
+            practice_id=practice_id,
+            ttl_s=hours * 3600,
+            issuer=os.environ.get("SOCIALRX_JWT_ISSUER") or None,
+            audience=os.environ.get("SOCIALRX_JWT_AUDIENCE") or None,
+        )
+    )
 
 
 def _refuse(message: str) -> NoReturn:
@@ -108,8 +123,10 @@ def _refuse(message: str) -> NoReturn:
 
 
 @app.command()
-def migration(service: str = typer.Argument(..., help=f"one of {', '.join(SERVICES)}"),
-              message: str = typer.Option(..., "-m", help="what the revision changes")) -> None:
+def migration(
+    service: str = typer.Argument(..., help=f"one of {', '.join(SERVICES)}"),
+    message: str = typer.Option(..., "-m", help="what the revision changes"),
+) -> None:
     """Autogenerate an Alembic revision against a throwaway local PostgreSQL."""
     from alembic import command
     from alembic.config import Config

@@ -41,22 +41,31 @@ class Letter:
 
 def _letter(record: Any) -> Letter:
     raw = list(record.headers or [])
-    return Letter(record.partition, record.offset, record.key, record.value or b"",
-                  {k: v.decode(errors="replace") for k, v in raw}, raw)
+    return Letter(
+        record.partition,
+        record.offset,
+        record.key,
+        record.value or b"",
+        {k: v.decode(errors="replace") for k, v in raw},
+        raw,
+    )
 
 
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
     parts = consumer.partitions_for_topic(topic)
     if not parts:
-        await consumer._client.force_metadata_update()  # noqa: SLF001 - metadata of a topic not yet seen
+        await consumer._client.force_metadata_update()
         parts = consumer.partitions_for_topic(topic) or set()
     return [TopicPartition(topic, p) for p in sorted(parts)]
 
 
-async def read_letters(bootstrap: str, topic: str, *, group: str | None = None) -> tuple[AIOKafkaConsumer, list[Letter]]:
+async def read_letters(
+    bootstrap: str, topic: str, *, group: str | None = None
+) -> tuple[AIOKafkaConsumer, list[Letter]]:
     """Letters from the start (group None) or from the group's committed offsets; the consumer stays open."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
-                                auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
     await consumer.start()
     partitions = await _partitions(consumer, topic)
     if not partitions:
@@ -89,8 +98,14 @@ async def list_letters(bootstrap: str, topics: list[str]) -> dict[str, Counter]:
     return counts
 
 
-async def redrive(bootstrap: str, topic: str, *, only_consumer: str | None = None, dry_run: bool = False,
-                  console: Console | None = None) -> int:
+async def redrive(
+    bootstrap: str,
+    topic: str,
+    *,
+    only_consumer: str | None = None,
+    dry_run: bool = False,
+    console: Console | None = None,
+) -> int:
     console = console or Console()
     consumer, letters = await read_letters(bootstrap, topic, group=REDRIVE_GROUP)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
@@ -128,9 +143,13 @@ def print_list(counts: dict[str, Counter], console: Console) -> None:
 def print_letters(letters: list[Letter], console: Console, limit: int) -> None:
     table = Table("partition/offset", "consumer", "failed at", "error", "bytes")
     for letter in letters[:limit]:
-        table.add_row(f"{letter.partition}/{letter.offset}", letter.headers.get("dlq.consumer", "?"),
-                      letter.headers.get("dlq.failed_at", "?"), letter.headers.get("dlq.error", "?")[:120],
-                      str(len(letter.value)))
+        table.add_row(
+            f"{letter.partition}/{letter.offset}",
+            letter.headers.get("dlq.consumer", "?"),
+            letter.headers.get("dlq.failed_at", "?"),
+            letter.headers.get("dlq.error", "?")[:120],
+            str(len(letter.value)),
+        )
     console.print(table)
     if len(letters) > limit:
         console.print(f"... and {len(letters) - limit} more (use --limit)")

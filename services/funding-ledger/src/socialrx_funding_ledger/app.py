@@ -23,10 +23,13 @@ class Settings(ServiceSettings):
 
 def build(settings: Settings | None = None) -> FastAPI:
     return service_app(
-        SERVICE, settings or Settings(), store=store, register=[handlers.register],
+        SERVICE,
+        settings or Settings(),
+        store=store,
+        register=[handlers.register],
         routers=[api.router, insight_api.router],
         description="Funding agreements, a double-entry ledger of what each PCN owes each organisation, arrears, "
-                    "settlements.",
+        "settlements.",
     )
 
 

@@ -16,8 +16,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from socialrx_shared.consumer import EventConsumer
 from socialrx_shared.events import (
-    ORGANISATION_REGISTERED, OUTCOME_RECORDED, REFERRAL_ACCEPTED, SERVICE_UPDATED, Envelope, OrganisationRegistered,
-    OutcomeRecorded, ReferralAccepted, ServiceUpdated,
+    ORGANISATION_REGISTERED,
+    OUTCOME_RECORDED,
+    REFERRAL_ACCEPTED,
+    SERVICE_UPDATED,
+    Envelope,
+    OrganisationRegistered,
+    OutcomeRecorded,
+    ReferralAccepted,
+    ServiceUpdated,
 )
 from socialrx_shared.runtime import ServiceRuntime
 
@@ -32,21 +39,34 @@ def _fact(event: OutcomeRecorded) -> domain.OutcomeFact:
 async def settle_outcome_fee(rt: ServiceRuntime, session: AsyncSession, referral_id: str) -> None:
     """Make the referral's outcome fee what its known outcomes say it is: owed once if one of them
     qualifies under the agreement the referral was accepted under, else not owed (taken back)."""
-    accepted = (await session.execute(
-        select(accepted_referrals).where(accepted_referrals.c.referral_id == referral_id))).mappings().first()
+    accepted = (
+        (await session.execute(select(accepted_referrals).where(accepted_referrals.c.referral_id == referral_id)))
+        .mappings()
+        .first()
+    )
     if accepted is None or accepted["agreement_id"] is None:
         return  # not accepted yet (the outcomes wait), or accepted outside any agreement: nothing owed
-    row = (await session.execute(select(agreements).where(agreements.c.id == accepted["agreement_id"]))).mappings().one()
+    row = (
+        (await session.execute(select(agreements).where(agreements.c.id == accepted["agreement_id"]))).mappings().one()
+    )
     agreement = ledger.agreement_from_row(dict(row))
-    events = (await session.execute(select(outcomes.c.event).where(outcomes.c.referral_id == referral_id))).scalars().all()
+    events = (
+        (await session.execute(select(outcomes.c.event).where(outcomes.c.referral_id == referral_id))).scalars().all()
+    )
     facts = [_fact(OutcomeRecorded.model_validate(e)) for e in events]
     cause_key = domain.outcome_recorded_key(referral_id, agreement.id)
-    fees = (await session.execute(
-        select(payments.c.payment_id, payment_reversals.c.payment_id.label("reversed"))
-        .outerjoin(payment_reversals, payment_reversals.c.payment_id == payments.c.payment_id)
-        .where(payments.c.referral_id == referral_id, payments.c.agreement_id == agreement.id,
-               payments.c.basis == "outcome_recorded").order_by(payments.c.created_at, payments.c.payment_id)
-    )).all()
+    fees = (
+        await session.execute(
+            select(payments.c.payment_id, payment_reversals.c.payment_id.label("reversed"))
+            .outerjoin(payment_reversals, payment_reversals.c.payment_id == payments.c.payment_id)
+            .where(
+                payments.c.referral_id == referral_id,
+                payments.c.agreement_id == agreement.id,
+                payments.c.basis == "outcome_recorded",
+            )
+            .order_by(payments.c.created_at, payments.c.payment_id)
+        )
+    ).all()
     live = [fee.payment_id for fee in fees if fee.reversed is None]
     # Each outcome is judged by the terms in force on the day it was recorded.
     candidates = []
@@ -58,28 +78,43 @@ async def settle_outcome_fee(rt: ServiceRuntime, session: AsyncSession, referral
     if qualifying is not None and not live:
         # The first fee keeps the historical key; a fee owed again after a reversal is a new cause.
         key = cause_key if not fees else f"{cause_key}:{len(fees) + 1}"
-        await ledger.accrue(rt, session, cause_key=key, agreement=terms, basis="outcome_recorded",
-                            amount_pence=terms.per_outcome_pence,
-                            business_date=domain.business_date_of(qualifying.recorded_at), referral_id=referral_id,
-                            caused_at=qualifying.recorded_at)
+        await ledger.accrue(
+            rt,
+            session,
+            cause_key=key,
+            agreement=terms,
+            basis="outcome_recorded",
+            amount_pence=terms.per_outcome_pence,
+            business_date=domain.business_date_of(qualifying.recorded_at),
+            referral_id=referral_id,
+            caused_at=qualifying.recorded_at,
+        )
     elif qualifying is None and live and facts:
         # (A fee with no outcome known here predates this table: left as it is.)
         newest = max(facts, key=lambda f: f.corrected_at or f.recorded_at)
         for payment_id in live:
             await ledger.reverse_payment(
-                rt, session, payment_id, business_date=domain.correction_date(facts),
-                reason=f"outcome {newest.outcome_id} is now {newest.status}, which this agreement does not pay for")
+                rt,
+                session,
+                payment_id,
+                business_date=domain.correction_date(facts),
+                reason=f"outcome {newest.outcome_id} is now {newest.status}, which this agreement does not pay for",
+            )
 
 
-async def learn_organisation(session: AsyncSession, organisation_id: str, learnt_from: str,
-                             name: str | None = None) -> None:
+async def learn_organisation(
+    session: AsyncSession, organisation_id: str, learnt_from: str, name: str | None = None
+) -> None:
     """Remember that the directory has this organisation (idempotent; a registration's name wins)."""
     known = pg_insert(organisations).values(organisation_id=organisation_id, name=name, learnt_from=learnt_from)
     if name is None:
         await session.execute(known.on_conflict_do_nothing(index_elements=["organisation_id"]))
     else:
-        await session.execute(known.on_conflict_do_update(index_elements=["organisation_id"],
-                                                          set_={"name": name, "learnt_from": learnt_from}))
+        await session.execute(
+            known.on_conflict_do_update(
+                index_elements=["organisation_id"], set_={"name": name, "learnt_from": learnt_from}
+            )
+        )
 
 
 async def on_accepted(rt: ServiceRuntime, session: AsyncSession, event: ReferralAccepted) -> None:
@@ -88,10 +123,17 @@ async def on_accepted(rt: ServiceRuntime, session: AsyncSession, event: Referral
     agreement = await ledger.agreement_in_force(session, event.pcn_id, event.organisation_id, accepted_on)
     # Kept even when no agreement covers it: an agreement made later, back-dated, may.
     inserted = await session.scalar(
-        pg_insert(accepted_referrals).values(
-            referral_id=event.referral_id, pcn_id=event.pcn_id, organisation_id=event.organisation_id,
-            accepted_on=accepted_on, accepted_at=event.accepted_at, agreement_id=agreement.id if agreement else None,
-        ).on_conflict_do_nothing(index_elements=["referral_id"]).returning(accepted_referrals.c.referral_id)
+        pg_insert(accepted_referrals)
+        .values(
+            referral_id=event.referral_id,
+            pcn_id=event.pcn_id,
+            organisation_id=event.organisation_id,
+            accepted_on=accepted_on,
+            accepted_at=event.accepted_at,
+            agreement_id=agreement.id if agreement else None,
+        )
+        .on_conflict_do_nothing(index_elements=["referral_id"])
+        .returning(accepted_referrals.c.referral_id)
     )
     if inserted is None:
         return
@@ -100,12 +142,21 @@ async def on_accepted(rt: ServiceRuntime, session: AsyncSession, event: Referral
     await settle_outcome_fee(rt, session, event.referral_id)  # outcomes that came first
 
 
-async def accrue_referral_fee(rt: ServiceRuntime, session: AsyncSession, agreement: domain.Agreement,
-                              referral_id: str, accepted_on, accepted_at) -> None:
+async def accrue_referral_fee(
+    rt: ServiceRuntime, session: AsyncSession, agreement: domain.Agreement, referral_id: str, accepted_on, accepted_at
+) -> None:
     terms = await ledger.terms_on(session, agreement, accepted_on)
-    await ledger.accrue(rt, session, cause_key=domain.referral_accepted_key(referral_id), agreement=terms,
-                        basis="referral_accepted", amount_pence=domain.fee(terms, "referral_accepted"),
-                        business_date=accepted_on, referral_id=referral_id, caused_at=accepted_at)
+    await ledger.accrue(
+        rt,
+        session,
+        cause_key=domain.referral_accepted_key(referral_id),
+        agreement=terms,
+        basis="referral_accepted",
+        amount_pence=domain.fee(terms, "referral_accepted"),
+        business_date=accepted_on,
+        referral_id=referral_id,
+        caused_at=accepted_at,
+    )
 
 
 async def cover_past_work(rt: ServiceRuntime, session: AsyncSession, agreement: domain.Agreement) -> dict[str, int]:
@@ -114,16 +165,31 @@ async def cover_past_work(rt: ServiceRuntime, session: AsyncSession, agreement: 
     referral fees, and the outcome fees their known outcomes earn. Once each: a covered referral
     is no longer uncovered, and every fee is keyed by its cause."""
     query = select(accepted_referrals).where(
-        accepted_referrals.c.pcn_id == agreement.pcn_id, accepted_referrals.c.organisation_id == agreement.organisation_id,
-        accepted_referrals.c.agreement_id.is_(None), accepted_referrals.c.accepted_on >= agreement.starts_on)
+        accepted_referrals.c.pcn_id == agreement.pcn_id,
+        accepted_referrals.c.organisation_id == agreement.organisation_id,
+        accepted_referrals.c.agreement_id.is_(None),
+        accepted_referrals.c.accepted_on >= agreement.starts_on,
+    )
     if agreement.ends_on is not None:
         query = query.where(accepted_referrals.c.accepted_on <= agreement.ends_on)
-    rows = (await session.execute(query.order_by(accepted_referrals.c.accepted_on, accepted_referrals.c.accepted_at,
-                                                 accepted_referrals.c.referral_id).with_for_update())).mappings().all()
+    rows = (
+        (
+            await session.execute(
+                query.order_by(
+                    accepted_referrals.c.accepted_on, accepted_referrals.c.accepted_at, accepted_referrals.c.referral_id
+                ).with_for_update()
+            )
+        )
+        .mappings()
+        .all()
+    )
     outcome_fees = 0
     for row in rows:
-        await session.execute(update(accepted_referrals).where(accepted_referrals.c.referral_id == row["referral_id"])
-                              .values(agreement_id=agreement.id))
+        await session.execute(
+            update(accepted_referrals)
+            .where(accepted_referrals.c.referral_id == row["referral_id"])
+            .values(agreement_id=agreement.id)
+        )
         await accrue_referral_fee(rt, session, agreement, row["referral_id"], row["accepted_on"], row["accepted_at"])
         before = await _outcome_fee_count(session, row["referral_id"])
         await settle_outcome_fee(rt, session, row["referral_id"])
@@ -132,18 +198,28 @@ async def cover_past_work(rt: ServiceRuntime, session: AsyncSession, agreement: 
 
 
 async def _outcome_fee_count(session: AsyncSession, referral_id: str) -> int:
-    return await session.scalar(select(func.count()).select_from(payments).where(
-        payments.c.referral_id == referral_id, payments.c.basis == "outcome_recorded"))
+    return await session.scalar(
+        select(func.count())
+        .select_from(payments)
+        .where(payments.c.referral_id == referral_id, payments.c.basis == "outcome_recorded")
+    )
 
 
 async def on_outcome(rt: ServiceRuntime, session: AsyncSession, event: OutcomeRecorded) -> None:
-    seen = pg_insert(outcomes).values(outcome_id=event.outcome_id, referral_id=event.referral_id,
-                                      revision=event.revision, event=event.model_dump(mode="json"))
+    seen = pg_insert(outcomes).values(
+        outcome_id=event.outcome_id,
+        referral_id=event.referral_id,
+        revision=event.revision,
+        event=event.model_dump(mode="json"),
+    )
     # The newest revision wins; a redelivery or an older revision arriving late changes nothing.
-    changed = await session.scalar(seen.on_conflict_do_update(
-        index_elements=["outcome_id"], set_={"revision": seen.excluded.revision, "event": seen.excluded.event},
-        where=outcomes.c.revision < seen.excluded.revision,
-    ).returning(outcomes.c.outcome_id))
+    changed = await session.scalar(
+        seen.on_conflict_do_update(
+            index_elements=["outcome_id"],
+            set_={"revision": seen.excluded.revision, "event": seen.excluded.event},
+            where=outcomes.c.revision < seen.excluded.revision,
+        ).returning(outcomes.c.outcome_id)
+    )
     if changed is not None:
         await settle_outcome_fee(rt, session, event.referral_id)
 
@@ -153,8 +229,9 @@ async def one_referral_at_a_time(session: AsyncSession, referral_id: str) -> Non
     moment (different topics, so different partitions, so different group members). Without this
     lock each transaction misses the other's uncommitted row: the outcome is parked and never paid.
     With it the second waits for the first to commit, then sees its row (READ COMMITTED)."""
-    await session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
-                          {"key": f"ledger-referral:{referral_id}"})
+    await session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": f"ledger-referral:{referral_id}"}
+    )
 
 
 def register(rt: ServiceRuntime) -> None:

@@ -36,15 +36,19 @@ def half_up(value: Fraction) -> int:
 
 def one_decimal(value: Fraction | float) -> float:
     """A share or a number of days for people to read: one decimal place, halves up."""
-    exact = Decimal(value.numerator) / Decimal(value.denominator) if isinstance(value, Fraction) else Decimal(str(value))
+    exact = (
+        Decimal(value.numerator) / Decimal(value.denominator) if isinstance(value, Fraction) else Decimal(str(value))
+    )
     return float(exact.quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))
 
 
 # --- prompt payment -------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class DuePayment:
     """A payment that fell due: settled_on is the day it was paid in full (None while open)."""
+
     pcn_id: str
     organisation_id: str
     amount_pence: int
@@ -87,7 +91,11 @@ def prompt_payment(payments: list[DuePayment], as_of: date) -> dict:
         figures[f"{name}_count"] = count[name]
         figures[f"{name}_pence"] = pence[name]
     # open_pence is the value of the payments not yet paid in full; open_unpaid_pence what of it is unpaid.
-    figures |= {"open_overdue_count": overdue_count, "open_overdue_pence": overdue_pence, "open_unpaid_pence": open_pence}
+    figures |= {
+        "open_overdue_count": overdue_count,
+        "open_overdue_pence": overdue_pence,
+        "open_unpaid_pence": open_pence,
+    }
 
     def share(part: int, whole: int) -> float | None:
         # Open payments count as not paid on time: the share is of everything that fell due.
@@ -112,6 +120,7 @@ def median_days_late(payments: list[DuePayment]) -> int:
 
 
 # --- statutory late-payment interest ------------------------------------------------------------
+
 
 def interest_starts_on(due_on: date) -> date:
     """Statutory interest runs from the day after the day payment was due."""
@@ -146,8 +155,9 @@ def percent_to_basis_points(rate_percent: Decimal) -> int:
     return int(basis_points)
 
 
-def statutory_interest_pence(amount_pence: int, due_on: date, paid: list[tuple[date, int]], as_of: date,
-                             bank_rate_basis_points: int) -> int:
+def statutory_interest_pence(
+    amount_pence: int, due_on: date, paid: list[tuple[date, int]], as_of: date, bank_rate_basis_points: int
+) -> int:
     """Simple interest at Bank Rate + 8 points on what was unpaid each day, from the day after
     `due_on` to `as_of` inclusive; a part paid on day d stops accruing from the day after d.
 
@@ -205,12 +215,24 @@ def weekly(receipts: list[ExpectedReceipt], starts_on: date, weeks: int) -> list
     for index in range(weeks):
         first = starts_on + timedelta(days=7 * index)
         last = first + timedelta(days=6)
-        lines = [r for r in receipts
-                 if (r.expected_on <= last if index == 0 else first <= r.expected_on <= last)]
-        out.append({"week": index + 1, "starts_on": first.isoformat(), "ends_on": last.isoformat(),
-                    "expected_pence": sum(r.amount_pence for r in lines),
-                    "lines": [{"kind": r.kind, "pcn_id": r.pcn_id, "expected_on": r.expected_on.isoformat(),
-                               "amount_pence": r.amount_pence, "payment_id": r.payment_id,
-                               **({"referral_count": r.referral_count} if r.kind == LIKELY_OUTCOME_FEE else {})}
-                              for r in lines]})
+        lines = [r for r in receipts if (r.expected_on <= last if index == 0 else first <= r.expected_on <= last)]
+        out.append(
+            {
+                "week": index + 1,
+                "starts_on": first.isoformat(),
+                "ends_on": last.isoformat(),
+                "expected_pence": sum(r.amount_pence for r in lines),
+                "lines": [
+                    {
+                        "kind": r.kind,
+                        "pcn_id": r.pcn_id,
+                        "expected_on": r.expected_on.isoformat(),
+                        "amount_pence": r.amount_pence,
+                        "payment_id": r.payment_id,
+                        **({"referral_count": r.referral_count} if r.kind == LIKELY_OUTCOME_FEE else {}),
+                    }
+                    for r in lines
+                ],
+            }
+        )
     return out

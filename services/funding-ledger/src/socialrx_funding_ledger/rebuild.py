@@ -31,7 +31,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from socialrx_shared.db import make_engine, make_sessionmaker, run_migrations
 from socialrx_shared.events import (
-    PAYMENT_DUE, PAYMENT_REVERSED, PAYMENT_SETTLED, PaymentDue, PaymentReversed, PaymentSettled, PoisonMessage,
+    PAYMENT_DUE,
+    PAYMENT_REVERSED,
+    PAYMENT_SETTLED,
+    PaymentDue,
+    PaymentReversed,
+    PaymentSettled,
+    PoisonMessage,
     parse_event,
 )
 
@@ -46,7 +52,7 @@ async def read_topic(bootstrap: str, topic: str) -> list[Any]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
     await consumer.start()
     try:
-        await consumer._client.force_metadata_update()  # noqa: SLF001 - see topics made since start
+        await consumer._client.force_metadata_update()
         partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
         if not partitions:
             return []
@@ -69,20 +75,34 @@ def _headers(record: Any) -> dict[str, str]:
 BATCH_EVENTS = 5000
 
 
-async def replay(sessionmaker: async_sessionmaker[AsyncSession], due_records: list, settled_records: list,
-                 pcn_id: str | None, reversed_records: list = (), batch_events: int = BATCH_EVENTS) -> dict:
+async def replay(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    due_records: list,
+    settled_records: list,
+    pcn_id: str | None,
+    reversed_records: list = (),
+    batch_events: int = BATCH_EVENTS,
+) -> dict:
     """Replay the topics' records in batches, one transaction each, set-based (ledger_batch): what
     replay_one_by_one (the live write path, fact by fact) leaves, faster. A batch that breaks a money
     rule rolls back alone and stops the rebuild (the target is then not a ledger: start afresh)."""
-    counts = {"payment_due": 0, "payment_settled": 0, "payment_reversed": 0, "duplicates": 0, "unreadable": 0,
-              "other_pcn": 0}
+    counts = {
+        "payment_due": 0,
+        "payment_settled": 0,
+        "payment_reversed": 0,
+        "duplicates": 0,
+        "unreadable": 0,
+        "other_pcn": 0,
+    }
     # The same order as one by one: every payment, then every settlement, then every reversal.
-    for spec, records, record_batch in ((PAYMENT_DUE, due_records, _payments_batch),
-                                        (PAYMENT_SETTLED, settled_records, _settlements_batch),
-                                        (PAYMENT_REVERSED, reversed_records, _reversals_batch)):
+    for spec, records, record_batch in (
+        (PAYMENT_DUE, due_records, _payments_batch),
+        (PAYMENT_SETTLED, settled_records, _settlements_batch),
+        (PAYMENT_REVERSED, reversed_records, _reversals_batch),
+    ):
         for first in range(0, len(records), batch_events):
             facts = []
-            for record in records[first:first + batch_events]:
+            for record in records[first : first + batch_events]:
                 try:
                     _, event = parse_event(spec.topic, record.value)
                 except PoisonMessage:
@@ -101,32 +121,54 @@ async def replay(sessionmaker: async_sessionmaker[AsyncSession], due_records: li
 
 async def _payments_batch(session: AsyncSession, facts: list) -> int:
     # An event without a business date (from another producer) is dated by its due date.
-    return await ledger_batch.record_payments(session, [
-        (event, headers.get(ledger.HEADER_CAUSE, f"payment:{event.payment_id}"), event.business_date or event.due_date)
-        for event, headers in facts])
+    return await ledger_batch.record_payments(
+        session,
+        [
+            (
+                event,
+                headers.get(ledger.HEADER_CAUSE, f"payment:{event.payment_id}"),
+                event.business_date or event.due_date,
+            )
+            for event, headers in facts
+        ],
+    )
 
 
 async def _settlements_batch(session: AsyncSession, facts: list) -> int:
-    return await ledger_batch.record_settlements(session, [
-        (event, headers.get(ledger.HEADER_CAUSE, f"settlement:{event.settlement_id}")) for event, headers in facts])
+    return await ledger_batch.record_settlements(
+        session,
+        [(event, headers.get(ledger.HEADER_CAUSE, f"settlement:{event.settlement_id}")) for event, headers in facts],
+    )
 
 
 async def _reversals_batch(session: AsyncSession, facts: list) -> int:
-    return await ledger_batch.record_reversals(session, [
-        (event, headers.get(ledger.HEADER_CAUSE, f"reversal:payment:{event.payment_id}")) for event, headers in facts])
+    return await ledger_batch.record_reversals(
+        session,
+        [(event, headers.get(ledger.HEADER_CAUSE, f"reversal:payment:{event.payment_id}")) for event, headers in facts],
+    )
 
 
-async def replay_one_by_one(session: AsyncSession, due_records: list, settled_records: list, pcn_id: str | None,
-                           reversed_records: list = ()) -> dict:
+async def replay_one_by_one(
+    session: AsyncSession, due_records: list, settled_records: list, pcn_id: str | None, reversed_records: list = ()
+) -> dict:
     """Replay fact by fact through the live write path (ledger.record_*), in the caller's transaction:
     the reference the batched `replay` must equal (bench_ledger compares them)."""
-    counts = {"payment_due": 0, "payment_settled": 0, "payment_reversed": 0, "duplicates": 0, "unreadable": 0,
-              "other_pcn": 0}
+    counts = {
+        "payment_due": 0,
+        "payment_settled": 0,
+        "payment_reversed": 0,
+        "duplicates": 0,
+        "unreadable": 0,
+        "other_pcn": 0,
+    }
     # Every payment before any settlement: a settlement's allocations name payments. Reversals
     # last: a reversed payment is never allocated to afterwards (nothing of it is open), so every
     # allocation it had came before its reversal, whose split (open / already paid) it carries.
-    for spec, records in ((PAYMENT_DUE, due_records), (PAYMENT_SETTLED, settled_records),
-                          (PAYMENT_REVERSED, reversed_records)):
+    for spec, records in (
+        (PAYMENT_DUE, due_records),
+        (PAYMENT_SETTLED, settled_records),
+        (PAYMENT_REVERSED, reversed_records),
+    ):
         for record in records:
             try:
                 _, event = parse_event(spec.topic, record.value)
@@ -141,31 +183,62 @@ async def replay_one_by_one(session: AsyncSession, due_records: list, settled_re
     return counts
 
 
-async def _apply(session: AsyncSession, event: PaymentDue | PaymentSettled | PaymentReversed,
-                 headers: dict[str, str]) -> bool:
+async def _apply(
+    session: AsyncSession, event: PaymentDue | PaymentSettled | PaymentReversed, headers: dict[str, str]
+) -> bool:
     if isinstance(event, PaymentReversed):
         return await ledger.record_reversal(
-            None, session, event, cause_key=headers.get(ledger.HEADER_CAUSE, f"reversal:payment:{event.payment_id}"))
+            None, session, event, cause_key=headers.get(ledger.HEADER_CAUSE, f"reversal:payment:{event.payment_id}")
+        )
     if isinstance(event, PaymentDue):
         # An event without a business date (from another producer) is dated by its due date.
         return await ledger.record_payment(
-            None, session, event, cause_key=headers.get(ledger.HEADER_CAUSE, f"payment:{event.payment_id}"),
-            business_date=event.business_date or event.due_date, refused_over_cap_pence=event.refused_over_cap_pence)
+            None,
+            session,
+            event,
+            cause_key=headers.get(ledger.HEADER_CAUSE, f"payment:{event.payment_id}"),
+            business_date=event.business_date or event.due_date,
+            refused_over_cap_pence=event.refused_over_cap_pence,
+        )
     return await ledger.record_settlement(
-        None, session, event, cause_key=headers.get(ledger.HEADER_CAUSE, f"settlement:{event.settlement_id}"))
+        None, session, event, cause_key=headers.get(ledger.HEADER_CAUSE, f"settlement:{event.settlement_id}")
+    )
 
 
 async def snapshot(session: AsyncSession, pcn_id: str | None) -> dict:
     """What must be equal: every account's balance, every payment and what is open, every settlement, and
     the reports' projections."""
-    balances = {account: int(balance) for account, balance in (await session.execute(
-        select(journal_lines.c.account, func.sum(journal_lines.c.debit_pence - journal_lines.c.credit_pence))
-        .group_by(journal_lines.c.account))).all() if not pcn_id or account.split(":")[1] == pcn_id}
-    payment_query = select(payments.c.payment_id, payments.c.organisation_id, payments.c.basis, payments.c.amount_pence,
-                           payments.c.open_pence, payments.c.due_date, payments.c.business_date,
-                           payments.c.refused_over_cap_pence, payments.c.reversed_pence, payments.c.caused_at)
-    settlement_query = select(settlements.c.settlement_id, settlements.c.organisation_id, settlements.c.amount_pence,
-                              settlements.c.unallocated_pence, settlements.c.paid_on, settlements.c.reference)
+    balances = {
+        account: int(balance)
+        for account, balance in (
+            await session.execute(
+                select(
+                    journal_lines.c.account, func.sum(journal_lines.c.debit_pence - journal_lines.c.credit_pence)
+                ).group_by(journal_lines.c.account)
+            )
+        ).all()
+        if not pcn_id or account.split(":")[1] == pcn_id
+    }
+    payment_query = select(
+        payments.c.payment_id,
+        payments.c.organisation_id,
+        payments.c.basis,
+        payments.c.amount_pence,
+        payments.c.open_pence,
+        payments.c.due_date,
+        payments.c.business_date,
+        payments.c.refused_over_cap_pence,
+        payments.c.reversed_pence,
+        payments.c.caused_at,
+    )
+    settlement_query = select(
+        settlements.c.settlement_id,
+        settlements.c.organisation_id,
+        settlements.c.amount_pence,
+        settlements.c.unallocated_pence,
+        settlements.c.paid_on,
+        settlements.c.reference,
+    )
     if pcn_id:
         payment_query = payment_query.where(payments.c.pcn_id == pcn_id)
         settlement_query = settlement_query.where(settlements.c.pcn_id == pcn_id)
@@ -174,9 +247,14 @@ async def snapshot(session: AsyncSession, pcn_id: str | None) -> dict:
         "balances": balances,
         "payments": {r[0]: [str(v) for v in r[1:]] for r in (await session.execute(payment_query)).all()},
         "settlements": {r[0]: [str(v) for v in r[1:]] for r in (await session.execute(settlement_query)).all()},
-        **{name: {" ".join(str(v) for v in row[:key_columns]): [str(v) for v in row[key_columns:]]
-                  for row in stored[name] if not pcn_id or row[0] == pcn_id}
-           for name, key_columns in PROJECTION_KEYS.items()},
+        **{
+            name: {
+                " ".join(str(v) for v in row[:key_columns]): [str(v) for v in row[key_columns:]]
+                for row in stored[name]
+                if not pcn_id or row[0] == pcn_id
+            }
+            for name, key_columns in PROJECTION_KEYS.items()
+        },
     }
 
 
@@ -200,8 +278,16 @@ async def _copy_agreements(source: AsyncSession, target: AsyncSession, pcn_id: s
     rows = [dict(r) for r in (await source.execute(query)).mappings().all()]
     if rows:
         await target.execute(insert(agreements), rows)
-        versions = [dict(r) for r in (await source.execute(select(agreement_versions).where(
-            agreement_versions.c.agreement_id.in_([r["id"] for r in rows])))).mappings().all()]
+        versions = [
+            dict(r)
+            for r in (
+                await source.execute(
+                    select(agreement_versions).where(agreement_versions.c.agreement_id.in_([r["id"] for r in rows]))
+                )
+            )
+            .mappings()
+            .all()
+        ]
         if versions:  # every version of their terms, as they were changed
             await target.execute(insert(agreement_versions), versions)
     return len(rows)
@@ -217,8 +303,9 @@ async def rebuild(bootstrap: str, target_url: str, *, source_url: str | None = N
         reversed_ = await read_topic(bootstrap, PAYMENT_REVERSED.topic)
         sessions = make_sessionmaker(target_engine)
         async with sessions() as target:
-            if await target.scalar(select(func.count()).select_from(journal_entries)) or \
-                    await target.scalar(select(func.count()).select_from(payments)):
+            if await target.scalar(select(func.count()).select_from(journal_entries)) or await target.scalar(
+                select(func.count()).select_from(payments)
+            ):
                 raise SystemExit("the target database already holds a ledger: rebuild into a fresh database")
         report: dict[str, Any] = {"replayed": await replay(sessions, due, settled, pcn_id, reversed_)}
         if source_engine is None:
@@ -228,10 +315,15 @@ async def rebuild(bootstrap: str, target_url: str, *, source_url: str | None = N
             live = await snapshot(source, pcn_id)
             rebuilt = await snapshot(target, pcn_id)
         found = differences(live, rebuilt)
-        return report | {"compared": True, "equal": not found, "differences": found[:50],
-                         "accounts": len(live["balances"]), "payments": len(live["payments"]),
-                         "open_payments": sum(1 for p in live["payments"].values() if p[3] != "0"),
-                         "settlements": len(live["settlements"])}
+        return report | {
+            "compared": True,
+            "equal": not found,
+            "differences": found[:50],
+            "accounts": len(live["balances"]),
+            "payments": len(live["payments"]),
+            "open_payments": sum(1 for p in live["payments"].values() if p[3] != "0"),
+            "settlements": len(live["settlements"]),
+        }
     finally:
         await target_engine.dispose()
         if source_engine is not None:
@@ -239,10 +331,15 @@ async def rebuild(bootstrap: str, target_url: str, *, source_url: str | None = N
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m socialrx_funding_ledger.rebuild", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m socialrx_funding_ledger.rebuild", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--target-url", required=True, help="a fresh, empty database to rebuild into")
-    parser.add_argument("--source-url", default=os.environ.get("FUNDING_LEDGER_DATABASE_URL"),
-                        help="the live ledger to compare with (default $FUNDING_LEDGER_DATABASE_URL)")
+    parser.add_argument(
+        "--source-url",
+        default=os.environ.get("FUNDING_LEDGER_DATABASE_URL"),
+        help="the live ledger to compare with (default $FUNDING_LEDGER_DATABASE_URL)",
+    )
     parser.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"))
     parser.add_argument("--pcn-id", help="rebuild and compare only this PCN")
     args = parser.parse_args(argv)

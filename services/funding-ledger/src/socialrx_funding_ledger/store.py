@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 from sqlalchemy import (
-    BigInteger, CheckConstraint, Column, Date, DateTime, ForeignKey, Index, Integer, String, Table, Text,
-    UniqueConstraint, func,
+    BigInteger,
+    CheckConstraint,
+    Column,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -30,8 +41,11 @@ agreements = Table(
     Column("ends_on", Date),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("created_by", String(200), nullable=False),
-    CheckConstraint("per_referral_pence >= 0 AND per_outcome_pence >= 0 AND block_grant_pence_per_period >= 0 AND "
-                    "(cap_pence_per_year IS NULL OR cap_pence_per_year >= 0)", name="amounts_not_negative"),
+    CheckConstraint(
+        "per_referral_pence >= 0 AND per_outcome_pence >= 0 AND block_grant_pence_per_period >= 0 AND "
+        "(cap_pence_per_year IS NULL OR cap_pence_per_year >= 0)",
+        name="amounts_not_negative",
+    ),
     CheckConstraint("ends_on IS NULL OR ends_on >= starts_on", name="dates_in_order"),
     CheckConstraint("period IN ('monthly', 'quarterly')", name="known_period"),
 )
@@ -77,8 +91,9 @@ journal_lines = Table(
     Column("account", String(200), nullable=False, index=True),
     Column("debit_pence", BigInteger, nullable=False),
     Column("credit_pence", BigInteger, nullable=False),
-    CheckConstraint("debit_pence >= 0 AND credit_pence >= 0 AND (debit_pence = 0) <> (credit_pence = 0)",
-                    name="one_side_positive"),
+    CheckConstraint(
+        "debit_pence >= 0 AND credit_pence >= 0 AND (debit_pence = 0) <> (credit_pence = 0)", name="one_side_positive"
+    ),
 )
 
 payments = Table(
@@ -161,8 +176,10 @@ payment_reversals = Table(
     Column("business_date", Date, nullable=False),
     Column("reason", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    CheckConstraint("open_cancelled_pence >= 0 AND overpaid_pence >= 0 AND "
-                    "open_cancelled_pence + overpaid_pence = reversed_pence", name="parts_add_up"),
+    CheckConstraint(
+        "open_cancelled_pence >= 0 AND overpaid_pence >= 0 AND open_cancelled_pence + overpaid_pence = reversed_pence",
+        name="parts_add_up",
+    ),
 )
 Index("ix_payment_reversals_pcn_org", payment_reversals.c.pcn_id, payment_reversals.c.organisation_id)
 
@@ -179,8 +196,9 @@ settlements = Table(
     Column("reference", String(140), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     UniqueConstraint("pcn_id", "organisation_id", "reference", name="uq_settlements_pcn_org_reference"),
-    CheckConstraint("amount_pence > 0 AND unallocated_pence >= 0 AND unallocated_pence <= amount_pence",
-                    name="amounts_sane"),
+    CheckConstraint(
+        "amount_pence > 0 AND unallocated_pence >= 0 AND unallocated_pence <= amount_pence", name="amounts_sane"
+    ),
 )
 
 allocations = Table(

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import json
 import logging
 import os
@@ -29,7 +30,7 @@ import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +39,17 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from socialrx_bench.bench_driver import (
+    FEE_OUTCOME_PENCE,
+    FEE_REFERRAL_PENCE,
+    PERSON,
+    World,
+    agree_once_known,
+    make_world,
+)
 from socialrx_shared import events as ev
 
 from . import procs
-from socialrx_bench.bench_driver import FEE_OUTCOME_PENCE, FEE_REFERRAL_PENCE, PERSON, World, agree_once_known, make_world
 from .chaos_faults import KINDS, Fault, schedule
 from .chaos_load import Balancer, Lifecycle, Load, LoadStats, Plan, nominal_fee_pence
 from .kafka import LocalKafkaCluster
@@ -66,9 +74,13 @@ POISON_HEADER = "chaos.poison"
 DUPLICATE_HEADER = "chaos.duplicate"
 # The chaos run's webhook receiver is plain http on loopback (which production refuses: private
 # networks are allowed here on purpose); retries quick so the run can wait for them.
-WEBHOOK_ENV = {"DIRECTORY_WEBHOOK_ALLOW_HTTP": "true", "DIRECTORY_WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",
-               "DIRECTORY_WEBHOOK_RETRY_BASE_S": "1",
-               "DIRECTORY_WEBHOOK_RETRY_CAP_S": "5", "DIRECTORY_WEBHOOK_MAX_ATTEMPTS": "1000"}
+WEBHOOK_ENV = {
+    "DIRECTORY_WEBHOOK_ALLOW_HTTP": "true",
+    "DIRECTORY_WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",
+    "DIRECTORY_WEBHOOK_RETRY_BASE_S": "1",
+    "DIRECTORY_WEBHOOK_RETRY_CAP_S": "5",
+    "DIRECTORY_WEBHOOK_MAX_ATTEMPTS": "1000",
+}
 WEBHOOK_EVENTS = ["referral.accepted", "referral.declined"]
 CAP_PENCE = 40 * FEE_REFERRAL_PENCE  # the capped organisation's yearly cap: reached during the run
 
@@ -144,12 +156,23 @@ class Stack:
             self.replicas[service] = []
             for r in range(self.cfg.replicas):
                 port = procs.free_port()
-                env = service_env(service, port=port, kafka=self.bootstrap, database_url=self.database_urls[service],
-                                  jwt_secret=self.secret, person_ref_key=DEV_PERSON_REF_KEY,
-                                  group_prefix=self.group_prefix, extra=WEBHOOK_ENV if service == "directory" else None)
-                self.replicas[service].append(ServiceProcess(service, port, env, self.tmp / "logs" / f"{service}-{r}.log"))
-        say(f"starting {self.cfg.replicas} replicas of each of the four services on ports "
-            f"{','.join(str(r.port) for rs in self.replicas.values() for r in rs)} ...")
+                env = service_env(
+                    service,
+                    port=port,
+                    kafka=self.bootstrap,
+                    database_url=self.database_urls[service],
+                    jwt_secret=self.secret,
+                    person_ref_key=DEV_PERSON_REF_KEY,
+                    group_prefix=self.group_prefix,
+                    extra=WEBHOOK_ENV if service == "directory" else None,
+                )
+                self.replicas[service].append(
+                    ServiceProcess(service, port, env, self.tmp / "logs" / f"{service}-{r}.log")
+                )
+        say(
+            f"starting {self.cfg.replicas} replicas of each of the four services on ports "
+            f"{','.join(str(r.port) for rs in self.replicas.values() for r in rs)} ..."
+        )
         # The first replica of each service migrates its database; the second starts on a migrated one.
         for wave in (slice(0, 1), slice(1, None)):
             for service in SERVICES:
@@ -179,10 +202,8 @@ class Stack:
                     replica.start()
                     backoff_s[name] = min(backoff_s.get(name, 0.5) * 2, 10.0)
                     next_try[name] = time.monotonic() + backoff_s[name]
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=1.0)
-            except asyncio.TimeoutError:
-                pass
 
     def pids(self) -> list[int]:
         found = [r.proc.pid for rs in self.replicas.values() for r in rs if r.proc and r.proc.poll() is None]
@@ -211,27 +232,25 @@ class Stack:
     def stop(self) -> None:
         """Everything started here, whatever state it is in (a frozen replica is woken first)."""
         for pid in list(self.frozen):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
         self.frozen.clear()
         for replicas in self.replicas.values():
             for replica in replicas:
                 try:
                     procs.stop(replica.proc, timeout_s=15)
-                except Exception:  # noqa: BLE001 - keep stopping the rest
+                except Exception:
                     procs.kill(replica.proc)
         if self.cluster:
             for node in self.cluster.nodes:
                 try:
                     procs.stop(node.proc, timeout_s=20)
-                except Exception:  # noqa: BLE001
+                except Exception:
                     procs.kill(node.proc)
         if self.postgres:
             try:
                 self.postgres.stop()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 self.postgres.kill()
             shutil.rmtree(self.postgres.data_dir, ignore_errors=True)
         shutil.rmtree(self.tmp, ignore_errors=True)
@@ -256,8 +275,9 @@ class Monitor:
             self._admin = AIOKafkaAdminClient(bootstrap_servers=self.stack.bootstrap, request_timeout_ms=5000)
             await self._admin.start()
         if self._consumer is None:
-            self._consumer = AIOKafkaConsumer(bootstrap_servers=self.stack.bootstrap, group_id=None,
-                                              enable_auto_commit=False, request_timeout_ms=5000)
+            self._consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.stack.bootstrap, group_id=None, enable_auto_commit=False, request_timeout_ms=5000
+            )
             await self._consumer.start()
         return self._admin, self._consumer
 
@@ -266,7 +286,7 @@ class Monitor:
         for closing in ([admin.close()] if admin else []) + ([consumer.stop()] if consumer else []):
             try:  # bounded: a client stuck on a broker that is away must not stop the monitor
                 await asyncio.wait_for(closing, timeout=5)
-            except BaseException as exc:  # noqa: BLE001
+            except BaseException as exc:
                 if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                     raise
 
@@ -297,7 +317,7 @@ class Monitor:
 
         names = [f"{s}#{i}" for s, rs in self.stack.replicas.items() for i in range(len(rs))]
         urls = [r.url for rs in self.stack.replicas.values() for r in rs]
-        return dict(zip(names, await asyncio.gather(*(one(u) for u in urls))))
+        return dict(zip(names, await asyncio.gather(*(one(u) for u in urls)), strict=False))
 
     def healthy(self) -> bool:
         return bool(self.ready) and all(self.ready.values()) and self.lag is not None and self.lag <= self.lag_ok
@@ -306,19 +326,23 @@ class Monitor:
         while not stop.is_set():
             try:
                 await asyncio.wait_for(self.round(), timeout=15)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.lag = None
                 self.ready = {name: False for name in self.ready}
                 await self.close()
-            except Exception as exc:  # noqa: BLE001 - the monitor keeps watching whatever happens
+            except Exception as exc:
                 say(f"  monitor: {type(exc).__name__}: {exc}")
                 self.lag = None
-            self.samples.append({"t": round(time.time(), 2), "lag": self.lag,
-                                 "ready": sum(self.ready.values()), "replicas": len(self.ready)})
-            try:
+            self.samples.append(
+                {
+                    "t": round(time.time(), 2),
+                    "lag": self.lag,
+                    "ready": sum(self.ready.values()),
+                    "replicas": len(self.ready),
+                }
+            )
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=1.0)
-            except asyncio.TimeoutError:
-                pass
         await self.close()
 
     async def round(self) -> None:
@@ -329,7 +353,7 @@ class Monitor:
             self.lag_by_group = await asyncio.wait_for(self.lag_now(), timeout=8)
             self.lag = sum(self.lag_by_group.values())
             self.max_lag = max(self.max_lag, self.lag)
-        except Exception:  # noqa: BLE001 - a broker away: unknown until it answers again
+        except Exception:
             self.lag = None
             await self.close()
 
@@ -357,13 +381,14 @@ class Injector:
             if wait > 0:
                 await asyncio.sleep(wait)
             target = {"broker_restart": "brokers", "postgres_restart": "postgresql"}.get(
-                fault.kind, f"{fault.service}#{fault.replica}" if fault.service else fault.kind)
+                fault.kind, f"{fault.service}#{fault.replica}" if fault.service else fault.kind
+            )
             async with locks.setdefault(target, asyncio.Lock()):
                 say(f"  fault: {fault.describe()}")
                 fault.injected_at = time.time()
                 try:
                     await self.inject(fault)
-                except Exception as exc:  # noqa: BLE001 - recorded; the invariants say whether it mattered
+                except Exception as exc:
                     fault.notes.append(f"injection failed: {type(exc).__name__}: {exc}")
                     say(f"    injection failed: {exc}")
                 fault.ended_at = time.time()
@@ -375,8 +400,10 @@ class Injector:
                 fault.recovered_at = time.time()
                 say(f"    {fault.kind} {fault.service or ''}: recovered {fault.recovery_s:.1f}s after injection")
             else:
-                fault.notes.append(f"not recovered within {recover_timeout_s:.0f}s: ready {self.monitor.ready}, "
-                                   f"lag {self.monitor.lag_by_group}")
+                fault.notes.append(
+                    f"not recovered within {recover_timeout_s:.0f}s: ready {self.monitor.ready}, "
+                    f"lag {self.monitor.lag_by_group}"
+                )
                 say(f"    {fault.kind}: NOT recovered within {recover_timeout_s:.0f}s")
 
         try:
@@ -397,10 +424,8 @@ class Injector:
                 try:
                     await asyncio.sleep(fault.down_s)
                 finally:
-                    try:
+                    with contextlib.suppress(ProcessLookupError):
                         os.killpg(pid, signal.SIGCONT)
-                    except ProcessLookupError:
-                        pass
                     self.stack.frozen.discard(pid)
                 return
             self.stack.in_fault.add((fault.service, fault.replica))
@@ -443,8 +468,12 @@ class Injector:
         producer = AIOKafkaProducer(bootstrap_servers=self.stack.bootstrap, acks="all", enable_idempotence=True)
         await producer.start()
         try:
-            sends = [await producer.send(r.topic, r.value, key=r.key,
-                                         headers=list(r.headers or []) + [(DUPLICATE_HEADER, b"1")]) for r in chosen]
+            sends = [
+                await producer.send(
+                    r.topic, r.value, key=r.key, headers=[*list(r.headers or []), (DUPLICATE_HEADER, b"1")]
+                )
+                for r in chosen
+            ]
             await asyncio.gather(*sends)
         finally:
             await producer.stop()
@@ -461,19 +490,27 @@ class Injector:
                 pid = f"chaos-poison-{uuid.UUID(int=self.rng.getrandbits(128))}"
                 topic = topics[i % len(topics)]
                 other = topics[(i + 1) % len(topics)]
-                envelope = {"specversion": "1.0", "id": str(uuid.UUID(int=self.rng.getrandbits(128))),
-                            "source": pid, "time": "2026-11-26T05:00:00Z", "subject": pid,
-                            "datacontenttype": "application/json"}
+                envelope = {
+                    "specversion": "1.0",
+                    "id": str(uuid.UUID(int=self.rng.getrandbits(128))),
+                    "source": pid,
+                    "time": "2026-11-26T05:00:00Z",
+                    "subject": pid,
+                    "datacontenttype": "application/json",
+                }
                 style = i % 3
                 if style == 0:
                     value = b"{not json " + pid.encode()
                 elif style == 1:  # a well-formed envelope of another topic's type
                     value = json.dumps({**envelope, "type": f"socialrx.{other}", "data": {}}).encode()
                 else:  # the right type, data that fails validation
-                    value = json.dumps({**envelope, "type": f"socialrx.{topic}",
-                                        "data": {"referral_id": 12345, "note": pid}}).encode()
+                    value = json.dumps(
+                        {**envelope, "type": f"socialrx.{topic}", "data": {"referral_id": 12345, "note": pid}}
+                    ).encode()
                 self.poison_sent[pid] = topic
-                sends.append(await producer.send(topic, value, key=pid.encode(), headers=[(POISON_HEADER, pid.encode())]))
+                sends.append(
+                    await producer.send(topic, value, key=pid.encode(), headers=[(POISON_HEADER, pid.encode())])
+                )
             await asyncio.gather(*sends)
         finally:
             await producer.stop()
@@ -483,8 +520,16 @@ class Injector:
 
 
 class Checker:
-    def __init__(self, stack: Stack, load: Load, injector: Injector, world: World, capped_agreement: str,
-                 receiver: WebhookReceiver, subscription_id: str) -> None:
+    def __init__(
+        self,
+        stack: Stack,
+        load: Load,
+        injector: Injector,
+        world: World,
+        capped_agreement: str,
+        receiver: WebhookReceiver,
+        subscription_id: str,
+    ) -> None:
         self.stack, self.load, self.injector, self.world = stack, load, injector, world
         self.receiver, self.subscription_id = receiver, subscription_id
         self.capped_agreement = capped_agreement
@@ -499,21 +544,21 @@ class Checker:
 
     async def close(self) -> None:
         for c in self.conns.values():
-            try:
+            with contextlib.suppress(Exception):
                 await c.close()
-            except Exception:  # noqa: BLE001
-                pass
 
     # each returns (held, detail); the periodic ones must hold at every moment, also mid-fault
 
     async def trial_balance(self) -> tuple[bool, Any]:
         debit, credit = await (await self.conn("funding-ledger")).fetchrow(
-            "SELECT coalesce(sum(debit_pence), 0), coalesce(sum(credit_pence), 0) FROM journal_lines")
+            "SELECT coalesce(sum(debit_pence), 0), coalesce(sum(credit_pence), 0) FROM journal_lines"
+        )
         return debit == credit, {"debits_pence": int(debit), "credits_pence": int(credit)}
 
     async def no_referral_twice(self) -> tuple[bool, Any]:
         rows = await (await self.conn("referral-intake")).fetch(
-            "SELECT idempotency_key, count(*) AS n FROM referrals WHERE pcn_id = $1 GROUP BY 1", self.world.pcn_id)
+            "SELECT idempotency_key, count(*) AS n FROM referrals WHERE pcn_id = $1 GROUP BY 1", self.world.pcn_id
+        )
         keys = {life.key for life in self.load.everything}
         twice = [r["idempotency_key"] for r in rows if r["n"] > 1]
         stray = [r["idempotency_key"] for r in rows if r["idempotency_key"] not in keys]
@@ -521,7 +566,8 @@ class Checker:
 
     async def no_fee_twice_or_unearned(self) -> tuple[bool, Any]:
         rows = await (await self.conn("funding-ledger")).fetch(
-            "SELECT referral_id, basis, count(*) AS n FROM payments WHERE pcn_id = $1 GROUP BY 1, 2", self.world.pcn_id)
+            "SELECT referral_id, basis, count(*) AS n FROM payments WHERE pcn_id = $1 GROUP BY 1, 2", self.world.pcn_id
+        )
         lives = {life.referral_id: life for life in self.load.everything if life.referral_id}
         twice = [(r["referral_id"], r["basis"]) for r in rows if r["n"] > 1]
         unearned = []
@@ -531,8 +577,11 @@ class Checker:
                 continue  # its create is still in flight
             if life.declined or (r["basis"] == "outcome_recorded" and life.plan.outcome_status != "completed"):
                 unearned.append((r["referral_id"], r["basis"]))
-        return not twice and not unearned, {"payments": sum(r["n"] for r in rows), "twice": twice[:5],
-                                            "unearned": unearned[:5]}
+        return not twice and not unearned, {
+            "payments": sum(r["n"] for r in rows),
+            "twice": twice[:5],
+            "unearned": unearned[:5],
+        }
 
     async def dlq_records(self) -> list[Any]:
         out = []
@@ -547,7 +596,8 @@ class Checker:
 
     async def cap_held(self) -> tuple[bool, Any]:
         accrued = await (await self.conn("funding-ledger")).fetchval(
-            "SELECT coalesce(sum(amount_pence), 0) FROM payments WHERE agreement_id = $1", self.capped_agreement)
+            "SELECT coalesce(sum(amount_pence), 0) FROM payments WHERE agreement_id = $1", self.capped_agreement
+        )
         return accrued <= CAP_PENCE, {"accrued_pence": int(accrued), "cap_pence": CAP_PENCE}
 
     PERIODIC = ("trial_balance", "no_referral_twice", "no_fee_twice_or_unearned", "dlq_only_poison", "cap_held")
@@ -558,7 +608,7 @@ class Checker:
             try:
                 held, detail = await asyncio.wait_for(getattr(self, name)(), timeout=30)
                 result[name] = {"held": held, **({} if held else {"detail": detail})}
-            except Exception as exc:  # noqa: BLE001 - the database or a broker away: not checkable this time
+            except Exception as exc:
                 result[name] = {"held": None, "unavailable": f"{type(exc).__name__}"}
                 self.conns.clear()
         self.ticks.append(result)
@@ -566,18 +616,18 @@ class Checker:
 
     async def every(self, seconds: float, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=seconds)
-            except asyncio.TimeoutError:
-                pass
             tick = await self.tick()
             broken = [k for k, v in tick.items() if k != "t" and v["held"] is False]
             if broken:
                 say(f"  INVARIANT BROKEN: {broken}: {json.dumps({k: tick[k] for k in broken}, default=str)[:600]}")
 
     async def unsent(self) -> dict[str, int]:
-        return {s: int(await (await self.conn(s)).fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL"))
-                for s in SERVICES}
+        return {
+            s: int(await (await self.conn(s)).fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL"))
+            for s in SERVICES
+        }
 
     async def quiesce(self, monitor: Monitor, timeout_s: float) -> dict:
         """Until every outbox is drained and every group's lag is zero (or the timeout)."""
@@ -591,11 +641,15 @@ class Checker:
                 lag = await asyncio.wait_for(monitor.lag_now(), timeout=10)
                 if not any(unsent.values()) and not any(lag.values()):
                     break
-            except Exception:  # noqa: BLE001
+            except Exception:
                 self.conns.clear()
             await asyncio.sleep(1)
-        return {"outbox_unsent": unsent, "consumer_lag": lag, "seconds": round(time.monotonic() - started, 1),
-                "held": bool(unsent) and not any(unsent.values()) and bool(lag) and not any(lag.values())}
+        return {
+            "outbox_unsent": unsent,
+            "consumer_lag": lag,
+            "seconds": round(time.monotonic() - started, 1),
+            "held": bool(unsent) and not any(unsent.values()) and bool(lag) and not any(lag.values()),
+        }
 
     async def webhooks(self, timeout_s: float) -> dict:
         """Every delivery of the subscribed charity's events made (each event at least once, as the
@@ -604,23 +658,33 @@ class Checker:
         while True:
             rows = await (await self.conn("directory")).fetch(
                 "SELECT event_id::text AS event_id, status FROM webhook_deliveries WHERE subscription_id = $1",
-                self.subscription_id)
+                self.subscription_id,
+            )
             if all(r["status"] == "delivered" for r in rows) or time.monotonic() > deadline:
                 break
             await asyncio.sleep(1)
         org = self.world.organisations[1]
-        expected = sum(1 for life in self.load.everything if self.world.organisations[life.plan.organisation] == org
-                       and (life.accepted or life.declined))
+        expected = sum(
+            1
+            for life in self.load.everything
+            if self.world.organisations[life.plan.organisation] == org and (life.accepted or life.declined)
+        )
         got: dict[str, int] = {}
         for eid in self.receiver.received:
             got[eid] = got.get(eid, 0) + 1
         rows_by_event = {r["event_id"] for r in rows}
         missing = [e for e in rows_by_event if e not in got]
         pending = [r["event_id"] for r in rows if r["status"] != "delivered"]
-        return {"decisions_of_the_organisation": expected, "deliveries": len(rows), "received": len(self.receiver.received),
-                "distinct_received": len(got), "received_more_than_once": sum(n - 1 for n in got.values() if n > 1),
-                "missing": len(missing), "pending": len(pending),
-                "held": len(rows) == expected and not missing and not pending}
+        return {
+            "decisions_of_the_organisation": expected,
+            "deliveries": len(rows),
+            "received": len(self.receiver.received),
+            "distinct_received": len(got),
+            "received_more_than_once": sum(n - 1 for n in got.values() if n > 1),
+            "missing": len(missing),
+            "pending": len(pending),
+            "held": len(rows) == expected and not missing and not pending,
+        }
 
     async def final(self, monitor: Monitor, timeout_s: float) -> dict:
         drained = await self.quiesce(monitor, timeout_s)
@@ -630,13 +694,18 @@ class Checker:
             held, detail = await getattr(self, name)()
             out[name] = {"held": held, "detail": detail}
         out.update(await self.exactly_once())
-        for name, check in (("dlq_exact", self.dlq_exact), ("settlements", self.settlements),
-                            ("capped_agreement", self.cap_exact), ("relay_resends", self.relay_resends),
-                            ("rebuild_equal", self.rebuild_equal), ("no_personal_identifier_on_topics", self.pii_scan),
-                            ("webhooks", lambda: self.webhooks(60))):
+        for name, check in (
+            ("dlq_exact", self.dlq_exact),
+            ("settlements", self.settlements),
+            ("capped_agreement", self.cap_exact),
+            ("relay_resends", self.relay_resends),
+            ("rebuild_equal", self.rebuild_equal),
+            ("no_personal_identifier_on_topics", self.pii_scan),
+            ("webhooks", lambda: self.webhooks(60)),
+        ):
             try:
                 out[name] = await check()
-            except Exception as exc:  # noqa: BLE001 - a check that cannot run has not held; the rest still run
+            except Exception as exc:
                 out[name] = {"held": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
         return out
 
@@ -644,22 +713,33 @@ class Checker:
         """Lost: an effect the run was acknowledged that is missing. Duplicated: an effect twice (or unearned)."""
         lives = [life for life in self.load.everything if life.referral_id]
         ids = [life.referral_id for life in lives]
-        intake = dict((r["id"], r["status"]) for r in await (await self.conn("referral-intake")).fetch(
-            "SELECT id, status FROM referrals WHERE pcn_id = $1", self.world.pcn_id))
+        intake = dict(
+            (r["id"], r["status"])
+            for r in await (await self.conn("referral-intake")).fetch(
+                "SELECT id, status FROM referrals WHERE pcn_id = $1", self.world.pcn_id
+            )
+        )
         by_key = {}
         for r in await (await self.conn("referral-intake")).fetch(
-                "SELECT idempotency_key, count(*) AS n FROM referrals WHERE pcn_id = $1 GROUP BY 1", self.world.pcn_id):
+            "SELECT idempotency_key, count(*) AS n FROM referrals WHERE pcn_id = $1 GROUP BY 1", self.world.pcn_id
+        ):
             by_key[r["idempotency_key"]] = r["n"]
         payments: dict[tuple[str, str], list[int]] = {}
         for r in await (await self.conn("funding-ledger")).fetch(
-                "SELECT referral_id, basis, amount_pence, agreement_id FROM payments WHERE pcn_id = $1", self.world.pcn_id):
+            "SELECT referral_id, basis, amount_pence, agreement_id FROM payments WHERE pcn_id = $1", self.world.pcn_id
+        ):
             payments.setdefault((r["referral_id"], r["basis"]), []).append(int(r["amount_pence"]))
         outcomes: dict[str, int] = {}
         for r in await (await self.conn("outcomes")).fetch(
-                "SELECT referral_id, count(*) AS n FROM outcomes WHERE referral_id = ANY($1::text[]) GROUP BY 1", ids):
+            "SELECT referral_id, count(*) AS n FROM outcomes WHERE referral_id = ANY($1::text[]) GROUP BY 1", ids
+        ):
             outcomes[r["referral_id"]] = r["n"]
-        inbox = dict((r["referral_id"], r["status"]) for r in await (await self.conn("directory")).fetch(
-            "SELECT referral_id, status FROM referral_inbox WHERE referral_id = ANY($1::text[])", ids))
+        inbox = dict(
+            (r["referral_id"], r["status"])
+            for r in await (await self.conn("directory")).fetch(
+                "SELECT referral_id, status FROM referral_inbox WHERE referral_id = ANY($1::text[])", ids
+            )
+        )
         lost: list[str] = []
         duplicated: list[str] = []
         expected_fees = set()
@@ -674,8 +754,15 @@ class Checker:
             if want and intake[rid] != want:
                 lost.append(f"{rid}: intake status {intake[rid]}, expected {want}")
             # An outcome that ends the referral (completed, disengaged) gives its place back; engaged does not.
-            want_inbox = ("declined" if life.declined else "accepted" if life.accepted and not life.outcome_id
-                          else "finished" if life.plan.outcome_status != "engaged" else "accepted")
+            want_inbox = (
+                "declined"
+                if life.declined
+                else "accepted"
+                if life.accepted and not life.outcome_id
+                else "finished"
+                if life.plan.outcome_status != "engaged"
+                else "accepted"
+            )
             if want_inbox and inbox.get(rid) != want_inbox:
                 lost.append(f"{rid}: directory inbox {inbox.get(rid)}, expected {want_inbox}")
             if life.outcome_id and outcomes.get(rid, 0) == 0:
@@ -693,31 +780,49 @@ class Checker:
                 duplicated.append(f"{key[0]}: {key[1]} fee not earned")
         capped_org = self.world.organisations[-1]
         capped = {life.referral_id for life in lives if self.world.organisations[life.plan.organisation] == capped_org}
-        uncapped_wrong = [k for k, amounts in payments.items()
-                          if k in expected_fees and k[0] not in capped and amounts[0] != nominal_fee_pence(k[1])]
+        uncapped_wrong = [
+            k
+            for k, amounts in payments.items()
+            if k in expected_fees and k[0] not in capped and amounts[0] != nominal_fee_pence(k[1])
+        ]
         # Places: each accept took one, each ending outcome gave it back, on whichever replica it ran.
         places = {}
         for i, sid in enumerate(self.world.services):
-            taken = sum(1 for life in self.load.lifecycles if life.plan.organisation == i and life.accepted
-                        and not (life.outcome_id and life.plan.outcome_status != "engaged"))
+            taken = sum(
+                1
+                for life in self.load.lifecycles
+                if life.plan.organisation == i
+                and life.accepted
+                and not (life.outcome_id and life.plan.outcome_status != "engaged")
+            )
             places[sid] = 100_000 - taken
         for r in await (await self.conn("directory")).fetch(
-                "SELECT id, capacity FROM services WHERE id = ANY($1::text[])", list(places)):
+            "SELECT id, capacity FROM services WHERE id = ANY($1::text[])", list(places)
+        ):
             if r["capacity"] != places[r["id"]]:
                 (lost if r["capacity"] > places[r["id"]] else duplicated).append(
-                    f"service {r['id']}: capacity {r['capacity']}, expected {places[r['id']]}")
+                    f"service {r['id']}: capacity {r['capacity']}, expected {places[r['id']]}"
+                )
         unfinished = [life for life in self.load.lifecycles if life.finished is None]
         return {
-            "lifecycles": {"started": len(self.load.lifecycles), "finished": len(self.load.lifecycles) - len(unfinished),
-                           "declined": sum(1 for life in lives if life.declined),
-                           "accepted": sum(1 for life in lives if life.accepted),
-                           "outcomes_qualifying": sum(1 for life in lives if "outcome_recorded" in life.expected_fees),
-                           "corrected": sum(1 for life in lives if life.corrected),
-                           "unfinished_by_the_client": [f"{life.index}: {life.error}" for life in unfinished[:10]]},
-            "fees": {"expected": len(expected_fees), "ledgered": sum(len(a) for a in payments.values()),
-                     "amount_wrong": uncapped_wrong[:5]},
-            "lost": len(lost), "lost_examples": lost[:10],
-            "duplicated": len(duplicated), "duplicated_examples": duplicated[:10],
+            "lifecycles": {
+                "started": len(self.load.lifecycles),
+                "finished": len(self.load.lifecycles) - len(unfinished),
+                "declined": sum(1 for life in lives if life.declined),
+                "accepted": sum(1 for life in lives if life.accepted),
+                "outcomes_qualifying": sum(1 for life in lives if "outcome_recorded" in life.expected_fees),
+                "corrected": sum(1 for life in lives if life.corrected),
+                "unfinished_by_the_client": [f"{life.index}: {life.error}" for life in unfinished[:10]],
+            },
+            "fees": {
+                "expected": len(expected_fees),
+                "ledgered": sum(len(a) for a in payments.values()),
+                "amount_wrong": uncapped_wrong[:5],
+            },
+            "lost": len(lost),
+            "lost_examples": lost[:10],
+            "duplicated": len(duplicated),
+            "duplicated_examples": duplicated[:10],
             "held": not lost and not duplicated and not unfinished and not uncapped_wrong,
         }
 
@@ -725,18 +830,29 @@ class Checker:
         """Two ledger replicas accrue for the capped agreement from different partitions: the total is
         exactly min(cap, what the run earned), never more."""
         capped_org = self.world.organisations[-1]
-        earned = sum(nominal_fee_pence(b) for life in self.load.lifecycles
-                     if self.world.organisations[life.plan.organisation] == capped_org for b in life.expected_fees)
+        earned = sum(
+            nominal_fee_pence(b)
+            for life in self.load.lifecycles
+            if self.world.organisations[life.plan.organisation] == capped_org
+            for b in life.expected_fees
+        )
         accrued, refused = await (await self.conn("funding-ledger")).fetchrow(
             "SELECT coalesce(sum(amount_pence), 0), coalesce(sum(refused_over_cap_pence), 0) FROM payments "
-            "WHERE agreement_id = $1", self.capped_agreement)
-        return {"cap_pence": CAP_PENCE, "earned_pence": earned, "accrued_pence": int(accrued),
-                "refused_pence": int(refused), "held": int(accrued) == min(CAP_PENCE, earned)
-                and int(accrued) + int(refused) == earned}
+            "WHERE agreement_id = $1",
+            self.capped_agreement,
+        )
+        return {
+            "cap_pence": CAP_PENCE,
+            "earned_pence": earned,
+            "accrued_pence": int(accrued),
+            "refused_pence": int(refused),
+            "held": int(accrued) == min(CAP_PENCE, earned) and int(accrued) + int(refused) == earned,
+        }
 
     async def settlements(self) -> dict:
         rows = await (await self.conn("funding-ledger")).fetch(
-            "SELECT reference, amount_pence FROM settlements WHERE pcn_id = $1", self.world.pcn_id)
+            "SELECT reference, amount_pence FROM settlements WHERE pcn_id = $1", self.world.pcn_id
+        )
         posted: dict[str, list[int]] = {}
         for r in rows:
             posted.setdefault(r["reference"], []).append(int(r["amount_pence"]))
@@ -744,12 +860,20 @@ class Checker:
         missing = [ref for ref in acknowledged if ref not in posted]
         twice = [ref for ref, a in posted.items() if len(a) > 1]
         wrong = [ref for ref, a in posted.items() if ref in acknowledged and a[0] != acknowledged[ref]]
-        return {"acknowledged": len(acknowledged), "posted": len(rows), "missing": missing[:5], "twice": twice[:5],
-                "wrong_amount": wrong[:5], "held": not missing and not twice and not wrong}
+        return {
+            "acknowledged": len(acknowledged),
+            "posted": len(rows),
+            "missing": missing[:5],
+            "twice": twice[:5],
+            "wrong_amount": wrong[:5],
+            "held": not missing and not twice and not wrong,
+        }
 
     async def dlq_exact(self) -> dict:
         """Every poison record dead-lettered by every consumer of its topic, and nothing else there."""
-        expected = {(pid, consumer) for pid, topic in self.injector.poison_sent.items() for consumer in CONSUMERS[topic]}
+        expected = {
+            (pid, consumer) for pid, topic in self.injector.poison_sent.items() for consumer in CONSUMERS[topic]
+        }
         seen: dict[tuple[str, str], int] = {}
         other = []
         by_topic: dict[str, int] = {}
@@ -764,11 +888,17 @@ class Checker:
         missing = expected - set(seen)
         unexpected = set(seen) - expected
         again = sum(n - 1 for n in seen.values() if n > 1)
-        return {"poison_sent": len(self.injector.poison_sent), "expected_dead_letters": len(expected),
-                "dead_letters": sum(by_topic.values()), "by_topic": by_topic, "missing": len(missing),
-                "not_poison": other[:5], "unexpected": len(unexpected),
-                "dead_lettered_again": again,  # at least once: a crash between DLQ publish and offset commit
-                "held": not missing and not other and not unexpected}
+        return {
+            "poison_sent": len(self.injector.poison_sent),
+            "expected_dead_letters": len(expected),
+            "dead_letters": sum(by_topic.values()),
+            "by_topic": by_topic,
+            "missing": len(missing),
+            "not_poison": other[:5],
+            "unexpected": len(unexpected),
+            "dead_lettered_again": again,  # at least once: a crash between DLQ publish and offset commit
+            "held": not missing and not other and not unexpected,
+        }
 
     async def relay_resends(self) -> dict:
         """Events published more than once by the outbox relays (copies we injected left out): two
@@ -793,21 +923,34 @@ class Checker:
 
         target = self.stack.postgres.admin_url(f"chaos_rebuild_{uuid.uuid4().hex[:6]}")
         self.stack.postgres.create_database(target.rsplit("/", 1)[1])
-        report = await rebuild(self.stack.bootstrap, target, source_url=self.stack.database_urls["funding-ledger"],
-                               pcn_id=self.world.pcn_id)
-        return {"held": bool(report.get("equal")), "replayed": report.get("replayed"),
-                "differences": report.get("differences", [])[:5]}
+        report = await rebuild(
+            self.stack.bootstrap,
+            target,
+            source_url=self.stack.database_urls["funding-ledger"],
+            pcn_id=self.world.pcn_id,
+        )
+        return {
+            "held": bool(report.get("equal")),
+            "replayed": report.get("replayed"),
+            "differences": report.get("differences", [])[:5],
+        }
 
     async def pii_scan(self) -> dict:
-        needles = {PERSON["nhs_number"], PERSON["given_name"], PERSON["family_name"], PERSON["date_of_birth"],
-                   PERSON["postcode"]}
+        needles = {
+            PERSON["nhs_number"],
+            PERSON["given_name"],
+            PERSON["family_name"],
+            PERSON["date_of_birth"],
+            PERSON["postcode"],
+        }
         scanned = 0
         found = []
         for topic in (*ev.ALL_TOPICS, *ev.ALL_DLQ_TOPICS):
             for record in await read_topic(self.stack.bootstrap, topic, timeout_s=30):
                 scanned += 1
                 text = (record.value or b"").decode(errors="replace") + " ".join(
-                    v.decode(errors="replace") for _, v in (record.headers or []))
+                    v.decode(errors="replace") for _, v in (record.headers or [])
+                )
                 hits = [n for n in needles if n in text]
                 if hits:
                     found.append(f"{topic}@{record.partition}:{record.offset}")
@@ -871,10 +1014,18 @@ async def capacity_probe(client: httpx.AsyncClient, stack: Stack, world: World, 
     urls = stack.urls()
     charity = world.charities[world.organisations[0]]
     capacity, accepts = 12, 8
-    service = await client.post(urls["directory"][0] + "/services", headers=charity, json={
-        "organization_id": world.organisations[0], "name": f"Chaos capacity probe {uuid.uuid4().hex[:6]}",
-        "needs": ["loneliness"], "capacity": capacity, "postcode": "LS1 4AP",
-        "safeguarding_policy_valid_until": "2099-01-01"})
+    service = await client.post(
+        urls["directory"][0] + "/services",
+        headers=charity,
+        json={
+            "organization_id": world.organisations[0],
+            "name": f"Chaos capacity probe {uuid.uuid4().hex[:6]}",
+            "needs": ["loneliness"],
+            "capacity": capacity,
+            "postcode": "LS1 4AP",
+            "safeguarding_policy_valid_until": "2099-01-01",
+        },
+    )
     service.raise_for_status()
     sid = service.json()["id"]
     lives = []
@@ -882,10 +1033,16 @@ async def capacity_probe(client: httpx.AsyncClient, stack: Stack, world: World, 
         life = Lifecycle(-1 - i, Plan(0, False, "completed", False), f"probe-{uuid.uuid4()}", started=time.time())
         deadline = time.monotonic() + 60
         while life.referral_id is None and time.monotonic() < deadline:
-            answer = await client.post(urls["referral-intake"][i % 2] + "/referrals",
-                                       headers={**world.link_worker, "Idempotency-Key": life.key}, json={
-                "service_id": sid, "needs": ["loneliness"], "person": PERSON,
-                "consent": {"given": True, "recorded_at": "2026-11-01T10:00:00Z"}})
+            answer = await client.post(
+                urls["referral-intake"][i % 2] + "/referrals",
+                headers={**world.link_worker, "Idempotency-Key": life.key},
+                json={
+                    "service_id": sid,
+                    "needs": ["loneliness"],
+                    "person": PERSON,
+                    "consent": {"given": True, "recorded_at": "2026-11-01T10:00:00Z"},
+                },
+            )
             if answer.status_code in (200, 201):
                 life.referral_id = answer.json()["id"]
             else:
@@ -897,19 +1054,28 @@ async def capacity_probe(client: httpx.AsyncClient, stack: Stack, world: World, 
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and await directory.fetchval(
-                "SELECT count(*) FROM referral_inbox WHERE referral_id = ANY($1::text[])", ids) < len(ids):
+            "SELECT count(*) FROM referral_inbox WHERE referral_id = ANY($1::text[])", ids
+        ) < len(ids):
             await asyncio.sleep(0.3)
-        answers = await asyncio.gather(*(client.post(urls["directory"][i % 2] + f"/referrals/{rid}/accept",
-                                                     headers=charity) for i, rid in enumerate(ids)))
-        for life, answer in zip(lives, answers):
+        answers = await asyncio.gather(
+            *(
+                client.post(urls["directory"][i % 2] + f"/referrals/{rid}/accept", headers=charity)
+                for i, rid in enumerate(ids)
+            )
+        )
+        for life, answer in zip(lives, answers, strict=False):
             life.accepted = answer.status_code == 200
             life.finished = time.time()
         left = await directory.fetchval("SELECT capacity FROM services WHERE id = $1", sid)
     finally:
         await directory.close()
-    return {"service_capacity": capacity, "concurrent_accepts": accepts,
-            "accepted": sum(1 for a in answers if a.status_code == 200), "capacity_left": left,
-            "held": len(ids) == accepts and all(a.status_code == 200 for a in answers) and left == capacity - accepts}
+    return {
+        "service_capacity": capacity,
+        "concurrent_accepts": accepts,
+        "accepted": sum(1 for a in answers if a.status_code == 200),
+        "capacity_left": left,
+        "held": len(ids) == accepts and all(a.status_code == 200 for a in answers) and left == capacity - accepts,
+    }
 
 
 # --- the run ---------------------------------------------------------------------------------------
@@ -917,18 +1083,41 @@ async def capacity_probe(client: httpx.AsyncClient, stack: Stack, world: World, 
 
 async def _capped_world(client: httpx.AsyncClient, urls: dict[str, str], world: World, secret: str) -> str:
     """One more organisation, whose agreement has a yearly cap the run will reach."""
-    org = await client.post(urls["directory"] + "/organizations", headers=world.admin,
-                            json={"name": f"Chaos Capped Neighbours {world.pcn_id}"})
+    org = await client.post(
+        urls["directory"] + "/organizations",
+        headers=world.admin,
+        json={"name": f"Chaos Capped Neighbours {world.pcn_id}"},
+    )
     org.raise_for_status()
     org_id = org.json()["id"]
     charity = auth(secret, "charity", organisation_id=org_id)
-    service = await client.post(urls["directory"] + "/services", headers=charity, json={
-        "organization_id": org_id, "name": "Chaos capped walk and talk", "needs": ["loneliness"],
-        "capacity": 100_000, "postcode": "LS1 4AP", "safeguarding_policy_valid_until": "2099-01-01"})
+    service = await client.post(
+        urls["directory"] + "/services",
+        headers=charity,
+        json={
+            "organization_id": org_id,
+            "name": "Chaos capped walk and talk",
+            "needs": ["loneliness"],
+            "capacity": 100_000,
+            "postcode": "LS1 4AP",
+            "safeguarding_policy_valid_until": "2099-01-01",
+        },
+    )
     service.raise_for_status()
-    agreement = await agree_once_known(client, urls["funding-ledger"], world.finance, {
-        "organisation_id": org_id, "per_referral_pence": FEE_REFERRAL_PENCE, "per_outcome_pence": FEE_OUTCOME_PENCE,
-        "period": "quarterly", "days_after_period_end": 30, "starts_on": "2020-04-01", "cap_pence_per_year": CAP_PENCE})
+    agreement = await agree_once_known(
+        client,
+        urls["funding-ledger"],
+        world.finance,
+        {
+            "organisation_id": org_id,
+            "per_referral_pence": FEE_REFERRAL_PENCE,
+            "per_outcome_pence": FEE_OUTCOME_PENCE,
+            "period": "quarterly",
+            "days_after_period_end": 30,
+            "starts_on": "2020-04-01",
+            "cap_pence_per_year": CAP_PENCE,
+        },
+    )
     world.organisations.append(org_id)
     world.services.append(service.json()["id"])
     world.charities[org_id] = charity
@@ -951,16 +1140,22 @@ async def drive(cfg: Config, stack: Stack, secret: str) -> dict:
         load = Load(Balancer(client, urls, stats, give_up_at), world, cfg.seed)
         say("concurrency probe: concurrent accepts for one service on both directory replicas ...")
         probe = await capacity_probe(client, stack, world, load)
-        say(f"  {probe['accepted']} of {probe['concurrent_accepts']} accepted, capacity "
-            f"{probe['service_capacity']} -> {probe['capacity_left']}: {'held' if probe['held'] else 'BROKEN'}")
+        say(
+            f"  {probe['accepted']} of {probe['concurrent_accepts']} accepted, capacity "
+            f"{probe['service_capacity']} -> {probe['capacity_left']}: {'held' if probe['held'] else 'BROKEN'}"
+        )
         receiver = WebhookReceiver()
         await receiver.start()
         org = world.organisations[1]
-        subscription = await client.post(first["directory"] + "/subscriptions", headers=world.charities[org],
-                                         json={"url": receiver.url, "events": WEBHOOK_EVENTS})
+        subscription = await client.post(
+            first["directory"] + "/subscriptions",
+            headers=world.charities[org],
+            json={"url": receiver.url, "events": WEBHOOK_EVENTS},
+        )
         subscription.raise_for_status()
-        faults = schedule(cfg.seed, cfg.load_s, SERVICES, replicas=cfg.replicas, per_kind=cfg.per_kind,
-                          records=cfg.records)
+        faults = schedule(
+            cfg.seed, cfg.load_s, SERVICES, replicas=cfg.replicas, per_kind=cfg.per_kind, records=cfg.records
+        )
         say(f"fault schedule (seed {cfg.seed}):")
         for fault in faults:
             say(f"  {fault.describe()}")
@@ -995,14 +1190,26 @@ async def _progress(load: Load, monitor: Monitor, cfg: Config) -> None:
     while True:
         await asyncio.sleep(30)
         done = sum(1 for life in load.lifecycles if life.finished)
-        say(f"  progress: {len(load.lifecycles)}/{cfg.n} started, {done} finished, lag {monitor.lag}, "
+        say(
+            f"  progress: {len(load.lifecycles)}/{cfg.n} started, {done} finished, lag {monitor.lag}, "
             f"ready {sum(monitor.ready.values())}/{len(monitor.ready)}; requests {load.stats.requests}, "
             f"in-transit retries {load.stats.retries_in_transit}, 5xx {load.stats.retries_5xx}; steps "
-            f"{dict(collections.Counter(life.step for life in load.lifecycles if life.step != 'done'))}")
+            f"{dict(collections.Counter(life.step for life in load.lifecycles if life.step != 'done'))}"
+        )
 
 
-def figures(cfg: Config, started: float, load_done: float, load: Load, stats: LoadStats, faults: list[Fault],
-            monitor: Monitor, checker: Checker, final: dict, probe: dict) -> dict:
+def figures(
+    cfg: Config,
+    started: float,
+    load_done: float,
+    load: Load,
+    stats: LoadStats,
+    faults: list[Fault],
+    monitor: Monitor,
+    checker: Checker,
+    final: dict,
+    probe: dict,
+) -> dict:
     windows = [(f.injected_at, f.recovered_at or f.ended_at or f.injected_at) for f in faults if f.injected_at]
     during, between = [], []
     for life in load.lifecycles:
@@ -1013,15 +1220,31 @@ def figures(cfg: Config, started: float, load_done: float, load: Load, stats: Lo
     recovery: dict[str, dict] = {}
     for kind in KINDS:
         times = [f.recovery_s for f in faults if f.kind == kind and f.recovery_s is not None]
-        recovery[kind] = {"injected": sum(1 for f in faults if f.kind == kind and f.injected_at),
-                          "recovered": len(times), "p50_s": pct(times, 50), "max_s": max(times) if times else None}
-    periodic = {name: {"checked": sum(1 for t in checker.ticks if t[name]["held"] is not None),
-                       "held": sum(1 for t in checker.ticks if t[name]["held"] is True),
-                       "broken": sum(1 for t in checker.ticks if t[name]["held"] is False),
-                       "unavailable": sum(1 for t in checker.ticks if t[name]["held"] is None)}
-                for name in Checker.PERIODIC}
-    held_keys = ("outbox_drained_and_lag_zero", "dlq_exact", "settlements", "capped_agreement", "rebuild_equal", "webhooks",
-                 "no_personal_identifier_on_topics", *Checker.PERIODIC)
+        recovery[kind] = {
+            "injected": sum(1 for f in faults if f.kind == kind and f.injected_at),
+            "recovered": len(times),
+            "p50_s": pct(times, 50),
+            "max_s": max(times) if times else None,
+        }
+    periodic = {
+        name: {
+            "checked": sum(1 for t in checker.ticks if t[name]["held"] is not None),
+            "held": sum(1 for t in checker.ticks if t[name]["held"] is True),
+            "broken": sum(1 for t in checker.ticks if t[name]["held"] is False),
+            "unavailable": sum(1 for t in checker.ticks if t[name]["held"] is None),
+        }
+        for name in Checker.PERIODIC
+    }
+    held_keys = (
+        "outbox_drained_and_lag_zero",
+        "dlq_exact",
+        "settlements",
+        "capped_agreement",
+        "rebuild_equal",
+        "webhooks",
+        "no_personal_identifier_on_topics",
+        *Checker.PERIODIC,
+    )
     invariants = {k: bool(final[k]["held"]) for k in held_keys}
     invariants["exactly_once"] = bool(final["held"])
     invariants["periodic_never_broken"] = all(v["broken"] == 0 for v in periodic.values())
@@ -1030,69 +1253,130 @@ def figures(cfg: Config, started: float, load_done: float, load: Load, stats: Lo
 
     def lat(values: list[float]) -> dict:
         ms = [v * 1000 for v in values]
-        return {"count": len(ms), "p50_ms": pct(ms, 50), "p95_ms": pct(ms, 95), "p99_ms": pct(ms, 99),
-                "max_ms": round(max(ms), 1) if ms else None}
+        return {
+            "count": len(ms),
+            "p50_ms": pct(ms, 50),
+            "p95_ms": pct(ms, 95),
+            "p99_ms": pct(ms, 99),
+            "max_ms": round(max(ms), 1) if ms else None,
+        }
 
     return {
-        "seed": cfg.seed, "n": cfg.n, "rate_per_s": cfg.rate, "replicas": cfg.replicas, "brokers": 3,
-        "replication": 3, "min_insync_replicas": 2, "postgres_fsync": True,
+        "seed": cfg.seed,
+        "n": cfg.n,
+        "rate_per_s": cfg.rate,
+        "replicas": cfg.replicas,
+        "brokers": 3,
+        "replication": 3,
+        "min_insync_replicas": 2,
+        "postgres_fsync": True,
         "load_seconds": round(load_done - started, 1),
-        "achieved_lifecycles_per_s": round(len(load.lifecycles) / max(1e-9, max(
-            (life.finished or started for life in load.lifecycles), default=started) - started), 2),
+        "achieved_lifecycles_per_s": round(
+            len(load.lifecycles)
+            / max(1e-9, max((life.finished or started for life in load.lifecycles), default=started) - started),
+            2,
+        ),
         "faults": [f.to_json() for f in faults],
         "faults_by_kind": {k: recovery[k]["injected"] for k in KINDS},
         "recovery": recovery,
-        "lifecycles": final["lifecycles"], "lost": final["lost"], "duplicated": final["duplicated"],
-        "lost_examples": final["lost_examples"], "duplicated_examples": final["duplicated_examples"],
+        "lifecycles": final["lifecycles"],
+        "lost": final["lost"],
+        "duplicated": final["duplicated"],
+        "lost_examples": final["lost_examples"],
+        "duplicated_examples": final["duplicated_examples"],
         "fees": final["fees"],
-        "dlq": final["dlq_exact"], "largest_consumer_lag": monitor.max_lag,
+        "dlq": final["dlq_exact"],
+        "largest_consumer_lag": monitor.max_lag,
         "restarts_after_exit": dict(checker.stack.restarts_after_exit),
-        "latency_end_to_end": {"during_faults": lat(during), "between_faults": lat(between),
-                               "what": "POST /referrals sent -> last step of the lifecycle answered (client's view)"},
-        "client": {"requests": stats.requests, "retries_in_transit": stats.retries_in_transit,
-                   "retries_5xx": stats.retries_5xx, "retries_not_yet_known": stats.retries_not_yet_known,
-                   "retry_found_already_done": stats.already_done, "given_up": stats.refusals},
-        "settlements": final["settlements"], "capped_agreement": final["capped_agreement"],
+        "latency_end_to_end": {
+            "during_faults": lat(during),
+            "between_faults": lat(between),
+            "what": "POST /referrals sent -> last step of the lifecycle answered (client's view)",
+        },
+        "client": {
+            "requests": stats.requests,
+            "retries_in_transit": stats.retries_in_transit,
+            "retries_5xx": stats.retries_5xx,
+            "retries_not_yet_known": stats.retries_not_yet_known,
+            "retry_found_already_done": stats.already_done,
+            "given_up": stats.refusals,
+        },
+        "settlements": final["settlements"],
+        "capped_agreement": final["capped_agreement"],
         "capacity_probe": probe,
-        "relay_resends": final["relay_resends"], "rebuild": final["rebuild_equal"], "webhooks": final["webhooks"],
+        "relay_resends": final["relay_resends"],
+        "rebuild": final["rebuild_equal"],
+        "webhooks": final["webhooks"],
         "pii_scan": final["no_personal_identifier_on_topics"],
         "outbox_and_lag_at_end": final["outbox_drained_and_lag_zero"],
-        "periodic_checks": periodic, "invariants": invariants,
+        "periodic_checks": periodic,
+        "invariants": invariants,
         "ok": all(invariants.values()) and final["lost"] == 0 and final["duplicated"] == 0,
         "lag_samples": monitor.samples[::5],
     }
 
 
 def table(r: dict) -> str:
-    rows = [("seed", str(r["seed"])), ("lifecycles", f"{r['lifecycles']['started']:,} started, "
-             f"{r['lifecycles']['finished']:,} finished at {r['rate_per_s']}/s offered "
-             f"({r['achieved_lifecycles_per_s']}/s achieved); {r['lifecycles']['declined']} declined, "
-             f"{r['lifecycles']['corrected']} corrected"),
-            ("lost / duplicated", f"{r['lost']} / {r['duplicated']}"),
-            ("fees", f"{r['fees']['expected']:,} expected, {r['fees']['ledgered']:,} ledgered"),
-            ("faults injected", ", ".join(f"{k} {v}" for k, v in r["faults_by_kind"].items())),
-            ("DLQ", f"{r['dlq']['poison_sent']} poison sent, {r['dlq']['dead_letters']} dead letters "
-                    f"(expected {r['dlq']['expected_dead_letters']}, {r['dlq']['missing']} missing, "
-                    f"{len(r['dlq']['not_poison'])} not poison, {r['dlq']['dead_lettered_again']} again)"),
-            ("largest consumer lag", f"{r['largest_consumer_lag']:,} records"),
-            ("relay re-sends", f"{sum(t['published_again'] for t in r['relay_resends'].values())} events published "
-                               f"twice of {sum(t['events'] for t in r['relay_resends'].values()):,}"),
-            ("webhooks", f"{r['webhooks']['deliveries']} deliveries, {r['webhooks']['missing']} missing, "
-                         f"{r['webhooks']['received_more_than_once']} received twice"),
-            ("cap under 2 ledger replicas", f"accrued {r['capped_agreement']['accrued_pence']:,} p of cap "
-                                            f"{r['capped_agreement']['cap_pence']:,} p (earned "
-                                            f"{r['capped_agreement']['earned_pence']:,} p)"),
-            ("capacity probe", f"{r['capacity_probe']['concurrent_accepts']} concurrent accepts on both replicas: "
-                               f"capacity {r['capacity_probe']['service_capacity']} -> {r['capacity_probe']['capacity_left']}"),
-            ("client retries", f"{r['client']['retries_in_transit']} in transit, 5xx {r['client']['retries_5xx']}, "
-                               f"already done {r['client']['retry_found_already_done']}"),
-            ("restarted after exiting", ", ".join(f"{k} {v}" for k, v in r["restarts_after_exit"].items()) or "none")]
+    rows = [
+        ("seed", str(r["seed"])),
+        (
+            "lifecycles",
+            f"{r['lifecycles']['started']:,} started, "
+            f"{r['lifecycles']['finished']:,} finished at {r['rate_per_s']}/s offered "
+            f"({r['achieved_lifecycles_per_s']}/s achieved); {r['lifecycles']['declined']} declined, "
+            f"{r['lifecycles']['corrected']} corrected",
+        ),
+        ("lost / duplicated", f"{r['lost']} / {r['duplicated']}"),
+        ("fees", f"{r['fees']['expected']:,} expected, {r['fees']['ledgered']:,} ledgered"),
+        ("faults injected", ", ".join(f"{k} {v}" for k, v in r["faults_by_kind"].items())),
+        (
+            "DLQ",
+            f"{r['dlq']['poison_sent']} poison sent, {r['dlq']['dead_letters']} dead letters "
+            f"(expected {r['dlq']['expected_dead_letters']}, {r['dlq']['missing']} missing, "
+            f"{len(r['dlq']['not_poison'])} not poison, {r['dlq']['dead_lettered_again']} again)",
+        ),
+        ("largest consumer lag", f"{r['largest_consumer_lag']:,} records"),
+        (
+            "relay re-sends",
+            f"{sum(t['published_again'] for t in r['relay_resends'].values())} events published "
+            f"twice of {sum(t['events'] for t in r['relay_resends'].values()):,}",
+        ),
+        (
+            "webhooks",
+            f"{r['webhooks']['deliveries']} deliveries, {r['webhooks']['missing']} missing, "
+            f"{r['webhooks']['received_more_than_once']} received twice",
+        ),
+        (
+            "cap under 2 ledger replicas",
+            f"accrued {r['capped_agreement']['accrued_pence']:,} p of cap "
+            f"{r['capped_agreement']['cap_pence']:,} p (earned "
+            f"{r['capped_agreement']['earned_pence']:,} p)",
+        ),
+        (
+            "capacity probe",
+            f"{r['capacity_probe']['concurrent_accepts']} concurrent accepts on both replicas: "
+            f"capacity {r['capacity_probe']['service_capacity']} -> {r['capacity_probe']['capacity_left']}",
+        ),
+        (
+            "client retries",
+            f"{r['client']['retries_in_transit']} in transit, 5xx {r['client']['retries_5xx']}, "
+            f"already done {r['client']['retry_found_already_done']}",
+        ),
+        ("restarted after exiting", ", ".join(f"{k} {v}" for k, v in r["restarts_after_exit"].items()) or "none"),
+    ]
     for kind, rec in r["recovery"].items():
-        rows.append((f"recovery {kind}", f"p50 {rec['p50_s']} s, max {rec['max_s']} s ({rec['recovered']}/{rec['injected']})"))
+        rows.append(
+            (f"recovery {kind}", f"p50 {rec['p50_s']} s, max {rec['max_s']} s ({rec['recovered']}/{rec['injected']})")
+        )
     for name in ("during_faults", "between_faults"):
         lat = r["latency_end_to_end"][name]
-        rows.append((f"latency {name.replace('_', ' ')}", f"p50 {lat['p50_ms']} ms, p95 {lat['p95_ms']} ms, "
-                     f"p99 {lat['p99_ms']} ms, max {lat['max_ms']} ms (n={lat['count']})"))
+        rows.append(
+            (
+                f"latency {name.replace('_', ' ')}",
+                f"p50 {lat['p50_ms']} ms, p95 {lat['p95_ms']} ms, "
+                f"p99 {lat['p99_ms']} ms, max {lat['max_ms']} ms (n={lat['count']})",
+            )
+        )
     for name, held in r["invariants"].items():
         rows.append((f"invariant {name}", "held" if held else "BROKEN"))
     width = max(len(k) for k, _ in rows)
@@ -1133,8 +1417,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", type=int, default=1000, help="duplicates / poison records per fault")
     parser.add_argument("--out", type=Path, default=None, help="JSON file (default bench/results/chaos-<seed>.json)")
     args = parser.parse_args(argv)
-    cfg = Config(n=args.n, rate=args.rate, seed=args.seed, per_kind=args.per_kind, records=args.records,
-                 out=args.out or ROOT / "bench" / "results" / f"chaos-{args.seed}.json")
+    cfg = Config(
+        n=args.n,
+        rate=args.rate,
+        seed=args.seed,
+        per_kind=args.per_kind,
+        records=args.records,
+        out=args.out or ROOT / "bench" / "results" / f"chaos-{args.seed}.json",
+    )
 
     def terminate(signum, frame):  # SIGTERM while starting or stopping: as Ctrl-C (drive() cancels itself)
         raise KeyboardInterrupt

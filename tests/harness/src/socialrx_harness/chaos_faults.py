@@ -38,10 +38,15 @@ class Fault:
         return round(self.recovered_at - self.injected_at, 2)
 
     def describe(self) -> str:
-        target = {"kill9": f"{self.service}#{self.replica}", "sigterm": f"{self.service}#{self.replica}",
-                  "freeze": f"{self.service}#{self.replica}", "broker_restart": f"broker {self.broker}",
-                  "postgres_restart": "postgresql", "duplicates": f"{self.count} records",
-                  "poison": f"{self.count} records"}[self.kind]
+        target = {
+            "kill9": f"{self.service}#{self.replica}",
+            "sigterm": f"{self.service}#{self.replica}",
+            "freeze": f"{self.service}#{self.replica}",
+            "broker_restart": f"broker {self.broker}",
+            "postgres_restart": "postgresql",
+            "duplicates": f"{self.count} records",
+            "poison": f"{self.count} records",
+        }[self.kind]
         away = f", away {self.down_s:.1f}s" if self.down_s else ""
         return f"t+{self.at_s:6.1f}s {self.kind:<17} {target}{away}"
 
@@ -51,8 +56,16 @@ class Fault:
         return out
 
 
-def schedule(seed: int, duration_s: float, services: tuple[str, ...], *, replicas: int = 2, brokers: int = 3,
-             per_kind: int = 1, records: int = 1000) -> list[Fault]:
+def schedule(
+    seed: int,
+    duration_s: float,
+    services: tuple[str, ...],
+    *,
+    replicas: int = 2,
+    brokers: int = 3,
+    per_kind: int = 1,
+    records: int = 1000,
+) -> list[Fault]:
     """`per_kind` faults of every kind at random offsets within the load's middle (10%-75% of it),
     in random order. They may overlap (chaos.Injector runs each in its own task); two on one target
     wait for each other."""
@@ -61,7 +74,7 @@ def schedule(seed: int, duration_s: float, services: tuple[str, ...], *, replica
     rng.shuffle(kinds)
     offsets = sorted(rng.uniform(0.10, 0.75) * duration_s for _ in kinds)
     faults = []
-    for kind, at_s in zip(kinds, offsets):
+    for kind, at_s in zip(kinds, offsets, strict=False):
         fault = Fault(kind, round(at_s, 2))
         if kind in ("kill9", "sigterm", "freeze"):
             fault.service = rng.choice(services)

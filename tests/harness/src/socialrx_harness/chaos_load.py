@@ -19,6 +19,7 @@ the fees owed are computed from it, not read from the ledger.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import re
 import time
@@ -46,9 +47,12 @@ class Plan:
 def plan_for(seed: int, index: int, organisations: int) -> Plan:
     rng = random.Random(f"{seed}:{index}")
     decline = rng.random() < 0.10
-    return Plan(organisation=index % organisations, decline=decline,
-                outcome_status="engaged" if rng.random() < 0.10 else "completed",
-                correct=not decline and rng.random() < 0.10)
+    return Plan(
+        organisation=index % organisations,
+        decline=decline,
+        outcome_status="engaged" if rng.random() < 0.10 else "completed",
+        correct=not decline and rng.random() < 0.10,
+    )
 
 
 @dataclass
@@ -104,8 +108,9 @@ IN_FLIGHT_MAX = 128
 class Balancer:
     """Round-robin over a service's replicas; what fails in transit or with 5xx is sent again."""
 
-    def __init__(self, client: httpx.AsyncClient, urls: dict[str, list[str]], stats: LoadStats,
-                 give_up_at: float) -> None:
+    def __init__(
+        self, client: httpx.AsyncClient, urls: dict[str, list[str]], stats: LoadStats, give_up_at: float
+    ) -> None:
         self.client, self.urls, self.stats, self.give_up_at = client, urls, stats, give_up_at
         self.turn = {service: 0 for service in urls}
         # A real client fleet has a bounded number of requests in flight. Unbounded, a stall (PostgreSQL
@@ -146,8 +151,9 @@ class Load:
     def everything(self) -> list[Lifecycle]:
         return self.extra + self.lifecycles
 
-    async def _until(self, what: str, service: str, path: str, headers: dict, json, done, not_yet,
-                     life: Lifecycle | None = None) -> httpx.Response:
+    async def _until(
+        self, what: str, service: str, path: str, headers: dict, json, done, not_yet, life: Lifecycle | None = None
+    ) -> httpx.Response:
         """Send until `done(answer)`; `not_yet(answer)` is an eventual-consistency wait, anything else gives up."""
         if life is not None:
             life.step = what
@@ -170,27 +176,58 @@ class Load:
         charity = w.charities[org]
         life.started = time.time()
         try:
-            body = {"service_id": w.services[life.plan.organisation], "needs": ["loneliness"], "person": PERSON,
-                    "consent": {"given": True, "recorded_at": "2026-11-01T10:00:00Z"}}
+            body = {
+                "service_id": w.services[life.plan.organisation],
+                "needs": ["loneliness"],
+                "person": PERSON,
+                "consent": {"given": True, "recorded_at": "2026-11-01T10:00:00Z"},
+            }
             created = await self._until(
-                "create", "referral-intake", "/referrals", {**w.link_worker, "Idempotency-Key": life.key}, body,
+                "create",
+                "referral-intake",
+                "/referrals",
+                {**w.link_worker, "Idempotency-Key": life.key},
+                body,
                 lambda a: a.status_code in (200, 201),
-                lambda a: a.status_code in (404, 409) and "Idempotency-Key" not in a.text, life)
+                lambda a: a.status_code in (404, 409) and "Idempotency-Key" not in a.text,
+                life,
+            )
             life.referral_id = rid = created.json()["id"]
             if life.plan.decline:
-                await self._until("decline", "directory", f"/referrals/{rid}/decline", charity,
-                                  {"reason": "person_declined"}, lambda a: self._decided(a, "declined"),
-                                  lambda a: a.status_code == 404, life)
+                await self._until(
+                    "decline",
+                    "directory",
+                    f"/referrals/{rid}/decline",
+                    charity,
+                    {"reason": "person_declined"},
+                    lambda a: self._decided(a, "declined"),
+                    lambda a: a.status_code == 404,
+                    life,
+                )
                 life.declined = True
             else:
-                await self._until("accept", "directory", f"/referrals/{rid}/accept", charity, None,
-                                  lambda a: self._decided(a, "accepted"), lambda a: a.status_code == 404, life)
+                await self._until(
+                    "accept",
+                    "directory",
+                    f"/referrals/{rid}/accept",
+                    charity,
+                    None,
+                    lambda a: self._decided(a, "accepted"),
+                    lambda a: a.status_code == 404,
+                    life,
+                )
                 life.accepted = True
                 outcome = {"status": life.plan.outcome_status, "sessions_attended": 6, "measures": BASELINE}
                 recorded = await self._until(
-                    "outcome", "outcomes", f"/referrals/{rid}/outcomes", charity, outcome,
+                    "outcome",
+                    "outcomes",
+                    f"/referrals/{rid}/outcomes",
+                    charity,
+                    outcome,
                     lambda a: a.status_code == 201 or (a.status_code == 409 and "baseline is already" in a.text),
-                    lambda a: a.status_code == 404 or (a.status_code == 409 and "only for accepted" in a.text), life)
+                    lambda a: a.status_code == 404 or (a.status_code == 409 and "only for accepted" in a.text),
+                    life,
+                )
                 if recorded.status_code == 409:
                     self.stats.bump(self.stats.already_done, "outcome")
                     life.outcome_id = EXISTING_OUTCOME.search(recorded.text).group(1)
@@ -198,13 +235,20 @@ class Load:
                     life.outcome_id = recorded.json()["outcome_id"]
                 if life.plan.correct:
                     correction = {**outcome, "sessions_attended": 5, "reason": "chaos run: sessions recounted"}
-                    await self._until("correction", "outcomes", f"/referrals/{rid}/outcomes/{life.outcome_id}/corrections",
-                                      charity, correction, lambda a: a.status_code in (200, 201),
-                                      lambda a: a.status_code == 404, life)
+                    await self._until(
+                        "correction",
+                        "outcomes",
+                        f"/referrals/{rid}/outcomes/{life.outcome_id}/corrections",
+                        charity,
+                        correction,
+                        lambda a: a.status_code in (200, 201),
+                        lambda a: a.status_code == 404,
+                        life,
+                    )
                     life.corrected = True
             life.finished = time.time()
             life.step = "done"
-        except Exception as exc:  # noqa: BLE001 - recorded and reported: the lifecycle did not finish
+        except Exception as exc:
             life.error = f"{type(exc).__name__}: {exc}"[:300]
             life.step = "failed"
 
@@ -230,10 +274,8 @@ class Load:
             tasks.append(asyncio.create_task(self.lifecycle(life)))
         await asyncio.gather(*tasks)
         settling.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await settling
-        except asyncio.CancelledError:
-            pass
 
     async def _settle_while(self, every_s: float) -> None:
         rng = random.Random(f"{self.seed}:settlements")
@@ -245,11 +287,19 @@ class Load:
             settlement = Settlement(org, f"chaos-{self.world.pcn_id}-{k}", rng.randrange(1_000, 60_000))
             try:
                 answer = await self._until(
-                    "settlement", "funding-ledger", "/settlements",
+                    "settlement",
+                    "funding-ledger",
+                    "/settlements",
                     {**self.world.finance, "Idempotency-Key": settlement.reference},
-                    {"organisation_id": org, "amount_pence": settlement.amount_pence,
-                     "paid_on": date.today().isoformat(), "reference": settlement.reference},
-                    lambda a: a.status_code in (200, 201), lambda a: False)
+                    {
+                        "organisation_id": org,
+                        "amount_pence": settlement.amount_pence,
+                        "paid_on": date.today().isoformat(),
+                        "reference": settlement.reference,
+                    },
+                    lambda a: a.status_code in (200, 201),
+                    lambda a: False,
+                )
                 settlement.settlement_id = answer.json().get("settlement_id")
                 self.settlements.append(settlement)
             except (RuntimeError, TimeoutError):

@@ -48,12 +48,23 @@ def fetch_jars() -> Path:
         raise RuntimeError("Maven (mvn) is needed to fetch the Kafka broker jars: apt-get install -y maven")
     target.mkdir(parents=True, exist_ok=True)
     result = subprocess.run(
-        ["mvn", "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
-         f"-DoutputDirectory={target}", f"-Dkafka.version={KAFKA_VERSION}"],
-        capture_output=True, text=True,
+        [
+            "mvn",
+            "-q",
+            "-B",
+            "-f",
+            str(POM),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={target}",
+            f"-Dkafka.version={KAFKA_VERSION}",
+        ],
+        capture_output=True,
+        text=True,
     )
     if result.returncode != 0:
-        raise RuntimeError(f"could not fetch Kafka jars from Maven Central:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        raise RuntimeError(
+            f"could not fetch Kafka jars from Maven Central:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
     marker.write_text(KAFKA_VERSION)
     return target
 
@@ -109,9 +120,15 @@ class LocalKafka:
 
     def _java(self, libs: Path, *args: str) -> list[str]:
         return [
-            "java", f"-Xmx{self.heap}", f"-Xms{self.heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+            "java",
+            f"-Xmx{self.heap}",
+            f"-Xms{self.heap}",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.properties'}",
-            "-cp", f"{libs}/*", *args,
+            "-cp",
+            f"{libs}/*",
+            *args,
         ]
 
     def start(self, timeout_s: float = 90.0) -> None:
@@ -126,11 +143,10 @@ class LocalKafka:
             cluster_id = self.cluster_id or uuid.uuid4().hex[:22]
             subprocess.run(
                 self._java(libs, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)),
-                check=True, capture_output=True,
+                check=True,
+                capture_output=True,
             )
-        self.proc = procs.start(
-            self._java(libs, "kafka.Kafka", str(config)), log_path=self.data_dir / "stdout.log"
-        )
+        self.proc = procs.start(self._java(libs, "kafka.Kafka", str(config)), log_path=self.data_dir / "stdout.log")
 
     def stop(self) -> None:
         procs.stop(self.proc, timeout_s=30)
@@ -153,8 +169,16 @@ class LocalKafkaCluster:
         voters = ",".join(f"{i + 1}@127.0.0.1:{c}" for i, (_, c) in enumerate(ports))
         cluster_id = uuid.uuid4().hex[:22]
         self.nodes = [
-            LocalKafka(self.base_dir / f"node{i + 1}", port, controller, heap=self.heap, node_id=i + 1,
-                       voters=voters, cluster_id=cluster_id, replication=min(self.size, 3))
+            LocalKafka(
+                self.base_dir / f"node{i + 1}",
+                port,
+                controller,
+                heap=self.heap,
+                node_id=i + 1,
+                voters=voters,
+                cluster_id=cluster_id,
+                replication=min(self.size, 3),
+            )
             for i, (port, controller) in enumerate(ports)
         ]
 

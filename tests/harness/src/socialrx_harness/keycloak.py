@@ -65,7 +65,8 @@ def find_java_home(minimum: int = 21) -> Path:
     raise RuntimeError(
         f"Keycloak {KEYCLOAK_VERSION} needs Java {minimum} or newer and none was found (looked in "
         "SOCIALRX_KEYCLOAK_JAVA_HOME, JAVA_HOME, /usr/lib/jvm). Install one, e.g. `apt-get install "
-        "openjdk-21-jre-headless` (Debian 13) or a Temurin 21+ JDK, or set SOCIALRX_KEYCLOAK_JAVA_HOME.")
+        "openjdk-21-jre-headless` (Debian 13) or a Temurin 21+ JDK, or set SOCIALRX_KEYCLOAK_JAVA_HOME."
+    )
 
 
 def dist_dir() -> Path:
@@ -83,13 +84,23 @@ def fetch_dist() -> Path:
     work = Path(tempfile.mkdtemp(prefix="keycloak-fetch-", dir=CACHE))
     try:
         result = subprocess.run(
-            ["mvn", "-q", "-B", "dependency:copy",
-             f"-Dartifact=org.keycloak:keycloak-quarkus-dist:{KEYCLOAK_VERSION}:zip", f"-DoutputDirectory={work}"],
-            capture_output=True, text=True, cwd=work,
+            [
+                "mvn",
+                "-q",
+                "-B",
+                "dependency:copy",
+                f"-Dartifact=org.keycloak:keycloak-quarkus-dist:{KEYCLOAK_VERSION}:zip",
+                f"-DoutputDirectory={work}",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=work,
         )
         archive = work / f"keycloak-quarkus-dist-{KEYCLOAK_VERSION}.zip"
         if result.returncode != 0 or not archive.exists():
-            raise RuntimeError(f"could not fetch Keycloak from Maven Central:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+            raise RuntimeError(
+                f"could not fetch Keycloak from Maven Central:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+            )
         with zipfile.ZipFile(archive) as zipped:
             zipped.extractall(work / "unpacked")
         unpacked = work / "unpacked" / f"keycloak-{KEYCLOAK_VERSION}"
@@ -117,15 +128,25 @@ class OidcProvider:
     admin_password: str = ""
 
     def _admin_token(self) -> str:
-        answer = httpx.post(f"{self.base_url}/realms/master/protocol/openid-connect/token", timeout=ADMIN_TIMEOUT_S, data={
-            "grant_type": "password", "client_id": "admin-cli", "username": self.admin_user,
-            "password": self.admin_password})
+        answer = httpx.post(
+            f"{self.base_url}/realms/master/protocol/openid-connect/token",
+            timeout=ADMIN_TIMEOUT_S,
+            data={
+                "grant_type": "password",
+                "client_id": "admin-cli",
+                "username": self.admin_user,
+                "password": self.admin_password,
+            },
+        )
         answer.raise_for_status()
         return answer.json()["access_token"]
 
     def _admin(self) -> httpx.Client:
-        return httpx.Client(base_url=f"{self.base_url}/admin/realms", timeout=ADMIN_TIMEOUT_S,
-                            headers={"Authorization": f"Bearer {self._admin_token()}"})
+        return httpx.Client(
+            base_url=f"{self.base_url}/admin/realms",
+            timeout=ADMIN_TIMEOUT_S,
+            headers={"Authorization": f"Bearer {self._admin_token()}"},
+        )
 
     def set_attribute(self, role: str, name: str, value: str) -> None:
         """Set a user attribute (e.g. `pcn_id`) through the admin REST API; the next token carries it."""
@@ -155,9 +176,18 @@ class OidcProvider:
     def password_grant(self, role: str) -> str:
         """An access token for that role's user (direct grant, enabled on the test client only for this)."""
         username, password = self.users[role]
-        answer = httpx.post(f"{self.issuer}/protocol/openid-connect/token", timeout=ADMIN_TIMEOUT_S, data={
-            "grant_type": "password", "client_id": self.client_id, "client_secret": self.client_secret,
-            "username": username, "password": password, "scope": "openid"})
+        answer = httpx.post(
+            f"{self.issuer}/protocol/openid-connect/token",
+            timeout=ADMIN_TIMEOUT_S,
+            data={
+                "grant_type": "password",
+                "client_id": self.client_id,
+                "client_secret": self.client_secret,
+                "username": username,
+                "password": password,
+                "scope": "openid",
+            },
+        )
         answer.raise_for_status()
         return answer.json()["access_token"]
 
@@ -186,19 +216,31 @@ class LocalKeycloak:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.management_port = self.management_port or procs.free_port()
         env = {
-            **os.environ, "JAVA_HOME": str(java_home), "PATH": f"{java_home / 'bin'}:{os.environ.get('PATH', '')}",
-            "KC_BOOTSTRAP_ADMIN_USERNAME": "admin", "KC_BOOTSTRAP_ADMIN_PASSWORD": self.admin_password,
+            **os.environ,
+            "JAVA_HOME": str(java_home),
+            "PATH": f"{java_home / 'bin'}:{os.environ.get('PATH', '')}",
+            "KC_BOOTSTRAP_ADMIN_USERNAME": "admin",
+            "KC_BOOTSTRAP_ADMIN_PASSWORD": self.admin_password,
             "JAVA_OPTS_KC_HEAP": f"-Xms256m -Xmx{self.heap}",
             # Keep this run's state out of the shared distribution directory.
             "JAVA_OPTS_APPEND": f"-Dquarkus.transaction-manager.object-store.directory={self.data_dir / 'tx'} "
-                                f"-Djava.io.tmpdir={self.data_dir}",
+            f"-Djava.io.tmpdir={self.data_dir}",
         }
         env.pop("KC_DB", None)
         self.proc = procs.start(
-            ["bash", str(dist / "bin" / "kc.sh"), "start-dev", *BUILD_OPTIONS, f"--http-port={self.port}",
-             "--http-host=127.0.0.1", f"--http-management-port={self.management_port}", "--hostname-strict=false",
-             f"--db-url=jdbc:h2:file:{self.data_dir / 'keycloakdb'};NON_KEYWORDS=VALUE"],
-            log_path=self.data_dir / "keycloak.log", env=env,
+            [
+                "bash",
+                str(dist / "bin" / "kc.sh"),
+                "start-dev",
+                *BUILD_OPTIONS,
+                f"--http-port={self.port}",
+                "--http-host=127.0.0.1",
+                f"--http-management-port={self.management_port}",
+                "--hostname-strict=false",
+                f"--db-url=jdbc:h2:file:{self.data_dir / 'keycloakdb'};NON_KEYWORDS=VALUE",
+            ],
+            log_path=self.data_dir / "keycloak.log",
+            env=env,
         )
 
     def start(self, timeout_s: float = 600.0) -> OidcProvider:
@@ -236,16 +278,20 @@ class LocalKeycloak:
         client = next(c for c in realm["clients"] if c["clientId"] == CLIENT_ID)
         passwords = {u["username"]: u["credentials"][0]["value"] for u in realm["users"]}
         return OidcProvider(
-            issuer=self.issuer, client_id=CLIENT_ID, client_secret=client["secret"], audience=AUDIENCE,
+            issuer=self.issuer,
+            client_id=CLIENT_ID,
+            client_secret=client["secret"],
+            audience=AUDIENCE,
             users={role: (user, passwords[user]) for role, user in ROLE_USERS.items()},
-            base_url=self.base_url, admin_password=self.admin_password,
+            base_url=self.base_url,
+            admin_password=self.admin_password,
         )
 
     def _import_realm(self, provider: OidcProvider) -> None:
         realm = json.loads(REALM_FILE.read_text())
         for attempt in range(3):
             try:
-                with provider._admin() as admin:  # noqa: SLF001 - the same admin session the provider uses
+                with provider._admin() as admin:
                     answer = admin.post("", json=realm)
             except httpx.TimeoutException:
                 if attempt == 2:

@@ -40,7 +40,9 @@ class ServiceProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        self.proc = procs.start([sys.executable, "-m", f"{MODULES[self.service]}.app"], log_path=self.log_path, env=self.env)
+        self.proc = procs.start(
+            [sys.executable, "-m", f"{MODULES[self.service]}.app"], log_path=self.log_path, env=self.env
+        )
 
     def wait_ready(self, timeout_s: float = 90.0) -> None:
         deadline = time.monotonic() + timeout_s
@@ -65,8 +67,17 @@ class ServiceProcess:
         procs.kill(self.proc)
 
 
-def service_env(service: str, *, port: int, kafka: str, database_url: str, jwt_secret: str,
-                person_ref_key: str, group_prefix: str = "socialrx", extra: dict[str, str] | None = None) -> dict[str, str]:
+def service_env(
+    service: str,
+    *,
+    port: int,
+    kafka: str,
+    database_url: str,
+    jwt_secret: str,
+    person_ref_key: str,
+    group_prefix: str = "socialrx",
+    extra: dict[str, str] | None = None,
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.endswith("_DATABASE_URL")}
     env.update(
         {
@@ -89,11 +100,19 @@ def service_env(service: str, *, port: int, kafka: str, database_url: str, jwt_s
     return env
 
 
-def web_env(*, port: int, service_urls: dict[str, str], jwt_secret: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+def web_env(
+    *, port: int, service_urls: dict[str, str], jwt_secret: str, extra: dict[str, str] | None = None
+) -> dict[str, str]:
     """The web app: the services' URLs, the development sign-in on (this is a development platform)."""
     env = {k: v for k, v in os.environ.items() if not k.endswith("_DATABASE_URL") and k != "SOCIALRX_PERSON_REF_KEY"}
-    env.update({"SOCIALRX_HTTP_PORT": str(port), "SOCIALRX_JWT_SECRET": jwt_secret, "SOCIALRX_DEV_SIGNIN": "1",
-                "LOG_LEVEL": env.get("LOG_LEVEL", "INFO")})
+    env.update(
+        {
+            "SOCIALRX_HTTP_PORT": str(port),
+            "SOCIALRX_JWT_SECRET": jwt_secret,
+            "SOCIALRX_DEV_SIGNIN": "1",
+            "LOG_LEVEL": env.get("LOG_LEVEL", "INFO"),
+        }
+    )
     env.update({f"SOCIALRX_WEB_{s.upper().replace('-', '_')}_URL": url for s, url in service_urls.items()})
     env.update(extra or {})
     return env
@@ -105,25 +124,50 @@ class Platform:
     web: ServiceProcess | None = None
 
     @classmethod
-    def build(cls, *, kafka: str, database_urls: dict[str, str], ports: dict[str, int], jwt_secret: str,
-              person_ref_key: str, log_dir: Path, group_prefix: str = "socialrx",
-              extra_env: dict[str, dict[str, str]] | None = None, web_port: int | None = None) -> "Platform":
+    def build(
+        cls,
+        *,
+        kafka: str,
+        database_urls: dict[str, str],
+        ports: dict[str, int],
+        jwt_secret: str,
+        person_ref_key: str,
+        log_dir: Path,
+        group_prefix: str = "socialrx",
+        extra_env: dict[str, dict[str, str]] | None = None,
+        web_port: int | None = None,
+    ) -> Platform:
         services = {
             service: ServiceProcess(
                 service,
                 ports[service],
-                service_env(service, port=ports[service], kafka=kafka, database_url=database_urls[service],
-                            jwt_secret=jwt_secret, person_ref_key=person_ref_key, group_prefix=group_prefix,
-                            extra=(extra_env or {}).get(service)),
+                service_env(
+                    service,
+                    port=ports[service],
+                    kafka=kafka,
+                    database_url=database_urls[service],
+                    jwt_secret=jwt_secret,
+                    person_ref_key=person_ref_key,
+                    group_prefix=group_prefix,
+                    extra=(extra_env or {}).get(service),
+                ),
                 log_dir / f"{service}.log",
             )
             for service in SERVICES
         }
         web = None
         if web_port is not None:
-            web = ServiceProcess(WEB, web_port, web_env(port=web_port, service_urls={s: p.url for s, p in services.items()},
-                                                        jwt_secret=jwt_secret, extra=(extra_env or {}).get(WEB)),
-                                 log_dir / "web.log")
+            web = ServiceProcess(
+                WEB,
+                web_port,
+                web_env(
+                    port=web_port,
+                    service_urls={s: p.url for s, p in services.items()},
+                    jwt_secret=jwt_secret,
+                    extra=(extra_env or {}).get(WEB),
+                ),
+                log_dir / "web.log",
+            )
         return cls(services, web)
 
     def start(self, timeout_s: float = 120.0) -> None:

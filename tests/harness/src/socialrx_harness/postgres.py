@@ -64,7 +64,9 @@ class LocalPostgres:
         if os.geteuid() != 0:
             return self.data_dir
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        reachable = subprocess.run(["runuser", "-u", "postgres", "--", "test", "-x", str(self.data_dir)]).returncode == 0
+        reachable = (
+            subprocess.run(["runuser", "-u", "postgres", "--", "test", "-x", str(self.data_dir)]).returncode == 0
+        )
         if reachable:
             return self.data_dir
         digest = hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:12]
@@ -78,12 +80,31 @@ class LocalPostgres:
         pgdata = self.data_dir / "pgdata"
         if not (pgdata / "PG_VERSION").exists():
             subprocess.run(
-                _as_postgres_user([pg_bin("initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust",
-                                   "--encoding=UTF8", "--locale=C.UTF-8"]),
-                check=True, capture_output=True,
+                _as_postgres_user(
+                    [
+                        pg_bin("initdb"),
+                        "-D",
+                        str(pgdata),
+                        "-U",
+                        "postgres",
+                        "--auth=trust",
+                        "--encoding=UTF8",
+                        "--locale=C.UTF-8",
+                    ]
+                ),
+                check=True,
+                capture_output=True,
             )
-        options = ["-c", "listen_addresses=127.0.0.1", "-p", str(self.port), "-k", str(self.data_dir),
-                   "-c", "max_connections=300"]
+        options = [
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-p",
+            str(self.port),
+            "-k",
+            str(self.data_dir),
+            "-c",
+            "max_connections=300",
+        ]
         if not self.durable:
             options += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
         log_path = self.data_dir / "postgres.log"
@@ -105,9 +126,25 @@ class LocalPostgres:
 
     def psql(self, sql: str, database: str = "postgres", check: bool = True) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [pg_bin("psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", database,
-             "-v", "ON_ERROR_STOP=1", "-qAt", "-c", sql],
-            capture_output=True, text=True, check=check,
+            [
+                pg_bin("psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-d",
+                database,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-qAt",
+                "-c",
+                sql,
+            ],
+            capture_output=True,
+            text=True,
+            check=check,
         )
 
     def create_database(self, name: str) -> None:

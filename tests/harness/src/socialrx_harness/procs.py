@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -33,12 +34,12 @@ def wait_for_port(port: int, timeout_s: float, proc: subprocess.Popen | None = N
     raise TimeoutError(f"{what} did not open port {port} within {timeout_s:.0f}s")
 
 
-def start(cmd: list[str], *, log_path: Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.Popen:
+def start(
+    cmd: list[str], *, log_path: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.Popen:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "ab")  # noqa: SIM115 - handed to the child
-    return subprocess.Popen(
-        cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True
-    )
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True)
 
 
 def stop(proc: subprocess.Popen | None, timeout_s: float = 20.0, sig: int = signal.SIGTERM) -> None:
@@ -52,10 +53,8 @@ def stop(proc: subprocess.Popen | None, timeout_s: float = 20.0, sig: int = sign
     try:
         proc.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         proc.wait(timeout=10)
 
 

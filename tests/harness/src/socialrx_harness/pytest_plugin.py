@@ -80,8 +80,14 @@ def oidc_provider(oidc_port: int, tmp_path_factory: pytest.TempPathFactory) -> I
         keycloak.stop()
 
 
-def start_platform(kafka: KafkaServer, postgres: PostgresServer, log_dir: Path, jwt_secret: str,
-                   extra_env: dict[str, dict[str, str]] | None = None, oidc_port: int | None = None) -> Platform:
+def start_platform(
+    kafka: KafkaServer,
+    postgres: PostgresServer,
+    log_dir: Path,
+    jwt_secret: str,
+    extra_env: dict[str, dict[str, str]] | None = None,
+    oidc_port: int | None = None,
+) -> Platform:
     if oidc_port is not None:
         extra_env = {s: {**oidc_env(oidc_port), **(extra_env or {}).get(s, {})} for s in SERVICES}
     platform = Platform.build(
@@ -104,12 +110,16 @@ def start_platform(kafka: KafkaServer, postgres: PostgresServer, log_dir: Path, 
 
 
 @pytest.fixture(scope="session")
-def platform(kafka: KafkaServer, postgres: PostgresServer, jwt_secret: str, oidc_port: int,
-             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+def platform(
+    kafka: KafkaServer,
+    postgres: PostgresServer,
+    jwt_secret: str,
+    oidc_port: int,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Platform]:
     """The four services as separate processes with separate databases, on the session's Kafka,
     trusting the session's OpenID provider (`oidc_provider`) beside HS256 tokens."""
-    started = start_platform(kafka, postgres, tmp_path_factory.mktemp("platform-logs"), jwt_secret,
-                             oidc_port=oidc_port)
+    started = start_platform(kafka, postgres, tmp_path_factory.mktemp("platform-logs"), jwt_secret, oidc_port=oidc_port)
     try:
         yield started
     finally:

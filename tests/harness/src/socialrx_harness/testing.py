@@ -28,12 +28,22 @@ T = TypeVar("T")
 
 
 @asynccontextmanager
-async def running_service(build: Callable[..., FastAPI], settings_cls: type, *, database_url: str, kafka: str,
-                          jwt_secret: str, **settings: Any) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+async def running_service(
+    build: Callable[..., FastAPI],
+    settings_cls: type,
+    *,
+    database_url: str,
+    kafka: str,
+    jwt_secret: str,
+    **settings: Any,
+) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
     """Start a service's app (migrations, consumers, relay) in this event loop and give a client to it."""
     env_free = dict(
-        database_url=database_url, kafka_bootstrap_servers=kafka, jwt_secret=jwt_secret,
-        consumer_group_prefix="test-" + uuid.uuid4().hex[:8], outbox_poll_interval_s=0.2,
+        database_url=database_url,
+        kafka_bootstrap_servers=kafka,
+        jwt_secret=jwt_secret,
+        consumer_group_prefix="test-" + uuid.uuid4().hex[:8],
+        outbox_poll_interval_s=0.2,
     )
     fields = settings_cls.model_fields
     if "person_ref_key" in fields and "person_ref_key" not in settings:
@@ -70,12 +80,16 @@ class HandlerBench:
 
 
 @asynccontextmanager
-async def handler_bench(build: Callable[..., FastAPI], settings_cls: type, *, database_url: str, jwt_secret: str,
-                        **settings: Any) -> AsyncIterator[HandlerBench]:
+async def handler_bench(
+    build: Callable[..., FastAPI], settings_cls: type, *, database_url: str, jwt_secret: str, **settings: Any
+) -> AsyncIterator[HandlerBench]:
     """The service built (handlers registered, nothing started: no Kafka, no background jobs), its
     database migrated, and a session whose every change, commits included, is rolled back at the end."""
-    app = build(settings_cls(database_url=database_url, kafka_bootstrap_servers="127.0.0.1:9",
-                             jwt_secret=jwt_secret, **settings))
+    app = build(
+        settings_cls(
+            database_url=database_url, kafka_bootstrap_servers="127.0.0.1:9", jwt_secret=jwt_secret, **settings
+        )
+    )
     runtime = app.state.runtime
     await run_migrations(runtime.migrations_dir, database_url)  # a no-op once the database is at head
     try:
@@ -101,8 +115,9 @@ def auth(secret: str, role: str, **claims: str) -> dict[str, str]:
     return {"Authorization": "Bearer " + mint_token(secret, sub=sub, role=role, **claims)}
 
 
-async def wait_for(check: Callable[[], Awaitable[T] | T], *, timeout_s: float = 30.0, interval_s: float = 0.1,
-                   what: str = "condition") -> T:
+async def wait_for(
+    check: Callable[[], Awaitable[T] | T], *, timeout_s: float = 30.0, interval_s: float = 0.1, what: str = "condition"
+) -> T:
     """Poll `check` until it returns something truthy (events travel asynchronously)."""
     deadline = time.monotonic() + timeout_s
     last: Any = None
@@ -124,7 +139,7 @@ async def read_topic(bootstrap: str, topic: str, *, timeout_s: float = 5.0) -> l
     try:
         partitions = [TopicPartition(topic, p) for p in (consumer.partitions_for_topic(topic) or set())]
         if not partitions:
-            await consumer._client.force_metadata_update()  # noqa: SLF001 - a fresh topic's metadata
+            await consumer._client.force_metadata_update()
             partitions = [TopicPartition(topic, p) for p in (consumer.partitions_for_topic(topic) or set())]
         if not partitions:
             return []  # no such topic (yet): nothing on it
@@ -133,6 +148,7 @@ async def read_topic(bootstrap: str, topic: str, *, timeout_s: float = 5.0) -> l
         end = await consumer.end_offsets(partitions)
         records: list[Any] = []
         deadline = time.monotonic() + timeout_s
+
         async def behind() -> bool:
             for tp in partitions:
                 if await consumer.position(tp) < end[tp]:
@@ -148,8 +164,9 @@ async def read_topic(bootstrap: str, topic: str, *, timeout_s: float = 5.0) -> l
         await consumer.stop()
 
 
-async def publish_raw(bootstrap: str, topic: str, value: bytes, key: bytes | None = None,
-                      headers: list[tuple[str, bytes]] | None = None) -> None:
+async def publish_raw(
+    bootstrap: str, topic: str, value: bytes, key: bytes | None = None, headers: list[tuple[str, bytes]] | None = None
+) -> None:
     """Put bytes on a topic as a producer would (acks=all), e.g. a poison message or a redelivery."""
     from aiokafka import AIOKafkaProducer
 

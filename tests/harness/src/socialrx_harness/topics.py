@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -10,8 +11,9 @@ from aiokafka.errors import TopicAlreadyExistsError
 from socialrx_shared.events import ALL_DLQ_TOPICS, ALL_TOPICS
 
 
-async def ensure_topics(bootstrap_servers: str, partitions: int = 3, replication: int = 1,
-                        min_insync_replicas: int | None = None) -> list[str]:
+async def ensure_topics(
+    bootstrap_servers: str, partitions: int = 3, replication: int = 1, min_insync_replicas: int | None = None
+) -> list[str]:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="socialrx-topics")
     await admin.start()
     try:
@@ -23,10 +25,8 @@ async def ensure_topics(bootstrap_servers: str, partitions: int = 3, replication
             if name not in existing
         ]
         if wanted:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):  # created by someone else meanwhile
                 await admin.create_topics(wanted)
-            except TopicAlreadyExistsError:
-                pass  # created by someone else meanwhile
         return [topic.name for topic in wanted]
     finally:
         await admin.close()

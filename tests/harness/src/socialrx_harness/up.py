@@ -65,8 +65,10 @@ def main() -> int:
     kafka_port = int(os.environ.get("SOCIALRX_KAFKA_PORT", "9092"))
     running = _already_running()
     if running:
-        _say(f"socialrx is already running (make up, pid {running}); stop it with Ctrl-C in its terminal "
-             f"or `kill {running}`.")
+        _say(
+            f"socialrx is already running (make up, pid {running}); stop it with Ctrl-C in its terminal "
+            f"or `kill {running}`."
+        )
         return 1
     busy = [f"{s} port {p}" for s, p in ports.items() if procs.port_open(p)]
     if busy:
@@ -86,7 +88,9 @@ def main() -> int:
                 bootstrap = f"127.0.0.1:{kafka_port}"
             else:
                 _say(f"starting Apache Kafka (KRaft, single node) on 127.0.0.1:{kafka_port} ...")
-                kafka = LocalKafka(STATE / "kafka", kafka_port, int(os.environ.get("SOCIALRX_KAFKA_CONTROLLER_PORT", kafka_port + 1)))
+                kafka = LocalKafka(
+                    STATE / "kafka", kafka_port, int(os.environ.get("SOCIALRX_KAFKA_CONTROLLER_PORT", kafka_port + 1))
+                )
                 kafka.start()
                 bootstrap = kafka.bootstrap_servers
         ensure_topics_sync(bootstrap, partitions=int(os.environ.get("SOCIALRX_TOPIC_PARTITIONS", "3")))
@@ -112,12 +116,18 @@ def main() -> int:
             keycloak = LocalKeycloak(STATE / "keycloak", oidc_port)
             provider = keycloak.start()
             oidc_env = {"SOCIALRX_OIDC_ISSUER": provider.issuer, "SOCIALRX_OIDC_AUDIENCE": AUDIENCE}
-            _say(f"  issuer {provider.issuer}, client {provider.client_id} / {provider.client_secret}; users "
-                 + ", ".join(f"{user} ({role})" for role, (user, _) in provider.users.items())
-                 + " - passwords in deploy/keycloak/socialrx-realm.json")
+            _say(
+                f"  issuer {provider.issuer}, client {provider.client_id} / {provider.client_secret}; users "
+                + ", ".join(f"{user} ({role})" for role, (user, _) in provider.users.items())
+                + " - passwords in deploy/keycloak/socialrx-realm.json"
+            )
         platform = Platform.build(
-            kafka=bootstrap, database_urls=urls, ports={s: ports[s] for s in SERVICES}, jwt_secret=jwt_secret,
-            person_ref_key=os.environ.get("SOCIALRX_PERSON_REF_KEY", DEV_PERSON_REF_KEY), log_dir=STATE / "logs",
+            kafka=bootstrap,
+            database_urls=urls,
+            ports={s: ports[s] for s in SERVICES},
+            jwt_secret=jwt_secret,
+            person_ref_key=os.environ.get("SOCIALRX_PERSON_REF_KEY", DEV_PERSON_REF_KEY),
+            log_dir=STATE / "logs",
             web_port=ports[WEB],
             extra_env={service: oidc_env for service in SERVICES},
         )
@@ -174,13 +184,16 @@ def _print_ready(platform: Platform, jwt_secret: str) -> None:
     _say(f"  logs             {STATE / 'logs'}")
     tokens = {
         "ADMIN": mint_token(jwt_secret, sub="admin-local", role="admin"),
-        "LW": mint_token(jwt_secret, sub="link-worker-local", role="link_worker", pcn_id="U12345",
-                         practice_id="B82005"),
+        "LW": mint_token(
+            jwt_secret, sub="link-worker-local", role="link_worker", pcn_id="U12345", practice_id="B82005"
+        ),
         "FIN": mint_token(jwt_secret, sub="finance-local", role="finance", pcn_id="U12345"),
     }
     write_tokens_file(TOKENS_FILE, tokens, Path(sys.executable).parent / "socialrx")
-    _say(f"\nTokens (8 hours): admin $ADMIN, link_worker $LW (PCN U12345, practice B82005), finance $FIN "
-         f"(PCN U12345), and charity_token ORG, are in {TOKENS_FILE}. In your shell:")
+    _say(
+        f"\nTokens (8 hours): admin $ADMIN, link_worker $LW (PCN U12345, practice B82005), finance $FIN "
+        f"(PCN U12345), and charity_token ORG, are in {TOKENS_FILE}. In your shell:"
+    )
     _say(f"  source {_shown(TOKENS_FILE)}")
     _say("\nPress Ctrl-C to stop.")
 
