@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -373,7 +373,7 @@ async def authenticate(request: Request) -> Principal:
     return principal
 
 
-def require(*roles: str) -> Callable[..., Principal]:
+def require(*roles: str) -> Callable[..., Awaitable[Principal]]:
     """Dependency: an authenticated caller in one of `roles` (403 otherwise)."""
 
     async def dependency(principal: Principal = Depends(authenticate)) -> Principal:

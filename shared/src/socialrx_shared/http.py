@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -125,7 +125,7 @@ def _policies(app: FastAPI) -> list[_Policy]:
     return found
 
 
-def _refusal(status_code: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
+def _refusal(status_code: int, detail: Any, headers: Mapping[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status_code, headers=headers)
 
 
@@ -402,7 +402,7 @@ def _document(app: FastAPI) -> dict[str, Any]:
             continue
         protected = is_protected(route)
         path = context.path_format or route.path_format
-        for method in route.methods:
+        for method in route.methods or ():
             operation = schema["paths"].get(path, {}).get(method.lower())
             if operation is None:
                 continue

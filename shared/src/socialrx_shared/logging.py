@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
@@ -39,14 +40,14 @@ SENSITIVE_KEYS = frozenset(
 REDACTED = "[redacted]"
 
 
-def redact(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def redact(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key in list(event_dict):
         if key.lower() in SENSITIVE_KEYS:
             event_dict[key] = REDACTED
     return event_dict
 
 
-def _drop_color_message(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def _drop_color_message(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     event_dict.pop("color_message", None)  # uvicorn's terminal-coloured copy of the message
     return event_dict
 
@@ -54,7 +55,7 @@ def _drop_color_message(_logger: Any, _method: str, event_dict: dict[str, Any]) 
 def configure_logging(service: str, level: str = "INFO") -> None:
     """One JSON line per log record, from structlog and from the standard library (uvicorn,
     FastStream, aiokafka) alike, each passed through `redact`."""
-    shared = [
+    shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

@@ -27,8 +27,15 @@ log = get_logger(__name__)
 RELAY_LOCK_KEY = 0x0B0C5
 
 
-async def stage(session: AsyncSession, outbox: Table, spec: EventSpec, data: Strict, *, source: str,
-                headers: dict[str, str] | None = None) -> Envelope:
+async def stage(
+    session: AsyncSession,
+    outbox: Table,
+    spec: EventSpec,
+    data: Strict,
+    *,
+    source: str,
+    headers: dict[str, str] | None = None,
+) -> Envelope:
     """Record `data` as an event to publish when the surrounding transaction commits.
 
     `headers` travel as Kafka headers beside the trace context (e.g. what a rebuild needs)."""
@@ -114,8 +121,14 @@ class OutboxRelay:
             locked = select(func.pg_try_advisory_xact_lock(RELAY_LOCK_KEY).label("ok")).cte("locked")
             rows = (
                 await session.execute(
-                    select(self._outbox.c.id, self._outbox.c.topic, self._outbox.c.key,
-                           self._outbox.c.value, self._outbox.c.headers, self._outbox.c.created_at)
+                    select(
+                        self._outbox.c.id,
+                        self._outbox.c.topic,
+                        self._outbox.c.key,
+                        self._outbox.c.value,
+                        self._outbox.c.headers,
+                        self._outbox.c.created_at,
+                    )
                     .join(locked, locked.c.ok)
                     .where(self._outbox.c.sent_at.is_(None))
                     .order_by(self._outbox.c.id)
