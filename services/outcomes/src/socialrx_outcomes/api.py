@@ -1,11 +1,12 @@
-"""The outcomes API, kept thin: validate the shape, call handlers or reports, map refusals to 4xx."""
+"""The outcomes API, kept thin: validate the shape, call a command (commands.py) or a report, render.
+Refusals are the shared typed ones, mapped to HTTP once by the shared app."""
 
 from __future__ import annotations
 
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -14,8 +15,8 @@ from socialrx_shared.events import Instrument, OutcomeStatus, Phase
 from socialrx_shared.http import content_disposition
 from socialrx_shared.runtime import ServiceRuntime
 
-from . import handlers, reports
-from .handlers import MeasureInput, OutcomeInput, Refused
+from . import commands, reports
+from .commands import MeasureInput, OutcomeInput
 
 router = APIRouter(tags=["outcomes"])
 
@@ -50,39 +51,28 @@ class Correction(NewOutcome):
         description="Why the outcome is corrected (kept with the replaced values); no personal details")
 
 
-def _refused(exc: Refused) -> HTTPException:
-    return HTTPException(exc.status, detail=exc.detail)
-
-
 @router.post("/referrals/{referral_id}/outcomes", status_code=201,
              summary="Record an outcome with wellbeing measures (accepting charity or the PCN's link worker)")
 async def record_outcome(referral_id: str, body: NewOutcome, request: Request,
                          principal: Principal = Depends(require("charity", "link_worker"))) -> dict:
-    try:
-        return await handlers.record_outcome(runtime_of(request), principal, referral_id, body.as_input())
-    except Refused as exc:
-        raise _refused(exc) from None
+    rt = runtime_of(request)
+    return await commands.record_outcome(rt.transaction, rt.stage, principal, referral_id, body.as_input())
 
 
 @router.post("/referrals/{referral_id}/outcomes/{outcome_id}/corrections", status_code=201,
              summary="Correct a recorded outcome: replaces its status, sessions and measures, keeps the old values")
 async def correct_outcome(referral_id: str, outcome_id: str, body: Correction, request: Request,
                           principal: Principal = Depends(require("charity", "link_worker"))) -> dict:
-    try:
-        return await handlers.correct_outcome(runtime_of(request), principal, referral_id, outcome_id,
-                                              body.as_input(), body.reason)
-    except Refused as exc:
-        raise _refused(exc) from None
+    rt = runtime_of(request)
+    return await commands.correct_outcome(rt.transaction, rt.stage, principal, referral_id, outcome_id,
+                                          body.as_input(), body.reason)
 
 
 @router.get("/referrals/{referral_id}/outcomes",
             summary="A referral's outcomes and the change from baseline to the latest follow-up")
 async def list_outcomes(referral_id: str, request: Request,
                         principal: Principal = Depends(require("charity", "link_worker", "admin"))) -> dict:
-    try:
-        return await handlers.list_outcomes(runtime_of(request), principal, referral_id)
-    except Refused as exc:
-        raise _refused(exc) from None
+    return await commands.list_outcomes(runtime_of(request).sessionmaker, principal, referral_id)
 
 
 Format = Literal["json", "csv"]
@@ -90,14 +80,11 @@ Format = Literal["json", "csv"]
 
 async def _report(request: Request, principal: Principal, kind: str, pcn_id: str | None, organisation_id: str | None,
                   from_: date | None, to: date | None, group_by: str, fmt: Format) -> Any:
-    try:
-        scope = reports.scope_for(principal, pcn_id=pcn_id, organisation_id=organisation_id, from_=from_, to=to)
-        if kind == "outcomes":
-            report = await reports.outcomes_report(runtime_of(request), scope, reports.parse_group_by(group_by))
-        else:
-            report = await reports.inclusion_report(runtime_of(request), scope)
-    except Refused as exc:
-        raise _refused(exc) from None
+    scope = reports.scope_for(principal, pcn_id=pcn_id, organisation_id=organisation_id, from_=from_, to=to)
+    if kind == "outcomes":
+        report = await reports.outcomes_report(runtime_of(request), scope, reports.parse_group_by(group_by))
+    else:
+        report = await reports.inclusion_report(runtime_of(request), scope)
     if fmt == "csv":
         return Response(reports.to_csv(report), media_type="text/csv; charset=utf-8",
                         headers={"Content-Disposition": content_disposition(f"{kind}-report.csv")})
