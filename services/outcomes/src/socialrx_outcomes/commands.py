@@ -4,19 +4,26 @@ domain.py; refusals are the shared typed ones."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Annotated, Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import RowMapping, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from socialrx_shared.auth import Principal
 from socialrx_shared.errors import Conflict, Forbidden, Invalid, NotFound
-from socialrx_shared.events import OUTCOME_RECORDED, Envelope, EventSpec, MeasureScore, OutcomeRecorded, Strict
+from socialrx_shared.events import (
+    OUTCOME_RECORDED, Envelope, EventSpec, Instrument, MeasureScore, OutcomeRecorded, OutcomeStatus, Phase, Strict,
+)
 
 from . import domain
 from .store import measures, outcome_corrections, outcomes, referral_view
@@ -24,6 +31,27 @@ from .store import measures, outcome_corrections, outcomes, referral_view
 Transaction = Callable[[], AbstractAsyncContextManager[AsyncSession]]
 Stage = Callable[[AsyncSession, EventSpec, Strict], Awaitable[Envelope]]
 Sessions = async_sessionmaker[AsyncSession]
+
+
+class MeasureIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    instrument: Instrument
+    phase: Phase
+    # Typed loosely on purpose: domain.validate refuses 3.0, "3" or true with a message naming the
+    # item, where pydantic would quietly coerce some of them.
+    answers: list[Any] = Field(max_length=20, json_schema_extra={"items": {"type": "integer"}},
+                               description="ONS4: 4 answers 0-10; WEMWBS: 14 answers 1-5; SWEMWBS: 7 answers 1-5")
+
+
+class NewOutcome(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    status: OutcomeStatus
+    sessions_attended: Annotated[int, Field(ge=0, le=1000)]
+    measures: list[MeasureIn] = Field(default_factory=list, max_length=10)
+
+    def as_input(self) -> OutcomeInput:
+        return OutcomeInput(self.status, self.sessions_attended,
+                            [MeasureInput(m.instrument, m.phase, m.answers) for m in self.measures])
 
 
 @dataclass(frozen=True)
@@ -189,13 +217,7 @@ async def _insert_measures(session: AsyncSession, outcome_id: str, referral_id: 
 
 async def _publish(stage: Stage, session: AsyncSession, referral: dict, outcome_id: str, data: OutcomeInput,
                    scored: Scored, at: datetime, *, revision: int = 1, corrected_at: datetime | None = None) -> None:
-    await stage(session, OUTCOME_RECORDED, OutcomeRecorded(
-        outcome_id=outcome_id, referral_id=referral["referral_id"], organisation_id=referral["organisation_id"],
-        service_id=referral["service_id"], pcn_id=referral["pcn_id"], status=data.status,  # type: ignore[arg-type]
-        sessions_attended=data.sessions_attended,
-        measures=[MeasureScore(instrument=m.instrument, phase=m.phase, score=s.score,  # type: ignore[arg-type]
-                               item_scores=s.item_scores) for m, s in scored],
-        recorded_at=at, revision=revision, corrected_at=corrected_at))
+    await stage(session, OUTCOME_RECORDED, _event(referral, outcome_id, data, scored, at, revision, corrected_at))
 
 
 async def _snapshot(session: AsyncSession, current: RowMapping) -> dict:
@@ -239,3 +261,153 @@ def _answer(outcome_id: str, referral_id: str, data: OutcomeInput, scored: Score
     return {"outcome_id": outcome_id, "referral_id": referral_id, "status": data.status,
             "sessions_attended": data.sessions_attended, "recorded_at": recorded_at, "revision": revision,
             "measures": [_scored_json(m.phase, s) for m, s in scored], "changes": changes}
+
+
+# --- Bulk: a charity's CSV of outcomes ------------------------------------------------------------
+
+StageMany = Callable[[AsyncSession, EventSpec, Sequence[Strict]], Awaitable[None]]
+BULK_OUTCOMES = uuid.UUID("5d0c8a4e-7b1f-4c2a-8e5d-3f9a6b2c1d70")
+_REFERRAL_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+@dataclass(frozen=True)
+class LineResult:
+    line: int
+    status: str  # recorded | already_recorded | refused
+    referral_id: str | None = None
+    outcome_id: str | None = None
+    error: str | None = None
+
+
+def validation_message(exc: ValidationError) -> str:
+    """pydantic's errors as one line a person can act on, naming the columns, never echoing the cells."""
+    parts = []
+    for err in exc.errors(include_input=False, include_url=False):
+        where = ".".join(str(part) for part in err.get("loc", ())) or "line"
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts)
+
+
+def _line_hash(organisation_id: str, referral_id: str, data: OutcomeInput) -> str:
+    facts = {"organisation_id": organisation_id, "referral_id": referral_id, "status": data.status,
+             "sessions_attended": data.sessions_attended,
+             "measures": [[m.instrument, m.phase, m.answers] for m in data.measures]}
+    return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+async def bulk_record_outcomes(transaction: Transaction, stage_many: StageMany, principal: Principal,
+                               lines: Sequence[tuple[int, dict[str, Any] | None, str | None]]) -> list[LineResult]:
+    """Record a charity's outcomes in one transaction: each line checked like
+    `POST /referrals/{id}/outcomes` (the charity's own accepted referrals, measures scored, one baseline
+    per instrument); a refused line is reported with its number and changes nothing, the others go on.
+
+    Idempotent per line by its content: the outcome's id is derived from the organisation and the
+    line's facts, so the same line sent again (the file re-sent after fixing a bad row) records nothing
+    new. Multi-row INSERTs; one `outcome.recorded` per outcome through the outbox (the ledger accrues
+    from those as from any other)."""
+    now = datetime.now(timezone.utc)
+    organisation_id = principal.organisation_id or principal.sub
+    results: dict[int, LineResult] = {}
+    valid: list[tuple[int, str, OutcomeInput, Scored, str]] = []
+    for number, record, error in lines:
+        if record is None:
+            results[number] = LineResult(number, "refused", error=error or "cannot be read")
+            continue
+        referral_id = str(record.get("referral_id", ""))
+        if not _REFERRAL_ID.match(referral_id):
+            results[number] = LineResult(number, "refused", error="referral_id: not a referral id (copy it from "
+                                                                  "the inbox: letters, digits and dashes)")
+            continue
+        try:
+            data = NewOutcome.model_validate({k: v for k, v in record.items() if k != "referral_id"}).as_input()
+            scored = score_measures(data.measures)
+        except ValidationError as exc:
+            results[number] = LineResult(number, "refused", referral_id, error=validation_message(exc))
+            continue
+        except Invalid as exc:
+            results[number] = LineResult(number, "refused", referral_id, error=exc.detail)
+            continue
+        hashed = _line_hash(organisation_id, referral_id, data)
+        valid.append((number, referral_id, data, scored, str(uuid.uuid5(BULK_OUTCOMES, hashed))))
+
+    outcome_rows: list[dict[str, Any]] = []
+    measure_rows: list[dict[str, Any]] = []
+    events: list[OutcomeRecorded] = []
+    recorded: list[tuple[int, str, str]] = []
+    async with _baseline_guard(), transaction() as session:
+        referral_ids = sorted({referral_id for _, referral_id, _, _, _ in valid})
+        # Row locks in one order: concurrent recordings for these referrals wait, so the baseline check holds.
+        found = {row["referral_id"]: dict(row) for row in (await session.execute(
+            select(referral_view).where(referral_view.c.referral_id.in_(referral_ids))
+            .order_by(referral_view.c.referral_id).with_for_update())).mappings()} if referral_ids else {}
+        outcome_ids = [outcome_id for *_, outcome_id in valid]
+        already = set(await session.scalars(
+            select(outcomes.c.outcome_id).where(outcomes.c.outcome_id.in_(outcome_ids)))) if outcome_ids else set()
+        baselines = {(row.referral_id, row.instrument): row.outcome_id for row in (await session.execute(
+            select(measures.c.referral_id, measures.c.instrument, measures.c.outcome_id)
+            .where(measures.c.referral_id.in_(referral_ids), measures.c.phase == "baseline"))).all()} \
+            if referral_ids else {}
+        baseline_line: dict[tuple[str, str], int] = {}
+        for number, referral_id, data, scored, outcome_id in valid:
+            if outcome_id in already:
+                results[number] = LineResult(number, "already_recorded", referral_id, outcome_id)
+                continue
+            referral = found.get(referral_id)
+            problem = _bulk_refusal(principal, referral)
+            if problem:
+                results[number] = LineResult(number, "refused", referral_id, error=problem)
+                continue
+            assert referral is not None
+            second = next((m.instrument for m, _ in scored if m.phase == "baseline"
+                           and ((referral_id, m.instrument) in baselines
+                                or (referral_id, m.instrument) in baseline_line)), None)
+            if second is not None:
+                earlier = (f"row {baseline_line[(referral_id, second)]} of this file"
+                           if (referral_id, second) in baseline_line
+                           else f"outcome {baselines[(referral_id, second)]}")
+                results[number] = LineResult(number, "refused", referral_id, error=(
+                    f"a {second} baseline is already recorded for this referral ({earlier}); record a follow_up, "
+                    "or correct that outcome"))
+                continue
+            for measure, _ in scored:
+                if measure.phase == "baseline":
+                    baseline_line[(referral_id, measure.instrument)] = number
+            already.add(outcome_id)  # the same line twice in this file: recorded once
+            outcome_rows.append(dict(outcome_id=outcome_id, referral_id=referral_id, status=data.status,
+                                     sessions_attended=data.sessions_attended, recorded_at=now,
+                                     recorded_by=principal.sub))
+            measure_rows.extend(dict(outcome_id=outcome_id, referral_id=referral_id, instrument=m.instrument,
+                                     phase=m.phase, answers=s.item_scores, score=s.score,
+                                     item_scores=s.item_scores, recorded_at=now) for m, s in scored)
+            events.append(_event(referral, outcome_id, data, scored, now))
+            recorded.append((number, referral_id, outcome_id))
+        if outcome_rows:
+            await session.execute(insert(outcomes), outcome_rows)
+            if measure_rows:
+                await session.execute(insert(measures), measure_rows)
+            await stage_many(session, OUTCOME_RECORDED, events)
+    for number, referral_id, outcome_id in recorded:
+        results[number] = LineResult(number, "recorded", referral_id, outcome_id)
+    return [results[number] for number in sorted(results)]
+
+
+def _bulk_refusal(principal: Principal, referral: dict | None) -> str | None:
+    """Why this line's referral takes no outcome from this charity (the single recording's rules)."""
+    if referral is None or referral["organisation_id"] is None:
+        return "no such referral (a new referral may take a moment to arrive)"
+    if principal.organisation_id != referral["organisation_id"]:
+        return "this referral was not sent to your organisation: only the organisation it was sent to may record its outcomes"
+    if referral["status"] != "accepted":
+        return f"outcomes are recorded only for accepted referrals; this one is {referral['status']}"
+    return None
+
+
+def _event(referral: dict, outcome_id: str, data: OutcomeInput, scored: Scored, at: datetime, revision: int = 1,
+           corrected_at: datetime | None = None) -> OutcomeRecorded:
+    return OutcomeRecorded(
+        outcome_id=outcome_id, referral_id=referral["referral_id"], organisation_id=referral["organisation_id"],
+        service_id=referral["service_id"], pcn_id=referral["pcn_id"], status=data.status,  # type: ignore[arg-type]
+        sessions_attended=data.sessions_attended,
+        measures=[MeasureScore(instrument=m.instrument, phase=m.phase, score=s.score,  # type: ignore[arg-type]
+                               item_scores=s.item_scores) for m, s in scored],
+        recorded_at=at, revision=revision, corrected_at=corrected_at)

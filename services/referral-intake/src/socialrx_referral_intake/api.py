@@ -5,18 +5,22 @@ Thin: parse the request, call a command (commands.py) or a read (views.py), rend
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, status
 from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from socialrx_shared import outbox
 from socialrx_shared.auth import Principal, require
-from socialrx_shared.errors import NotFound
-from socialrx_shared.http import Page, PerPage
+from socialrx_shared.errors import Invalid, NotFound, TooLarge
+from socialrx_shared.events import EventSpec, Strict
+from socialrx_shared.http import Page, PerPage, body_limit
 from socialrx_shared.runtime import ServiceRuntime
 
-from . import commands, views
+from . import commands, upload, views
 from .commands import NewReferral
 
 router = APIRouter(tags=["referrals"])
@@ -127,3 +131,62 @@ async def get_contact(referral_id: str, request: Request,
 async def contact_audit(request: Request, principal: Principal = Depends(require("admin")),
                         referral_id: str | None = None) -> dict:
     return {"items": await views.contact_audit(runtime_of(request).sessionmaker, referral_id)}
+
+
+# --- Bulk upload ---------------------------------------------------------------------------------
+
+BULK_MEDIA_TYPES = {"text/csv": "text/csv", "application/x-ndjson": "application/x-ndjson",
+                    "application/ndjson": "application/x-ndjson", "application/jsonl": "application/x-ndjson"}
+
+
+class LineOut(BaseModel):
+    line: int
+    status: Literal["created", "already_created", "refused"]
+    referral_id: str | None = None
+    error: str | None = None
+
+
+class BulkOut(BaseModel):
+    created: int
+    already_created: int
+    refused: int
+    lines: list[LineOut]
+
+
+def _stage_many(rt: ServiceRuntime) -> commands.StageMany:
+    async def stage_many(session: AsyncSession, spec: EventSpec, items: Sequence[Strict]) -> None:
+        await outbox.stage_many(session, rt.outbox, spec, items, source=rt.name)
+    return stage_many
+
+
+@router.post(
+    "/referrals/bulk", response_model=BulkOut,
+    summary="Refer many people in one upload (a PCN moving from another system; link worker)",
+    description=f"A CSV (`text/csv`, header row: {', '.join(upload.CSV_COLUMNS)}) or NDJSON "
+                "(`application/x-ndjson`, one `POST /referrals` body per line) file of at most "
+                f"{upload.MAX_LINES:,} lines and {upload.MAX_BYTES:,} bytes. Each line is checked like "
+                "`POST /referrals`; a refused line is reported with its line number and changes nothing, the "
+                "others are created. Sending a line again answers with the referral it made (nothing twice).",
+    openapi_extra={**body_limit(upload.MAX_BYTES), "requestBody": {"required": True, "content": {
+        "text/csv": {"schema": {"type": "string"}}, "application/x-ndjson": {"schema": {"type": "string"}}}}},
+)
+async def bulk_create_referrals(request: Request,
+                                principal: Principal = Depends(require("link_worker"))) -> BulkOut:
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type not in BULK_MEDIA_TYPES:
+        raise HTTPException(415, detail="send the file as text/csv or application/x-ndjson (one referral per line)")
+    try:
+        lines = upload.lines_of(await request.body(), BULK_MEDIA_TYPES[media_type])
+    except upload.Unreadable as exc:
+        raise Invalid(str(exc)) from None
+    if not lines:
+        raise Invalid("the file has no referrals: after the header, give one referral per line")
+    if len(lines) > upload.MAX_LINES:
+        raise TooLarge(f"the file has {len(lines):,} referrals; one upload takes at most {upload.MAX_LINES:,}: "
+                       "split it into several files")
+    rt = runtime_of(request)
+    results = await commands.bulk_create_referrals(rt.transaction, _stage_many(rt), _ref_key(rt), principal,
+                                                   [(line.number, line.record, line.error) for line in lines])
+    counts = {status: sum(1 for r in results if r.status == status)
+              for status in ("created", "already_created", "refused")}
+    return BulkOut(**counts, lines=[LineOut(**r.__dict__) for r in results])

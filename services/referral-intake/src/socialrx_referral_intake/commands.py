@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 from sqlalchemy import func, insert, select
 from sqlalchemy.dialects.postgresql import array as pg_array
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -287,3 +287,118 @@ async def read_contact(transaction: Transaction, principal: Principal, referral_
                    phone=row["phone"], email=row["email"], postcode=row["postcode"],
                    accessibility_needs=row["accessibility_needs"])
 
+
+
+# --- Bulk: many referrals from one upload (a PCN moving from another system) ------------------------
+
+BULK_REFERRALS = uuid.UUID("0b6f3f7e-2f36-4d1e-9a3c-5a2b8f3d6c11")
+
+
+@dataclass(frozen=True)
+class LineResult:
+    line: int
+    status: str  # created | already_created | refused
+    referral_id: str | None = None
+    error: str | None = None
+
+
+def validation_message(exc: ValidationError) -> str:
+    """pydantic's errors as one line a person can act on, naming the fields, never echoing their values."""
+    parts = []
+    for err in exc.errors(include_input=False, include_url=False):
+        where = ".".join(str(part) for part in err.get("loc", ())) or "line"
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts)
+
+
+async def bulk_create_referrals(transaction: Transaction, stage_many: StageMany, ref_key: bytes,
+                                principal: Principal, lines: Sequence[tuple[int, dict[str, Any] | None, str | None]]
+                                ) -> list[LineResult]:
+    """Create the referrals of an upload in one transaction: each line validated and refused by the
+    same rules as `POST /referrals`; a refused line is reported with its number and changes nothing,
+    the others go on.
+
+    Idempotent per line by its content: a line's key is the hash of the referral it asks for, so the
+    same line sent again (the whole file re-sent after fixing a bad line) answers with the referral it
+    made. Staged with multi-row INSERTs and one `referral.created` per referral through the outbox."""
+    now = datetime.now(timezone.utc)
+    link_worker_id = domain.link_worker_ref(ref_key, principal.sub)
+    results: dict[int, LineResult] = {}
+    valid: list[tuple[int, NewReferral, str]] = []
+    for number, record, error in lines:
+        if record is None:
+            results[number] = LineResult(number, "refused", error=error or "cannot be read")
+            continue
+        try:
+            body = NewReferral.model_validate(record)
+        except ValidationError as exc:
+            results[number] = LineResult(number, "refused", error=validation_message(exc))
+            continue
+        problem = request_problem(body, principal, now)
+        if problem:
+            results[number] = LineResult(number, "refused", error=problem)
+            continue
+        valid.append((number, body, request_hash(body)))
+
+    async with transaction() as session:
+        service_ids = sorted({body.service_id for _, body, _ in valid})
+        services = {row["service_id"]: dict(row) for row in (await session.execute(
+            select(services_view).where(services_view.c.service_id.in_(service_ids)))).mappings()} if valid else {}
+        known_needs: set[str] | None = None
+        keys = [f"bulk:{hashed}" for _, _, hashed in valid]
+        already = {row.idempotency_key: str(row.id) for row in (await session.execute(
+            select(referrals.c.id, referrals.c.idempotency_key)
+            .where(referrals.c.link_worker_id.in_([link_worker_id, principal.sub]),
+                   referrals.c.idempotency_key.in_(keys)))).all()} if keys else {}
+        to_create: list[tuple[int, _Rows]] = []
+        refused_events: list[ReferralRefused] = []
+        first_of: dict[str, str] = {}
+        for number, body, hashed in valid:
+            key = f"bulk:{hashed}"
+            if key in already or key in first_of:
+                # Sent before (or twice in this file): the referral that line made, not a second one.
+                results[number] = LineResult(number, "already_created", referral_id=already.get(key) or first_of[key])
+                continue
+            service = services.get(body.service_id)
+            refusal = domain.service_refusal(service)
+            if service is None:
+                results[number] = LineResult(number, "refused", error=refusal)
+                continue
+            if refusal:
+                event = _refusal_event(principal, body, service, now, key)
+                if event.needs:
+                    refused_events.append(event)
+                results[number] = LineResult(number, "refused", error=refusal)
+                continue
+            if set(body.needs) - set(service["needs"]):
+                if known_needs is None:
+                    known_needs = set(await session.scalars(
+                        select(func.jsonb_array_elements_text(services_view.c.needs)).distinct()))
+                needs_problem = domain.needs_problem(body.needs, service["needs"], known_needs)
+                if needs_problem:
+                    results[number] = LineResult(number, "refused", error=needs_problem)
+                    continue
+            referral_id = str(uuid.uuid5(BULK_REFERRALS, f"{link_worker_id}:{hashed}"))
+            practice_id = body.practice_id or principal.practice_id
+            assert practice_id is not None
+            to_create.append((number, _rows(ref_key, principal, link_worker_id, body, service, referral_id,
+                                            practice_id, key, hashed, now)))
+            first_of[key] = referral_id
+        created: set[str] = set()
+        if to_create:
+            # ON CONFLICT: a concurrent upload of the same lines made them first; theirs stand.
+            created = set(await session.scalars(
+                pg_insert(referrals).on_conflict_do_nothing().returning(referrals.c.id),
+                [rows.referral for _, rows in to_create]))
+            fresh = [rows for _, rows in to_create if rows.referral["id"] in created]
+            if fresh:
+                await session.execute(insert(person_details), [rows.person for rows in fresh])
+                await session.execute(insert(timeline), [rows.timeline for rows in fresh])
+                await stage_many(session, REFERRAL_CREATED, [rows.event for rows in fresh])
+        if refused_events:
+            await stage_many(session, REFERRAL_REFUSED, refused_events)
+    for number, rows in to_create:
+        referral_id = rows.referral["id"]
+        results[number] = LineResult(number, "created" if referral_id in created else "already_created",
+                                     referral_id=referral_id)
+    return [results[number] for number in sorted(results)]
