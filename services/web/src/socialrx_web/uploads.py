@@ -13,6 +13,7 @@ from .api import ApiError
 from .core import checked_form, need_role, render
 
 router = APIRouter()
+UPLOAD_TIMEOUT_S = 120.0
 
 # The services' own limits (referral-intake 12 MB, outcomes 5 MB): refused here before sending.
 PAGES = {
@@ -43,8 +44,11 @@ async def _upload(request: Request, kind: str) -> Response:
         return _page(request, kind, 413, error=f"The file is larger than {max_bytes // 1_000_000} MB. "
                                               "Split it into several files and upload each.")
     try:
+        # A 20,000-line file takes longer than an ordinary call may; sending it again after a timeout
+        # is safe (every line is idempotent), so the wait is bounded, not endless.
         result = await request.app.state.apis.json(user, str(page["service"]), "POST", str(page["endpoint"]),
-                                                   content=raw, headers={"content-type": "text/csv"})
+                                                   content=raw, headers={"content-type": "text/csv"},
+                                                   timeout=UPLOAD_TIMEOUT_S)
     except ApiError as exc:
         if exc.status not in (413, 415, 422):
             raise
