@@ -241,11 +241,13 @@ async def test_a_mixed_outcome_file_records_the_good_rows_ledgers_them_and_resen
     not_accepted = accepted.pop()
     others = await _referrals_for(client, other, 1)
     for rid in accepted:
-        await eventually_status(client, ("POST", world.url("directory", f"/referrals/{rid}/accept")), world.charity, 200)
+        await eventually_status(client, ("POST", world.url("directory", f"/referrals/{rid}/accept")), world.charity,
+                                200)
     await eventually_status(client, ("POST", other.url("directory", f"/referrals/{others[0]}/accept")),
                             other.charity, 200)
     for rid in [*accepted, not_accepted]:  # outcomes has heard of every decision (or the referral, at least)
-        await eventually_status(client, ("GET", world.url("outcomes", f"/referrals/{rid}/outcomes")), world.charity, 200)
+        await eventually_status(client, ("GET", world.url("outcomes", f"/referrals/{rid}/outcomes")), world.charity,
+                                200)
 
     async def decided() -> bool:
         statuses = [(await client.get(world.url("outcomes", f"/referrals/{rid}/outcomes"), headers=world.charity))
@@ -284,8 +286,8 @@ async def test_a_mixed_outcome_file_records_the_good_rows_ledgers_them_and_resen
 
     # Stored and scored as the single recording does; nothing from a refused row.
     listed = (await client.get(world.url("outcomes", f"/referrals/{a}/outcomes"), headers=world.charity)).json()
-    assert [(i["status"], [(m["instrument"], m["phase"], m["score"]) for m in i["measures"]]) for i in listed["items"]] \
-        == [("completed", [("SWEMWBS", "baseline", 19.25)])]
+    assert [(i["status"], [(m["instrument"], m["phase"], m["score"]) for m in i["measures"]])
+            for i in listed["items"]] == [("completed", [("SWEMWBS", "baseline", 19.25)])]
     for rid in (c, not_accepted):
         items = (await client.get(world.url("outcomes", f"/referrals/{rid}/outcomes"), headers=world.charity)).json()
         assert len(items["items"]) == (1 if rid == c else 0)

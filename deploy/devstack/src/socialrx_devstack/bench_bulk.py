@@ -63,8 +63,9 @@ def referral_csv(service_id: str, count: int) -> bytes:
     writer.writerow(["service_id", "needs", "nhs_number", "given_name", "family_name", "date_of_birth", "postcode",
                      "consent_given", "consent_recorded_at"])
     for i, nhs in enumerate(nhs_numbers(count)):
-        writer.writerow([service_id, "loneliness", nhs, f"Given{i}", f"Family{i}", f"19{40 + i % 60}-0{1 + i % 9}-1{i % 10}",
-                         "LS1 4AP", "yes", "2026-11-01T10:00:00Z"])
+        born_on = f"19{40 + i % 60}-0{1 + i % 9}-1{i % 10}"
+        writer.writerow([service_id, "loneliness", nhs, f"Given{i}", f"Family{i}", born_on, "LS1 4AP", "yes",
+                         "2026-11-01T10:00:00Z"])
     return out.getvalue().encode()
 
 
@@ -227,7 +228,8 @@ async def measure(urls: dict[str, str], database_urls: dict[str, str], bootstrap
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m socialrx_devstack.bench_bulk", description=__doc__.split("\n")[0])
-    parser.add_argument("--lines", type=int, default=20_000, help="lines per upload (default 20,000, the most one takes)")
+    parser.add_argument("--lines", type=int, default=20_000,
+                        help="lines per upload (default 20,000, the most one takes)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for each step")
     parser.add_argument("--no-fsync", action="store_true", help="a PostgreSQL started here runs with fsync off")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="folder for the JSON")

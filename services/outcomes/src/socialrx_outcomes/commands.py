@@ -130,7 +130,8 @@ async def correct_outcome(transaction: Transaction, stage: Stage, principal: Pri
         await session.execute(delete(measures).where(measures.c.outcome_id == outcome_id))
         recorded_at = current["recorded_at"]
         await _insert_measures(session, outcome_id, referral_id, scored, recorded_at)
-        await _publish(stage, session, referral, outcome_id, data, scored, recorded_at, revision=revision, corrected_at=now)
+        await _publish(stage, session, referral, outcome_id, data, scored, recorded_at, revision=revision,
+                       corrected_at=now)
         changes = await _changes_for(session, referral_id, scored)
     return _answer(outcome_id, referral_id, data, scored, recorded_at, revision, changes)
 
@@ -396,7 +397,8 @@ def _bulk_refusal(principal: Principal, referral: dict | None) -> str | None:
     if referral is None or referral["organisation_id"] is None:
         return "no such referral (a new referral may take a moment to arrive)"
     if principal.organisation_id != referral["organisation_id"]:
-        return "this referral was not sent to your organisation: only the organisation it was sent to may record its outcomes"
+        return ("this referral was not sent to your organisation: only the organisation it was sent to may record "
+                "its outcomes")
     if referral["status"] != "accepted":
         return f"outcomes are recorded only for accepted referrals; this one is {referral['status']}"
     return None

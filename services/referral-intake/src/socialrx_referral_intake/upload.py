@@ -103,7 +103,8 @@ def csv_lines(text: str) -> list[Line]:
     missing = [name for name in REQUIRED_COLUMNS if name not in columns]
     if missing:
         raise Unreadable(f"the header lacks the column(s) {', '.join(missing)}; the columns are: "
-                         f"{', '.join(CSV_COLUMNS)} (phone, email, practice_id and accessibility_needs may be left out)")
+                         f"{', '.join(CSV_COLUMNS)} (phone, email, practice_id and accessibility_needs may be "
+                         "left out)")
     lines = []
     while True:
         start = reader.line_num + 1
