@@ -14,10 +14,10 @@ import json
 
 import httpx
 import pytest
-from support import PCN, PRACTICE, World, eventually_status, make_world, wait_for
+from support import PCN, PRACTICE, World, events_on, eventually_status, make_world, wait_for
 
 from socialrx_devstack.testing import auth, read_topic
-from socialrx_shared.events import ALL_TOPICS
+from socialrx_shared.events import ALL_TOPICS, REFERRAL_REFUSED
 
 COLUMNS = ["service_id", "needs", "nhs_number", "given_name", "family_name", "date_of_birth", "postcode", "phone",
            "email", "accessibility_needs", "consent_given", "consent_recorded_at"]
@@ -179,6 +179,30 @@ async def test_bulk_referrals_publish_nothing_identifying_and_an_ndjson_line_err
             for secret in (GOOD_NHS[2], "Privatename", "Secretfamily", "1944-07-30", "LS7 3QT", "private.person"):
                 assert secret not in text, f"{secret!r} found on {topic}"
     assert seen
+
+
+async def test_a_line_refused_for_the_services_sake_counts_as_unmet_need_once(platform, jwt_secret, client,
+                                                                             kafka) -> None:
+    world = make_world(platform, jwt_secret, capacity=0)
+    body = as_csv([person_row(world.service_id, 1), person_row(world.service_id, 2, needs="loneliness;debt")])
+
+    async def refused_by_service() -> dict | None:
+        answer = (await upload_referrals(client, world, body)).json()
+        return answer if "not accepting" in (answer["lines"][0]["error"] or "") else None
+
+    first = await wait_for(refused_by_service, what="the full service to reach referral-intake")
+    assert [(line["line"], line["status"]) for line in first["lines"]] == [(2, "refused"), (3, "refused")]
+    await upload_referrals(client, world, body)  # the same file again
+
+    async def refusals() -> list | None:
+        found = await events_on(kafka.bootstrap_servers, REFERRAL_REFUSED.topic, service_id=world.service_id)
+        return found if len({envelope.data["refusal_id"] for envelope, _ in found}) == 2 else None
+
+    found = await wait_for(refusals, what="the refusals on the topic")
+    # Two lines, each counted once however often it is sent; only the needs the service serves count.
+    assert len({envelope.data["refusal_id"] for envelope, _ in found}) == 2
+    assert {tuple(envelope.data["needs"]) for envelope, _ in found} == {("loneliness",)}
+    assert (await client.get(world.url("directory", "/inbox"), headers=world.charity)).json()["total"] == 0
 
 
 async def test_bulk_referral_refusals(platform, jwt_secret, client) -> None:
