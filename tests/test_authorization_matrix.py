@@ -25,6 +25,7 @@ OPERATIONS = {("GET", "/healthz"): PUBLIC, ("GET", "/readyz"): PUBLIC, ("GET", "
 RULES: dict[str, dict[tuple[str, str], str | set[str]]] = {
     "referral-intake": {
         ("POST", "/referrals"): {"link_worker"},
+        ("POST", "/referrals/bulk"): {"link_worker"},
         ("GET", "/referrals"): {"link_worker", "charity", "admin"},
         ("GET", "/referrals/{referral_id}"): {"link_worker", "charity", "admin"},
         ("GET", "/referrals/{referral_id}/contact"): {"charity"},
@@ -56,6 +57,7 @@ RULES: dict[str, dict[tuple[str, str], str | set[str]]] = {
         ("POST", "/referrals/{referral_id}/outcomes/{outcome_id}/corrections"): {"charity", "link_worker"},
         ("GET", "/reports/outcomes"): ANY,
         ("GET", "/reports/inclusion"): ANY,
+        ("POST", "/outcomes/bulk"): {"charity"},
     },
     "funding-ledger": {
         ("POST", "/agreements"): {"finance"},

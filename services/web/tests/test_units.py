@@ -105,7 +105,8 @@ def test_a_post_without_the_csrf_token_is_refused_and_changes_nothing() -> None:
         wrong = client.post("/sign-out", data={"csrf_token": "not-the-token"}, follow_redirects=False)
         assert wrong.status_code == 403
         assert client.get("/", follow_redirects=False).headers["location"] == "/arrears"  # still signed in
-        for path in ("/agreements", "/settlements", "/reconciliation", "/admin/needs", "/inbox/x/accept"):
+        for path in ("/agreements", "/settlements", "/reconciliation", "/admin/needs", "/inbox/x/accept",
+                     "/upload-outcomes", "/upload-referrals"):
             assert client.post(path, data={}, follow_redirects=False).status_code == 403, path
 
 

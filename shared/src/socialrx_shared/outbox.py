@@ -9,6 +9,7 @@ hundred lines we test against the real broker were simpler to trust than another
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import datetime, timezone
 
 from aiokafka import AIOKafkaProducer
@@ -51,6 +52,22 @@ async def stage(
         )
     )
     return envelope
+
+
+async def stage_many(session: AsyncSession, outbox: Table, spec: EventSpec, items: Sequence[Strict], *, source: str,
+                     headers: dict[str, str] | None = None) -> list[Envelope]:
+    """`stage` for many events of one type in one multi-row INSERT (bulk uploads): the same rows,
+    the same order, a fraction of the round trips."""
+    if not items:
+        return []
+    envelopes = [new_event(spec, data, source=source) for data in items]
+    parent = current_traceparent.get()
+    await session.execute(insert(outbox), [
+        {"event_id": envelope.id, "topic": spec.topic, "key": envelope.subject, "value": envelope.to_bytes(),
+         "headers": {**(headers or {}), "traceparent": child_traceparent(parent), "ce_type": spec.ce_type}}
+        for envelope in envelopes
+    ])
+    return envelopes
 
 
 class OutboxRelay:

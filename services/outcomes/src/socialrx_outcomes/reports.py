@@ -22,11 +22,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from socialrx_shared import disclosure
 from socialrx_shared.auth import Principal
+from socialrx_shared.errors import Forbidden, Invalid
 from socialrx_shared.events import DeclineReason
 from socialrx_shared.runtime import ServiceRuntime
 
 from . import domain
-from .handlers import Refused
 from .store import measures, outcomes, referral_view
 
 SUPPRESSED = disclosure.SUPPRESSED
@@ -54,14 +54,14 @@ def scope_for(principal: Principal, *, pcn_id: str | None, organisation_id: str 
               from_: date | None, to: date | None) -> Scope:
     """Finance and link workers see their own PCN; a charity its own organisation; an admin anything."""
     if from_ and to and from_ > to:
-        raise Refused(422, f"'from' ({from_}) is after 'to' ({to})")
+        raise Invalid(f"'from' ({from_}) is after 'to' ({to})")
     if principal.role in ("finance", "link_worker"):
         if pcn_id is not None and pcn_id != principal.pcn_id:
-            raise Refused(403, f"a {principal.role} may read reports of its own PCN ({principal.pcn_id}) only")
+            raise Forbidden(f"a {principal.role} may read reports of its own PCN ({principal.pcn_id}) only")
         pcn_id = principal.pcn_id
     elif principal.role == "charity":
         if organisation_id is not None and organisation_id != principal.organisation_id:
-            raise Refused(403, "a charity may read reports of its own organisation only")
+            raise Forbidden("a charity may read reports of its own organisation only")
         organisation_id = principal.organisation_id
     return Scope(pcn_id, organisation_id, from_, to)
 
@@ -218,7 +218,7 @@ def parse_group_by(text: str) -> list[str]:
     names = [part.strip() for part in text.split(",") if part.strip()]
     unknown = [n for n in names if n not in GROUPINGS]
     if not names or unknown or len(set(names)) != len(names):
-        raise Refused(422, f"group_by must be one or more of {', '.join(GROUPINGS)}, comma-separated, each once; "
+        raise Invalid(f"group_by must be one or more of {', '.join(GROUPINGS)}, comma-separated, each once; "
                            f"got {text!r}")
     return names
 

@@ -14,7 +14,7 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from socialrx_shared.logging import configure_logging, get_logger
 
-from . import admin, charity, finance, insight, link_worker, signin
+from . import admin, charity, finance, insight, link_worker, signin, uploads
 from .api import Apis, ApiError
 from .core import HERE, NotSignedIn, PageError, is_htmx, render, see_other
 from .session import fernet_for, sign_out
@@ -100,7 +100,7 @@ def build(settings: WebSettings | None = None) -> FastAPI:
     async def readyz() -> dict[str, str]:
         return {"status": "ready", "service": "web"}
 
-    for module in (signin, link_worker, charity, finance, insight, admin):
+    for module in (signin, link_worker, charity, finance, insight, admin, uploads):
         app.include_router(module.router)
     return app
 
