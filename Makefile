@@ -31,18 +31,14 @@ test: install
 test-fast: install
 	$(VENV)/bin/python -m pytest -m "not integration" $(PYTEST_ARGS)
 
-# ruff (lint and format) and mypy (strict for the shared package and every domain.py), configured in
-# pyproject.toml. LINT_PATHS grows to the whole tree once the coordinator has formatted it (README: Lint);
-# LINT_LATER are shared files another branch is changing now, formatted after that merge.
-LINT_PATHS ?= shared services/directory services/funding-ledger/src/socialrx_funding_ledger/domain.py
-LINT_LATER ?= shared/src/socialrx_shared/consumer.py shared/src/socialrx_shared/outbox.py \
-	shared/src/socialrx_shared/http.py shared/src/socialrx_shared/logging.py
-RUFF_LATER = --force-exclude $(foreach path,$(LINT_LATER),--extend-exclude $(path))
+# ruff (lint and format) over the whole tree; mypy strict for the shared package and every domain.py, and
+# normal for the directory (configured in pyproject.toml; README: Lint).
+MYPY_PATHS := shared/src services/directory/src $(wildcard services/*/src/*/domain.py)
+MYPY_PATHS := $(filter-out services/directory/src/socialrx_directory/domain.py,$(MYPY_PATHS))
 lint: install
-	$(VENV)/bin/ruff check $(RUFF_LATER) $(LINT_PATHS)
-	$(VENV)/bin/ruff format --check $(RUFF_LATER) $(LINT_PATHS)
-	$(VENV)/bin/mypy $(patsubst %,%/src,$(filter shared services/%,$(filter-out %.py,$(LINT_PATHS)))) \
-		$(filter %.py,$(LINT_PATHS))
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy $(MYPY_PATHS)
 
 bench: install
 	$(VENV)/bin/python -m socialrx_bench.bench $(if $(N),--n $(N),)

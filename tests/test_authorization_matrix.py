@@ -32,10 +32,24 @@ RULES: dict[str, dict[tuple[str, str], str | set[str]]] = {
         ("GET", "/audit/contact-access"): {"admin"},
     },
     "directory": {
-        **{("GET", path): PUBLIC for path in (
-            "/", "/services", "/services/{service_id}", "/service_at_locations", "/service_at_locations/{sal_id}",
-            "/organizations", "/organizations/{organization_id}", "/taxonomies", "/taxonomies/{taxonomy_id}",
-            "/taxonomy_terms", "/taxonomy_terms/{term_id}", "/referral-stats", "/asyncapi")},
+        **{
+            ("GET", path): PUBLIC
+            for path in (
+                "/",
+                "/services",
+                "/services/{service_id}",
+                "/service_at_locations",
+                "/service_at_locations/{sal_id}",
+                "/organizations",
+                "/organizations/{organization_id}",
+                "/taxonomies",
+                "/taxonomies/{taxonomy_id}",
+                "/taxonomy_terms",
+                "/taxonomy_terms/{term_id}",
+                "/referral-stats",
+                "/asyncapi",
+            )
+        },
         ("POST", "/organizations"): {"admin"},
         ("POST", "/services"): {"admin", "charity"},
         ("PATCH", "/services/{service_id}"): {"admin", "charity"},
@@ -158,6 +172,7 @@ async def test_authorisation_matrix(platform, jwt_secret, monkeypatch_module) ->
 
 # Own versus other scope, on real data: a role allowed on an endpoint still sees only its own.
 
+
 async def test_scopes_keep_each_pcn_and_organisation_to_its_own(platform, jwt_secret) -> None:
     world = make_world(platform, jwt_secret)
     other_pcn_link_worker = auth(jwt_secret, "link_worker", pcn_id="Y99999", practice_id="B82005")
@@ -165,12 +180,21 @@ async def test_scopes_keep_each_pcn_and_organisation_to_its_own(platform, jwt_se
     other_finance = auth(jwt_secret, "finance", pcn_id="Y99999")
     async with httpx.AsyncClient(timeout=15) as client:
         rid = (await refer(client, world))["id"]
-        await eventually_status(client, ("POST", world.url("directory", f"/referrals/{rid}/accept")), world.charity, 200)
-        await eventually_status(client, ("POST", world.url("outcomes", f"/referrals/{rid}/outcomes")), world.charity, 201,
-                                {"status": "engaged", "sessions_attended": 1})
+        await eventually_status(
+            client, ("POST", world.url("directory", f"/referrals/{rid}/accept")), world.charity, 200
+        )
+        await eventually_status(
+            client,
+            ("POST", world.url("outcomes", f"/referrals/{rid}/outcomes")),
+            world.charity,
+            201,
+            {"status": "engaged", "sessions_attended": 1},
+        )
 
         async def ledgered():
-            answer = await client.get(world.url("funding-ledger", f"/payments?referral_id={rid}"), headers=world.finance)
+            answer = await client.get(
+                world.url("funding-ledger", f"/payments?referral_id={rid}"), headers=world.finance
+            )
             return answer.json()["total"] == 1
 
         await wait_for(ledgered, what="the acceptance fee")
@@ -182,8 +206,11 @@ async def test_scopes_keep_each_pcn_and_organisation_to_its_own(platform, jwt_se
         listed = await client.get(world.url("referral-intake", "/referrals"), headers=other_pcn_link_worker)
         assert rid not in listed.text
 
-        assert (await client.post(world.url("directory", f"/referrals/{rid}/decline"), headers=other_charity,
-                                  json={"reason": "other"})).status_code == 404
+        assert (
+            await client.post(
+                world.url("directory", f"/referrals/{rid}/decline"), headers=other_charity, json={"reason": "other"}
+            )
+        ).status_code == 404
         inbox = await client.get(world.url("directory", "/inbox"), headers=other_charity)
         assert rid not in inbox.text
 

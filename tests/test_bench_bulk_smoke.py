@@ -13,8 +13,9 @@ def test_bench_bulk_tiny_run_is_complete(kafka, postgres, jwt_secret, tmp_path, 
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka.bootstrap_servers)
     monkeypatch.setenv("SOCIALRX_JWT_SECRET", jwt_secret)
     for service in SERVICES:
-        monkeypatch.setenv(service.upper().replace("-", "_") + "_DATABASE_URL",
-                           postgres.new_database("bulk_" + service))
+        monkeypatch.setenv(
+            service.upper().replace("-", "_") + "_DATABASE_URL", postgres.new_database("bulk_" + service)
+        )
 
     code = bench_bulk.main(["--lines", "40", "--timeout", "120", "--out", str(tmp_path), "--name", "smoke"])
 

@@ -25,8 +25,16 @@ class Outcomes:
     jwt_secret: str
     app: Any = None
 
-    async def raw_report(self, kind: str = "outcomes", *, pcn_id: str | None = None, organisation_id: str | None = None,
-                         from_: date | None = None, to: date | None = None, group_by: str = "pcn") -> dict:
+    async def raw_report(
+        self,
+        kind: str = "outcomes",
+        *,
+        pcn_id: str | None = None,
+        organisation_id: str | None = None,
+        from_: date | None = None,
+        to: date | None = None,
+        group_by: str = "pcn",
+    ) -> dict:
         """A report's exact figures, before disclosure control: to check the maths on a small population.
 
         The HTTP API never serves these (its tests check that); this reads the service's database.
@@ -34,7 +42,9 @@ class Outcomes:
         scope = reports.Scope(pcn_id, organisation_id, from_, to)
         runtime = self.app.state.runtime
         if kind == "outcomes":
-            return await reports.outcomes_report(runtime, scope, reports.parse_group_by(group_by), disclosure_control=False)
+            return await reports.outcomes_report(
+                runtime, scope, reports.parse_group_by(group_by), disclosure_control=False
+            )
         return await reports.inclusion_report(runtime, scope, disclosure_control=False)
 
     def charity(self, organisation_id: str) -> dict[str, str]:
@@ -62,8 +72,13 @@ class Outcomes:
 
 @pytest.fixture(scope="module")
 async def outcomes(kafka, postgres, jwt_secret) -> AsyncIterator[Outcomes]:
-    async with running_service(build, Settings, database_url=postgres.new_database("outcomes"),
-                               kafka=kafka.bootstrap_servers, jwt_secret=jwt_secret) as (app, client):
+    async with running_service(
+        build,
+        Settings,
+        database_url=postgres.new_database("outcomes"),
+        kafka=kafka.bootstrap_servers,
+        jwt_secret=jwt_secret,
+    ) as (app, client):
         yield Outcomes(client, kafka.bootstrap_servers, jwt_secret, app)
 
 
@@ -71,28 +86,54 @@ def new_pcn() -> str:
     return "P" + uuid.uuid4().hex[:8].upper()
 
 
-def created(referral_id: str, *, pcn_id: str, organisation_id: str, at: datetime, service_id: str = "svc-1",
-            link_worker_id: str = "lw-1", age_band: str = "35-44", postcode_district: str = "LS6",
-            accessibility_needs: list[str] | None = None) -> tuple[ev.EventSpec, ev.Strict]:
+def created(
+    referral_id: str,
+    *,
+    pcn_id: str,
+    organisation_id: str,
+    at: datetime,
+    service_id: str = "svc-1",
+    link_worker_id: str = "lw-1",
+    age_band: str = "35-44",
+    postcode_district: str = "LS6",
+    accessibility_needs: list[str] | None = None,
+) -> tuple[ev.EventSpec, ev.Strict]:
     return ev.REFERRAL_CREATED, ev.ReferralCreated(
-        referral_id=referral_id, pcn_id=pcn_id, practice_id="B86001", link_worker_id=link_worker_id,
-        organisation_id=organisation_id, service_id=service_id, needs=["loneliness"],
-        person_ref=uuid.uuid4().hex * 2, age_band=age_band, postcode_district=postcode_district,
-        accessibility_needs=accessibility_needs or [], consent_to_share=True, created_at=at)
+        referral_id=referral_id,
+        pcn_id=pcn_id,
+        practice_id="B86001",
+        link_worker_id=link_worker_id,
+        organisation_id=organisation_id,
+        service_id=service_id,
+        needs=["loneliness"],
+        person_ref=uuid.uuid4().hex * 2,
+        age_band=age_band,
+        postcode_district=postcode_district,
+        accessibility_needs=accessibility_needs or [],
+        consent_to_share=True,
+        created_at=at,
+    )
 
 
-def accepted(referral_id: str, *, pcn_id: str, organisation_id: str, at: datetime,
-             service_id: str = "svc-1") -> tuple[ev.EventSpec, ev.Strict]:
+def accepted(
+    referral_id: str, *, pcn_id: str, organisation_id: str, at: datetime, service_id: str = "svc-1"
+) -> tuple[ev.EventSpec, ev.Strict]:
     return ev.REFERRAL_ACCEPTED, ev.ReferralAccepted(
-        referral_id=referral_id, organisation_id=organisation_id, service_id=service_id, pcn_id=pcn_id,
-        accepted_at=at)
+        referral_id=referral_id, organisation_id=organisation_id, service_id=service_id, pcn_id=pcn_id, accepted_at=at
+    )
 
 
-def declined(referral_id: str, *, pcn_id: str, organisation_id: str, at: datetime, reason: str,
-             service_id: str = "svc-1") -> tuple[ev.EventSpec, ev.Strict]:
+def declined(
+    referral_id: str, *, pcn_id: str, organisation_id: str, at: datetime, reason: str, service_id: str = "svc-1"
+) -> tuple[ev.EventSpec, ev.Strict]:
     return ev.REFERRAL_DECLINED, ev.ReferralDeclined(
-        referral_id=referral_id, organisation_id=organisation_id, service_id=service_id, pcn_id=pcn_id,
-        reason=reason, declined_at=at)  # type: ignore[arg-type]
+        referral_id=referral_id,
+        organisation_id=organisation_id,
+        service_id=service_id,
+        pcn_id=pcn_id,
+        reason=reason,
+        declined_at=at,
+    )  # type: ignore[arg-type]
 
 
 def answers(instrument: str, total: int) -> list[int]:

@@ -47,11 +47,17 @@ class Population:
         for n in range(1, 13):
             made = MAY if n <= 6 else JUNE
             common = {"pcn_id": self.pcn, "organisation_id": self.org(n), "service_id": "svc-a" if n <= 8 else "svc-b"}
-            sent.append(outcomes.created(
-                self.r[n], at=made, link_worker_id="lw-1" if n <= 6 else "lw-2",
-                age_band="25-34" if n <= 6 else ("65-74" if n <= 11 else "85+"),
-                postcode_district="LS6" if n <= 10 else "LS7",
-                accessibility_needs=["wheelchair"] if n <= 5 else (["bsl", "wheelchair"] if n == 6 else []), **common))
+            sent.append(
+                outcomes.created(
+                    self.r[n],
+                    at=made,
+                    link_worker_id="lw-1" if n <= 6 else "lw-2",
+                    age_band="25-34" if n <= 6 else ("65-74" if n <= 11 else "85+"),
+                    postcode_district="LS6" if n <= 10 else "LS7",
+                    accessibility_needs=["wheelchair"] if n <= 5 else (["bsl", "wheelchair"] if n == 6 else []),
+                    **common,
+                )
+            )
             if n in acceptance_days:
                 sent.append(outcomes.accepted(self.r[n], at=made + timedelta(days=acceptance_days[n]), **common))
             if n in declines:
@@ -91,8 +97,9 @@ class Population:
 
 def ons4(people, life, life_share, worth, worth_share, happy, happy_share, anxious, anxious_share) -> dict:
     figures = {"ons4_people_measured": people}
-    for item, mean, share in zip(ONS4_ITEMS, (life, worth, happy, anxious),
-                                 (life_share, worth_share, happy_share, anxious_share)):
+    for item, mean, share in zip(
+        ONS4_ITEMS, (life, worth, happy, anxious), (life_share, worth_share, happy_share, anxious_share), strict=False
+    ):
         figures[f"ons4_{item}_mean_change"] = mean
         figures[f"ons4_{item}_improved_share"] = share
     return figures
@@ -105,29 +112,58 @@ def declined(**reasons: int) -> dict:
 
 # Worked out by hand from the population above.
 TOTAL = {
-    "wemwbs_people_measured": 4, "wemwbs_mean_change": 2.5, "wemwbs_meaningful_improvement_share": 0.5,  # +3 +2 -5 +10
-    "swemwbs_people_measured": 3, "swemwbs_mean_change": 3.02,  # +2.14 +2.95 +3.96 metric points
+    "wemwbs_people_measured": 4,
+    "wemwbs_mean_change": 2.5,
+    "wemwbs_meaningful_improvement_share": 0.5,  # +3 +2 -5 +10
+    "swemwbs_people_measured": 3,
+    "swemwbs_mean_change": 3.02,  # +2.14 +2.95 +3.96 metric points
     "swemwbs_meaningful_improvement_share": 0.333,
     **ons4(2, 1.0, 0.5, 1.0, 1.0, -0.5, 0.0, -1.0, 0.5),  # r1 [+2 +1 0 -3], r10 [0 +1 -1 +1]
-    "engaged": 3, "completed": 3, "disengaged": 1,
-    "referrals_made": 12, "accepted": 8, "declined": 3, **declined(no_capacity=2, person_declined=1),
-    "days_to_acceptance_mean": 2.75, "days_to_acceptance_median": 2.5,
+    "engaged": 3,
+    "completed": 3,
+    "disengaged": 1,
+    "referrals_made": 12,
+    "accepted": 8,
+    "declined": 3,
+    **declined(no_capacity=2, person_declined=1),
+    "days_to_acceptance_mean": 2.75,
+    "days_to_acceptance_median": 2.5,
 }
 ORG_A = {
-    "wemwbs_people_measured": 3, "wemwbs_mean_change": 0.0, "wemwbs_meaningful_improvement_share": 0.333,
-    "swemwbs_people_measured": 3, "swemwbs_mean_change": 3.02, "swemwbs_meaningful_improvement_share": 0.333,
+    "wemwbs_people_measured": 3,
+    "wemwbs_mean_change": 0.0,
+    "wemwbs_meaningful_improvement_share": 0.333,
+    "swemwbs_people_measured": 3,
+    "swemwbs_mean_change": 3.02,
+    "swemwbs_meaningful_improvement_share": 0.333,
     **ons4(1, 2.0, 1.0, 1.0, 1.0, 0.0, 0.0, -3.0, 1.0),
-    "engaged": 2, "completed": 2, "disengaged": 1,
-    "referrals_made": 8, "accepted": 6, "declined": 2, **declined(no_capacity=1, person_declined=1),
-    "days_to_acceptance_mean": 2.17, "days_to_acceptance_median": 2.0,
+    "engaged": 2,
+    "completed": 2,
+    "disengaged": 1,
+    "referrals_made": 8,
+    "accepted": 6,
+    "declined": 2,
+    **declined(no_capacity=1, person_declined=1),
+    "days_to_acceptance_mean": 2.17,
+    "days_to_acceptance_median": 2.0,
 }
 ORG_B = {
-    "wemwbs_people_measured": 1, "wemwbs_mean_change": 10.0, "wemwbs_meaningful_improvement_share": 1.0,
-    "swemwbs_people_measured": 0, "swemwbs_mean_change": None, "swemwbs_meaningful_improvement_share": None,
+    "wemwbs_people_measured": 1,
+    "wemwbs_mean_change": 10.0,
+    "wemwbs_meaningful_improvement_share": 1.0,
+    "swemwbs_people_measured": 0,
+    "swemwbs_mean_change": None,
+    "swemwbs_meaningful_improvement_share": None,
     **ons4(1, 0.0, 0.0, 1.0, 1.0, -1.0, 0.0, 1.0, 0.0),  # anxiety up a point: not an improvement
-    "engaged": 1, "completed": 1, "disengaged": 0,
-    "referrals_made": 4, "accepted": 2, "declined": 1, **declined(no_capacity=1),
-    "days_to_acceptance_mean": 4.5, "days_to_acceptance_median": 4.5,
+    "engaged": 1,
+    "completed": 1,
+    "disengaged": 0,
+    "referrals_made": 4,
+    "accepted": 2,
+    "declined": 1,
+    **declined(no_capacity=1),
+    "days_to_acceptance_mean": 4.5,
+    "days_to_acceptance_median": 4.5,
 }
 
 
@@ -140,6 +176,7 @@ async def population(outcomes) -> Population:
         report = await outcomes.raw_report(pcn_id=people.pcn, group_by="link_worker")
         arrived = (report["total"]["referrals_made"], report["total"]["accepted"], report["total"]["declined"])
         return arrived == (12, 8, 3) and all(i["link_worker_id"] != "unknown" for i in report["items"])
+
     await wait_for(all_arrived, timeout_s=60, what="the population's referral events")
 
     for n, body in people.outcomes_to_record(outcomes):
@@ -180,7 +217,7 @@ async def test_the_api_serves_the_report_under_disclosure_control(outcomes, popu
         cells = [rows[population.org_a][column], rows[population.org_b][column], served["total"][column]]
         assert sum(1 for cell in cells if cell == "*") != 1, (column, cells)
         exact = [r[column] for r in raw["items"]] + [raw["total"][column]]
-        for cell, value in zip(cells, exact):
+        for cell, value in zip(cells, exact, strict=False):
             assert cell == "*" or (cell == disclosure.rounded(value) and not 1 <= value <= 7), (column, cells, exact)
     # Means over fewer than 8 people are never served.
     assert served["total"]["wemwbs_mean_change"] == "*" and served["total"]["days_to_acceptance_mean"] == 2.75
@@ -190,7 +227,9 @@ async def test_outcomes_lead_and_the_referral_count_is_one_column_among_them(out
     report = await _report(outcomes, outcomes.admin(), pcn_id=population.pcn)
     columns = report["columns"]
     assert columns[0] == "pcn_id" and columns[1].startswith("wemwbs_")
-    assert columns.index("referrals_made") > max(columns.index(c) for c in columns if c.startswith(("wemwbs", "swemwbs", "ons4")))
+    assert columns.index("referrals_made") > max(
+        columns.index(c) for c in columns if c.startswith(("wemwbs", "swemwbs", "ons4"))
+    )
     assert columns.index("referrals_made") > columns.index("completed")
 
 
@@ -198,7 +237,9 @@ async def test_grouping_by_link_worker_and_period_and_a_date_range(outcomes, pop
     pcn = population.pcn
     by_worker = await outcomes.raw_report(pcn_id=pcn, group_by="link_worker,period")
     assert [(r["link_worker_id"], r["period"], r["referrals_made"], r["accepted"]) for r in by_worker["items"]] == [
-        ("lw-1", "2026-05", 6, 6), ("lw-2", "2026-06", 6, 2)]
+        ("lw-1", "2026-05", 6, 6),
+        ("lw-2", "2026-06", 6, 2),
+    ]
     june = await outcomes.raw_report(pcn_id=pcn, from_=date(2026, 6, 1), to=date(2026, 6, 30))
     assert (june["total"]["referrals_made"], june["total"]["accepted"], june["total"]["declined"]) == (6, 2, 3)
     assert june["total"]["wemwbs_mean_change"] == 10.0  # r9 only
@@ -243,12 +284,23 @@ async def test_inclusion_report_breaks_down_and_suppresses_small_groups(outcomes
 
     report = await outcomes.raw_report("inclusion", pcn_id=population.pcn)
     rows = {(r["dimension"], r["group"]): r for r in report["items"]}
-    assert set(rows) == {("age_band", "25-34"), ("age_band", "65-74"), ("age_band", "85+"),
-                         ("postcode_district", "LS6"), ("postcode_district", "LS7"),
-                         ("accessibility_needs", "bsl"), ("accessibility_needs", "none"),
-                         ("accessibility_needs", "wheelchair")}
+    assert set(rows) == {
+        ("age_band", "25-34"),
+        ("age_band", "65-74"),
+        ("age_band", "85+"),
+        ("postcode_district", "LS6"),
+        ("postcode_district", "LS7"),
+        ("accessibility_needs", "bsl"),
+        ("accessibility_needs", "none"),
+        ("accessibility_needs", "wheelchair"),
+    }
     older = rows[("age_band", "65-74")]
-    assert (older["referrals_made"], older["accepted"], older["declined"], older["declined_no_capacity"]) == (5, 2, 3, 2)
+    assert (older["referrals_made"], older["accepted"], older["declined"], older["declined_no_capacity"]) == (
+        5,
+        2,
+        3,
+        2,
+    )
     assert older["days_to_acceptance_mean"] == 4.5
     assert older["wemwbs_people_measured"] == 1 and older["wemwbs_mean_change"] == 10.0
     assert older["swemwbs_people_measured"] == 0 and older["swemwbs_mean_change"] is None
@@ -262,8 +314,9 @@ async def test_inclusion_report_breaks_down_and_suppresses_small_groups(outcomes
 
 async def test_who_may_read_which_report(outcomes, population) -> None:
     client = outcomes.client
-    other_pcn = await client.get("/reports/outcomes", headers=outcomes.finance("Q00001"),
-                                 params={"pcn_id": population.pcn})
+    other_pcn = await client.get(
+        "/reports/outcomes", headers=outcomes.finance("Q00001"), params={"pcn_id": population.pcn}
+    )
     assert other_pcn.status_code == 403 and "own PCN" in other_pcn.json()["detail"]
     own_only = await _report(outcomes, outcomes.link_worker("Q00001"))
     assert own_only["items"] == [] and own_only["total"]["referrals_made"] == 0
@@ -271,14 +324,20 @@ async def test_who_may_read_which_report(outcomes, population) -> None:
     charity_b = await _report(outcomes, outcomes.charity(population.org_b), pcn_id=population.pcn)
     assert charity_b["total"]["referrals_made"] == "*" and charity_b["scope"]["organisation_id"] == population.org_b
     assert (await outcomes.raw_report(pcn_id=population.pcn, organisation_id=population.org_b))["total"][
-        "referrals_made"] == 4
-    not_theirs = await client.get("/reports/inclusion", headers=outcomes.charity(population.org_b),
-                                  params={"organisation_id": population.org_a})
+        "referrals_made"
+    ] == 4
+    not_theirs = await client.get(
+        "/reports/inclusion", headers=outcomes.charity(population.org_b), params={"organisation_id": population.org_a}
+    )
     assert not_theirs.status_code == 403
 
-    for params, says in (({"group_by": "practice"}, "group_by"), ({"group_by": "pcn,pcn"}, "group_by"),
-                         ({"from": "2026-07-01", "to": "2026-06-01"}, "after"), ({"format": "xml"}, "format"),
-                         ({"from": "june"}, "from")):
+    for params, says in (
+        ({"group_by": "practice"}, "group_by"),
+        ({"group_by": "pcn,pcn"}, "group_by"),
+        ({"from": "2026-07-01", "to": "2026-06-01"}, "after"),
+        ({"format": "xml"}, "format"),
+        ({"from": "june"}, "from"),
+    ):
         refused = await client.get("/reports/outcomes", headers=outcomes.admin(), params=params)
         assert refused.status_code == 422 and says in refused.text, (params, refused.text)
     assert (await client.get("/reports/outcomes")).status_code == 401

@@ -48,8 +48,13 @@ def test_person_ref_is_keyed_stable_and_not_the_number() -> None:
 
 @pytest.mark.parametrize(
     ("postcode", "normalised", "district"),
-    [("ls14ap", "LS1 4AP", "LS1"), ("SW1A 1AA", "SW1A 1AA", "SW1A"), (" m1 1ae ", "M1 1AE", "M1"),
-     ("EC1A1BB", "EC1A 1BB", "EC1A"), ("W1A 0AX", "W1A 0AX", "W1A")],
+    [
+        ("ls14ap", "LS1 4AP", "LS1"),
+        ("SW1A 1AA", "SW1A 1AA", "SW1A"),
+        (" m1 1ae ", "M1 1AE", "M1"),
+        ("EC1A1BB", "EC1A 1BB", "EC1A"),
+        ("W1A 0AX", "W1A 0AX", "W1A"),
+    ],
 )
 def test_postcodes(postcode: str, normalised: str, district: str) -> None:
     assert domain.normalise_postcode(postcode) == normalised
@@ -63,10 +68,15 @@ def test_not_postcodes(postcode: str) -> None:
 
 @pytest.mark.parametrize(
     ("born", "on", "band"),
-    [(date(2010, 6, 1), date(2026, 11, 24), "0-17"), (date(2008, 11, 24), date(2026, 11, 24), "18-24"),
-     (date(2008, 11, 25), date(2026, 11, 24), "0-17"), (date(1951, 3, 14), date(2026, 11, 24), "75-84"),
-     (date(1941, 11, 24), date(2026, 11, 24), "85+"), (date(1962, 1, 1), date(2026, 11, 24), "55-64"),
-     (date(2000, 2, 29), date(2025, 2, 28), "18-24")],
+    [
+        (date(2010, 6, 1), date(2026, 11, 24), "0-17"),
+        (date(2008, 11, 24), date(2026, 11, 24), "18-24"),
+        (date(2008, 11, 25), date(2026, 11, 24), "0-17"),
+        (date(1951, 3, 14), date(2026, 11, 24), "75-84"),
+        (date(1941, 11, 24), date(2026, 11, 24), "85+"),
+        (date(1962, 1, 1), date(2026, 11, 24), "55-64"),
+        (date(2000, 2, 29), date(2025, 2, 28), "18-24"),
+    ],
 )
 def test_age_bands(born: date, on: date, band: str) -> None:
     assert domain.age_band(born, on) == band
@@ -97,11 +107,15 @@ def test_unknown_status_is_an_error() -> None:
 
 @pytest.mark.parametrize(
     ("service", "reason"),
-    [(None, "unknown service"),
-     ({"status": "inactive", "accepting_referrals": False}, "not active"),
-     ({"status": "active", "accepting_referrals": False, "not_accepting_reason": "no capacity: no places free"},
-      "no capacity"),
-     ({"status": "active", "accepting_referrals": True}, None)],
+    [
+        (None, "unknown service"),
+        ({"status": "inactive", "accepting_referrals": False}, "not active"),
+        (
+            {"status": "active", "accepting_referrals": False, "not_accepting_reason": "no capacity: no places free"},
+            "no capacity",
+        ),
+        ({"status": "active", "accepting_referrals": True}, None),
+    ],
 )
 def test_service_refusal(service, reason) -> None:
     refusal = domain.service_refusal(service)
@@ -134,5 +148,8 @@ def test_refusal_reason_names_the_services_first_obstacle() -> None:
     assert refusal_reason(ok, today) == "no_capacity"
     assert refusal_reason(ok | {"status": "inactive"}, today) == "not_active"
     assert refusal_reason(ok | {"safeguarding_policy_valid_until": None}, today) == "safeguarding_policy_missing"
-    assert refusal_reason(ok | {"safeguarding_policy_valid_until": date(2026, 11, 25)}, today) == "safeguarding_policy_expired"
+    assert (
+        refusal_reason(ok | {"safeguarding_policy_valid_until": date(2026, 11, 25)}, today)
+        == "safeguarding_policy_expired"
+    )
     assert refusal_reason(ok | {"capacity_available": 3}, today) == "not_accepting"

@@ -15,10 +15,18 @@ def test_csv_cells_become_the_single_request_body() -> None:
     [line] = upload.lines_of(("\ufeff" + HEADER + ROW).encode(), "text/csv")  # a spreadsheet's BOM
     assert line.number == 2 and line.error is None
     assert line.record == {
-        "service_id": "svc-1", "needs": ["loneliness", "debt"],
-        "person": {"nhs_number": "9434765919", "given_name": "Ada", "family_name": "Example",
-                   "date_of_birth": "1951-03-14", "postcode": "LS1 4AP", "accessibility_needs": []},
-        "consent": {"given": True, "recorded_at": "2026-11-01T10:00:00Z"}}
+        "service_id": "svc-1",
+        "needs": ["loneliness", "debt"],
+        "person": {
+            "nhs_number": "9434765919",
+            "given_name": "Ada",
+            "family_name": "Example",
+            "date_of_birth": "1951-03-14",
+            "postcode": "LS1 4AP",
+            "accessibility_needs": [],
+        },
+        "consent": {"given": True, "recorded_at": "2026-11-01T10:00:00Z"},
+    }
 
 
 def test_line_numbers_skip_blank_lines_and_count_a_quoted_cell_over_two_lines() -> None:
@@ -32,16 +40,21 @@ def test_a_bad_line_is_reported_alone() -> None:
     body = HEADER + "only,two\n" + ROW.replace("Ada", "A\x00da") + ROW
     lines = upload.lines_of(body.encode(), "text/csv")
     assert [(line.number, line.error) for line in lines] == [
-        (2, "has 2 cells where the header has 9 columns"), (3, "must not contain the NUL character (U+0000)"),
-        (4, None)]
+        (2, "has 2 cells where the header has 9 columns"),
+        (3, "must not contain the NUL character (U+0000)"),
+        (4, None),
+    ]
 
 
-@pytest.mark.parametrize("body, message", [
-    (b"=HYPERLINK(\"http://evil\"),needs\n", "column 1 of the header is not one we know"),
-    (b"service_id,needs\n", "lacks the column(s) nhs_number"),
-    (b"service_id,service_id,needs\n", "column appears twice"),
-    ("\u00e9,x\n".encode("latin-1"), "not UTF-8"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (b'=HYPERLINK("http://evil"),needs\n', "column 1 of the header is not one we know"),
+        (b"service_id,needs\n", "lacks the column(s) nhs_number"),
+        (b"service_id,service_id,needs\n", "column appears twice"),
+        ("\u00e9,x\n".encode("latin-1"), "not UTF-8"),
+    ],
+)
 def test_a_file_we_cannot_read_is_refused_whole_without_echoing_it(body: bytes, message: str) -> None:
     with pytest.raises(upload.Unreadable) as refused:
         upload.lines_of(body, "text/csv")

@@ -20,8 +20,15 @@ from socialrx_harness.testing import auth
 sys.path.insert(0, str(Path(__file__).parent))  # web_pages.py, the browser steps
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 ROOT = Path(__file__).resolve().parents[3]
 # Set SOCIALRX_SCREENSHOTS=1 to refresh the README's screenshots in docs/screenshots/.
 SCREENSHOTS = ROOT / "docs" / "screenshots"
@@ -86,15 +93,35 @@ def world(platform, jwt_secret) -> World:
     soon = (date.today() + timedelta(days=20)).isoformat()
     services = []
     for name, capacity, until in ((f"Walk and talk {suffix}", 10, "2030-12-31"), (f"Lunch club {suffix}", 0, soon)):
-        answer = httpx.post(directory + "/services", headers=charity, timeout=10, json={
-            "organization_id": orgs[0], "name": name, "needs": ["loneliness"], "capacity": capacity,
-            "safeguarding_policy_valid_until": until, "postcode": "LS1 4AP",
-            "description": "Gentle group walks around the city centre, with a cup of tea after."})
+        answer = httpx.post(
+            directory + "/services",
+            headers=charity,
+            timeout=10,
+            json={
+                "organization_id": orgs[0],
+                "name": name,
+                "needs": ["loneliness"],
+                "capacity": capacity,
+                "safeguarding_policy_valid_until": until,
+                "postcode": "LS1 4AP",
+                "description": "Gentle group walks around the city centre, with a cup of tea after.",
+            },
+        )
         assert answer.status_code == 201, answer.text
         services.append(answer.json()["id"])
     other = auth(jwt_secret, "charity", organisation_id=orgs[1])
-    answer = httpx.post(directory + "/services", headers=other, timeout=10, json={
-        "organization_id": orgs[1], "name": f"Allotment group {suffix}", "needs": ["loneliness"], "capacity": 5,
-        "safeguarding_policy_valid_until": "2030-12-31", "postcode": "LS2 7EY"})
+    answer = httpx.post(
+        directory + "/services",
+        headers=other,
+        timeout=10,
+        json={
+            "organization_id": orgs[1],
+            "name": f"Allotment group {suffix}",
+            "needs": ["loneliness"],
+            "capacity": 5,
+            "safeguarding_policy_valid_until": "2030-12-31",
+            "postcode": "LS2 7EY",
+        },
+    )
     assert answer.status_code == 201, answer.text
     return World(new_pcn(), new_pcn(), orgs[0], f"Leeds Walking Friends {suffix}", orgs[1], services[0], services[1])

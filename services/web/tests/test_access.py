@@ -8,8 +8,15 @@ from web_pages import check_page, click, referral_id_from, sign_in, sign_out, wa
 
 def _refer(page, web_url: str, world, *, nhs_number: str = "9434765919") -> str:
     page.goto(f"{web_url}/refer/{world.service_id}")
-    for field, value in (("#given_name", "Bea"), ("#family_name", "Testperson"), ("#nhs_number", nhs_number),
-                         ("#dob_day", "2"), ("#dob_month", "11"), ("#dob_year", "1980"), ("#postcode", "LS1 4AP")):
+    for field, value in (
+        ("#given_name", "Bea"),
+        ("#family_name", "Testperson"),
+        ("#nhs_number", nhs_number),
+        ("#dob_day", "2"),
+        ("#dob_month", "11"),
+        ("#dob_year", "1980"),
+        ("#postcode", "LS1 4AP"),
+    ):
         page.fill(field, value)
     page.check("#need-loneliness")
     page.check("#consent")

@@ -9,9 +9,9 @@ import time
 from datetime import date
 
 import httpx
+from web_pages import check_page, sign_in, sign_out, wait_text
 
 from socialrx_harness.testing import auth
-from web_pages import check_page, sign_in, sign_out, wait_text
 
 
 def _until(what: str, attempt, timeout_s: float = 30.0):
@@ -32,8 +32,14 @@ def _fund_refer_accept_and_refuse(platform, jwt_secret, world) -> None:
     link_worker = auth(jwt_secret, "link_worker", pcn_id=world.pcn_id, practice_id="B82005")
     charity = auth(jwt_secret, "charity", organisation_id=world.organisation_id)
     ledger, intake, directory = (platform.url(s) for s in ("funding-ledger", "referral-intake", "directory"))
-    agreement = {"organisation_id": world.organisation_id, "per_referral_pence": 5000, "per_outcome_pence": 12000,
-                 "period": "quarterly", "days_after_period_end": 30, "starts_on": f"{date.today().year - 1}-04-01"}
+    agreement = {
+        "organisation_id": world.organisation_id,
+        "per_referral_pence": 5000,
+        "per_outcome_pence": 12000,
+        "period": "quarterly",
+        "days_after_period_end": 30,
+        "starts_on": f"{date.today().year - 1}-04-01",
+    }
 
     def post(url: str, headers: dict, body: dict | None, wanted: int) -> httpx.Response | None:
         answer = httpx.post(url, headers=headers, json=body, timeout=10)
@@ -42,9 +48,18 @@ def _fund_refer_accept_and_refuse(platform, jwt_secret, world) -> None:
     _until("the agreement", lambda: post(ledger + "/agreements", finance, agreement, 201))
 
     def referral(service_id: str) -> dict:
-        return {"service_id": service_id, "needs": ["loneliness"], "consent": {"given": True, "recorded_at": "2026-11-01T10:00:00Z"},
-                "person": {"nhs_number": "9434765919", "given_name": "Cy", "family_name": "Testperson",
-                           "date_of_birth": "1960-05-01", "postcode": "LS1 4AP"}}
+        return {
+            "service_id": service_id,
+            "needs": ["loneliness"],
+            "consent": {"given": True, "recorded_at": "2026-11-01T10:00:00Z"},
+            "person": {
+                "nhs_number": "9434765919",
+                "given_name": "Cy",
+                "family_name": "Testperson",
+                "date_of_birth": "1960-05-01",
+                "postcode": "LS1 4AP",
+            },
+        }
 
     created = _until("a referral", lambda: post(intake + "/referrals", link_worker, referral(world.service_id), 201))
     referral_id = created.json()["id"]

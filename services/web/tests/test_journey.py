@@ -131,10 +131,12 @@ def test_whole_journey_across_roles(web_url, world, shots_dir, browser, platform
         page.click("a:has-text('Download this statement')")
     assert "accrual" in Path(download.value.path()).read_text()
 
-    csv = ("paid_on,organisation_id,amount_pence,reference\n"
-           f"{date.today()},{world.organisation_id},17000,REM-{world.pcn_id}\n"
-           f"{date.today()},{world.organisation_id},17000,REM-{world.pcn_id}\n"
-           "not a date,x,1,BAD\n")
+    csv = (
+        "paid_on,organisation_id,amount_pence,reference\n"
+        f"{date.today()},{world.organisation_id},17000,REM-{world.pcn_id}\n"
+        f"{date.today()},{world.organisation_id},17000,REM-{world.pcn_id}\n"
+        "not a date,x,1,BAD\n"
+    )
     page.goto(f"{web_url}/reconciliation")
     check_page(page, main_action="button:has-text('Check the file')")
     page.set_input_files("#file", files=[{"name": "remittance.csv", "mimeType": "text/csv", "buffer": csv.encode()}])

@@ -10,20 +10,29 @@ import secrets
 import uuid
 
 import pytest
+from web_pages import check_page, click
 
 from socialrx_harness.platform import ServiceProcess, web_env
 from socialrx_harness.procs import free_port
-from web_pages import check_page, click
 
 
 @pytest.fixture(scope="module")
 def oidc_web(platform, oidc_provider, tmp_path_factory) -> str:
     """A second web app, configured for the identity provider (so its development sign-in is off)."""
     port = free_port()
-    env = web_env(port=port, service_urls={s: p.url for s, p in platform.services.items()}, jwt_secret="unused", extra={
-        "SOCIALRX_DEV_SIGNIN": "0", "SOCIALRX_OIDC_ISSUER": oidc_provider.issuer,
-        "SOCIALRX_OIDC_CLIENT_ID": oidc_provider.client_id, "SOCIALRX_OIDC_CLIENT_SECRET": oidc_provider.client_secret,
-        "SOCIALRX_WEB_SESSION_SECRET": secrets.token_urlsafe(48), "SOCIALRX_WEB_COOKIE_SECURE": "0"})
+    env = web_env(
+        port=port,
+        service_urls={s: p.url for s, p in platform.services.items()},
+        jwt_secret="unused",
+        extra={
+            "SOCIALRX_DEV_SIGNIN": "0",
+            "SOCIALRX_OIDC_ISSUER": oidc_provider.issuer,
+            "SOCIALRX_OIDC_CLIENT_ID": oidc_provider.client_id,
+            "SOCIALRX_OIDC_CLIENT_SECRET": oidc_provider.client_secret,
+            "SOCIALRX_WEB_SESSION_SECRET": secrets.token_urlsafe(48),
+            "SOCIALRX_WEB_COOKIE_SECURE": "0",
+        },
+    )
     env.pop("SOCIALRX_JWT_SECRET")
     oidc_provider.allow_redirect(f"http://127.0.0.1:{port}/auth/callback")
     process = ServiceProcess("web", port, env, tmp_path_factory.mktemp("oidc-web") / "web.log")

@@ -29,16 +29,20 @@ def _csrf(html: str) -> str:
 
 def _signed_in(client: TestClient, role: str = "finance") -> None:
     token = _csrf(client.get("/dev/sign-in").text)
-    answer = client.post("/dev/sign-in", data={"csrf_token": token, "role": role, "pcn_id": "U12345"},
-                         follow_redirects=False)
+    answer = client.post(
+        "/dev/sign-in", data={"csrf_token": token, "role": role, "pcn_id": "U12345"}, follow_redirects=False
+    )
     assert answer.status_code == 303, answer.text
 
 
 # --- the chart ----------------------------------------------------------------------------------
 
+
 def test_chart_is_an_accessible_image_with_bars_in_proportion() -> None:
-    svg = arrears_chart([("Walkers <&> Co", {"not_due": 5000, "days_1_30": 15000}), ("Lunch club", {"days_over_90": 10000})],
-                        title="Arrears by age")
+    svg = arrears_chart(
+        [("Walkers <&> Co", {"not_due": 5000, "days_1_30": 15000}), ("Lunch club", {"days_over_90": 10000})],
+        title="Arrears by age",
+    )
     root = ET.fromstring(svg)  # well-formed XML: the label was escaped
     assert root.get("role") == "img"
     assert root.get("aria-labelledby") == "chart-title chart-desc"
@@ -46,8 +50,11 @@ def test_chart_is_an_accessible_image_with_bars_in_proportion() -> None:
     desc = root.find(f"{SVG}desc").text
     assert "Walkers <&> Co: Not yet due £50.00, 1 to 30 days £150.00" in desc
     assert "Lunch club: Over 90 days £100.00" in desc
-    bars = {(r.get("data-series"), r.get("data-value")): float(r.get("width")) for r in root.iter(f"{SVG}rect")
-            if r.get("data-series")}
+    bars = {
+        (r.get("data-series"), r.get("data-value")): float(r.get("width"))
+        for r in root.iter(f"{SVG}rect")
+        if r.get("data-series")
+    }
     largest = bars[("not_due", "5000")] + bars[("days_1_30", "15000")]
     assert bars[("days_1_30", "15000")] == pytest.approx(3 * bars[("not_due", "5000")], rel=1e-3)
     assert bars[("days_over_90", "10000")] == pytest.approx(largest / 2, rel=1e-3)
@@ -60,8 +67,11 @@ def test_chart_of_nothing_owed_says_so() -> None:
 
 
 def test_prompt_payment_chart_counts_payments_by_lateness_with_unique_ids() -> None:
-    root = ET.fromstring(prompt_payment_chart([("PCN U12345", {"on_time_count": 3, "later_count": 1, "open_count": 0})],
-                                              title="Prompt payment"))
+    root = ET.fromstring(
+        prompt_payment_chart(
+            [("PCN U12345", {"on_time_count": 3, "later_count": 1, "open_count": 0})], title="Prompt payment"
+        )
+    )
     assert root.get("aria-labelledby") == "prompt-chart-title prompt-chart-desc"
     assert root.find(f"{SVG}title").get("id") == "prompt-chart-title"
     assert root.find(f"{SVG}desc").text == "PCN U12345: Paid on time 3 payments, Paid over 30 days late 1 payment"
@@ -71,15 +81,27 @@ def test_prompt_payment_chart_counts_payments_by_lateness_with_unique_ids() -> N
 
 
 def test_unmet_need_chart_draws_no_bar_for_a_hidden_small_number_and_says_why() -> None:
-    root = ET.fromstring(unmet_need_chart([("Loneliness, LS1", {"refused_no_capacity": 10, "refused_safeguarding": "*",
-                                                                 "refused_not_active": 0, "total": 15})],
-                                          title="Unmet need"))
+    root = ET.fromstring(
+        unmet_need_chart(
+            [
+                (
+                    "Loneliness, LS1",
+                    {"refused_no_capacity": 10, "refused_safeguarding": "*", "refused_not_active": 0, "total": 15},
+                )
+            ],
+            title="Unmet need",
+        )
+    )
     desc = root.find(f"{SVG}desc").text
-    assert desc == ("Loneliness, LS1: Refused: no capacity 10 referrals, "
-                    "Refused: safeguarding * (not shown: a small number)")
+    assert desc == (
+        "Loneliness, LS1: Refused: no capacity 10 referrals, Refused: safeguarding * (not shown: a small number)"
+    )
     bars = [r.get("data-series") for r in root.iter(f"{SVG}rect") if r.get("data-series")]
     assert bars == ["refused_no_capacity"]
-    assert ET.fromstring(unmet_need_chart([], title="Unmet need")).find(f"{SVG}desc").text == "No unmet need in this window."
+    assert (
+        ET.fromstring(unmet_need_chart([], title="Unmet need")).find(f"{SVG}desc").text
+        == "No unmet need in this window."
+    )
 
 
 def test_money_is_exact() -> None:
@@ -95,6 +117,7 @@ def test_money_is_exact() -> None:
 
 # --- CSRF, sessions, sign-in --------------------------------------------------------------------
 
+
 def test_a_post_without_the_csrf_token_is_refused_and_changes_nothing() -> None:
     with _client() as client:
         refused = client.post("/dev/sign-in", data={"role": "finance", "pcn_id": "U12345"}, follow_redirects=False)
@@ -105,20 +128,29 @@ def test_a_post_without_the_csrf_token_is_refused_and_changes_nothing() -> None:
         wrong = client.post("/sign-out", data={"csrf_token": "not-the-token"}, follow_redirects=False)
         assert wrong.status_code == 403
         assert client.get("/", follow_redirects=False).headers["location"] == "/arrears"  # still signed in
-        for path in ("/agreements", "/settlements", "/reconciliation", "/admin/needs", "/inbox/x/accept",
-                     "/upload-outcomes", "/upload-referrals"):
+        for path in (
+            "/agreements",
+            "/settlements",
+            "/reconciliation",
+            "/admin/needs",
+            "/inbox/x/accept",
+            "/upload-outcomes",
+            "/upload-referrals",
+        ):
             assert client.post(path, data={}, follow_redirects=False).status_code == 403, path
 
 
 def test_the_session_cookie_is_httponly_lax_and_holds_no_readable_token() -> None:
     with _client() as client:
         token = _csrf(client.get("/dev/sign-in").text)
-        answer = client.post("/dev/sign-in", data={"csrf_token": token, "role": "finance", "pcn_id": "U12345"},
-                             follow_redirects=False)
+        answer = client.post(
+            "/dev/sign-in", data={"csrf_token": token, "role": "finance", "pcn_id": "U12345"}, follow_redirects=False
+        )
         cookie = answer.headers["set-cookie"].lower()
         assert "httponly" in cookie and "samesite=lax" in cookie
         import base64
         import json
+
         payload = json.loads(base64.b64decode(client.cookies["socialrx_session"].split(".")[0] + "=="))
         assert set(payload) == {"sealed", "csrf"}
         assert "eyJ" not in payload["sealed"]  # no JWT in the clear: Fernet-encrypted
@@ -152,8 +184,11 @@ def test_signing_out_leads_home_without_saying_the_session_ended() -> None:
 
 
 def test_dev_sign_in_is_refused_when_an_oidc_issuer_is_configured() -> None:
-    with _client(SOCIALRX_OIDC_ISSUER="https://id.example.org/realms/socialrx", SOCIALRX_OIDC_CLIENT_ID="web",
-                 SOCIALRX_OIDC_CLIENT_SECRET="s") as client:
+    with _client(
+        SOCIALRX_OIDC_ISSUER="https://id.example.org/realms/socialrx",
+        SOCIALRX_OIDC_CLIENT_ID="web",
+        SOCIALRX_OIDC_CLIENT_SECRET="s",
+    ) as client:
         assert client.get("/dev/sign-in").status_code == 404
         refused = client.post("/dev/sign-in", data={"role": "admin"}, follow_redirects=False)
         assert refused.status_code == 404
@@ -208,9 +243,18 @@ def test_ending_an_agreement_is_offered_only_when_the_ledger_has_it() -> None:
     from socialrx_web.finance import patch_fields
 
     assert patch_fields({"paths": {"/agreements": {"post": {}}}}) == set()
-    with_patch = {"paths": {"/agreements/{agreement_id}": {"patch": {"requestBody": {"content": {"application/json": {
-        "schema": {"$ref": "#/components/schemas/AgreementChange"}}}}}}},
-        "components": {"schemas": {"AgreementChange": {"properties": {"ends_on": {}, "per_outcome_pence": {}}}}}}
+    with_patch = {
+        "paths": {
+            "/agreements/{agreement_id}": {
+                "patch": {
+                    "requestBody": {
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/AgreementChange"}}}
+                    }
+                }
+            }
+        },
+        "components": {"schemas": {"AgreementChange": {"properties": {"ends_on": {}, "per_outcome_pence": {}}}}},
+    }
     assert patch_fields(with_patch) == {"ends_on", "per_outcome_pence"}
 
 
@@ -255,21 +299,65 @@ def test_late_payment_says_plainly_when_the_rate_is_not_known_and_that_nothing_i
     from socialrx_web.core import env
     from socialrx_web.insight import KINDS, forecast_rows
 
-    forecast = {"weeks": 26, "as_of": "2026-11-26", "expected_pence": 17000, "beyond_horizon_pence": 0,
-                "outcome_share_percent": None, "by_week": [
-                    {"week": 1, "starts_on": "2026-11-26", "ends_on": "2026-12-02", "expected_pence": 17000, "lines": [
-                        {"kind": "open_payment_moved_by_pcn_median_lateness", "pcn_id": "U12345",
-                         "expected_on": "2026-11-20", "amount_pence": 5000, "payment_id": "p1"},
-                        {"kind": "likely_outcome_fee", "pcn_id": "U12345", "expected_on": "2026-12-01",
-                         "amount_pence": 12000, "payment_id": None, "referral_count": 2}]},
-                    {"week": 2, "starts_on": "2026-12-03", "ends_on": "2026-12-09", "expected_pence": 0, "lines": []}]}
-    late = {"as_of": "2026-11-26", "interest_pence": 0, "compensation_pence": 4000, "claimable_pence": 0,
-            "interest_unknown_count": 1, "excluded": [], "items": [
-                {"payment_id": "p1", "pcn_id": "U12345", "basis": "per_referral", "amount_pence": 5000,
-                 "unpaid_pence": 5000, "due_date": "2026-08-01", "days_late": 117, "statutory_rate_percent": None,
-                 "interest_pence": None, "compensation_pence": 4000,
-                 "interest_status": "unknown: an admin must add the reference rate for the half-year starting 2026-07-01"}]}
-    html = env.get_template("_money.html").render(forecast=forecast, weeks=forecast_rows(forecast), late=late, kinds=KINDS)
+    forecast = {
+        "weeks": 26,
+        "as_of": "2026-11-26",
+        "expected_pence": 17000,
+        "beyond_horizon_pence": 0,
+        "outcome_share_percent": None,
+        "by_week": [
+            {
+                "week": 1,
+                "starts_on": "2026-11-26",
+                "ends_on": "2026-12-02",
+                "expected_pence": 17000,
+                "lines": [
+                    {
+                        "kind": "open_payment_moved_by_pcn_median_lateness",
+                        "pcn_id": "U12345",
+                        "expected_on": "2026-11-20",
+                        "amount_pence": 5000,
+                        "payment_id": "p1",
+                    },
+                    {
+                        "kind": "likely_outcome_fee",
+                        "pcn_id": "U12345",
+                        "expected_on": "2026-12-01",
+                        "amount_pence": 12000,
+                        "payment_id": None,
+                        "referral_count": 2,
+                    },
+                ],
+            },
+            {"week": 2, "starts_on": "2026-12-03", "ends_on": "2026-12-09", "expected_pence": 0, "lines": []},
+        ],
+    }
+    late = {
+        "as_of": "2026-11-26",
+        "interest_pence": 0,
+        "compensation_pence": 4000,
+        "claimable_pence": 0,
+        "interest_unknown_count": 1,
+        "excluded": [],
+        "items": [
+            {
+                "payment_id": "p1",
+                "pcn_id": "U12345",
+                "basis": "per_referral",
+                "amount_pence": 5000,
+                "unpaid_pence": 5000,
+                "due_date": "2026-08-01",
+                "days_late": 117,
+                "statutory_rate_percent": None,
+                "interest_pence": None,
+                "compensation_pence": 4000,
+                "interest_status": "unknown: an admin must add the reference rate for the half-year starting 2026-07-01",
+            }
+        ],
+    }
+    html = env.get_template("_money.html").render(
+        forecast=forecast, weeks=forecast_rows(forecast), late=late, kinds=KINDS
+    )
     text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
     assert "Some interest cannot be worked out yet" in text and "For 1 late payment we do not yet know" in text
     assert "Not known" in text and "£40.00" in text

@@ -12,7 +12,9 @@ WCAG_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa"]
 _axe = Axe()
 
 
-def sign_in(page, web_url: str, role: str, *, pcn_id: str = "", organisation_id: str = "", practice_id: str = "") -> None:
+def sign_in(
+    page, web_url: str, role: str, *, pcn_id: str = "", organisation_id: str = "", practice_id: str = ""
+) -> None:
     page.goto(f"{web_url}/dev/sign-in")
     page.check(f"#role-{role}")
     page.fill("#pcn_id", pcn_id)

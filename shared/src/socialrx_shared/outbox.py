@@ -9,8 +9,10 @@ hundred lines we test against the real broker were simpler to trust than another
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from datetime import datetime, timezone
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import Table, func, insert, select, update
@@ -54,19 +56,34 @@ async def stage(
     return envelope
 
 
-async def stage_many(session: AsyncSession, outbox: Table, spec: EventSpec, items: Sequence[Strict], *, source: str,
-                     headers: dict[str, str] | None = None) -> list[Envelope]:
+async def stage_many(
+    session: AsyncSession,
+    outbox: Table,
+    spec: EventSpec,
+    items: Sequence[Strict],
+    *,
+    source: str,
+    headers: dict[str, str] | None = None,
+) -> list[Envelope]:
     """`stage` for many events of one type in one multi-row INSERT (bulk uploads): the same rows,
     the same order, a fraction of the round trips."""
     if not items:
         return []
     envelopes = [new_event(spec, data, source=source) for data in items]
     parent = current_traceparent.get()
-    await session.execute(insert(outbox), [
-        {"event_id": envelope.id, "topic": spec.topic, "key": envelope.subject, "value": envelope.to_bytes(),
-         "headers": {**(headers or {}), "traceparent": child_traceparent(parent), "ce_type": spec.ce_type}}
-        for envelope in envelopes
-    ])
+    await session.execute(
+        insert(outbox),
+        [
+            {
+                "event_id": envelope.id,
+                "topic": spec.topic,
+                "key": envelope.subject,
+                "value": envelope.to_bytes(),
+                "headers": {**(headers or {}), "traceparent": child_traceparent(parent), "ce_type": spec.ce_type},
+            }
+            for envelope in envelopes
+        ],
+    )
     return envelopes
 
 
@@ -105,7 +122,7 @@ class OutboxRelay:
         if self._task is not None:
             try:
                 await asyncio.wait_for(self._task, timeout=drain_timeout_s)
-            except (asyncio.TimeoutError, asyncio.CancelledError):
+            except (TimeoutError, asyncio.CancelledError):
                 log.warning("outbox relay stopped before draining", service=self.service)
 
     async def _run(self) -> None:
@@ -127,10 +144,8 @@ class OutboxRelay:
             if self._stopping:
                 return
             self._wakeup.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout=self._poll_interval_s)
-            except asyncio.TimeoutError:
-                pass
 
     async def publish_batch(self) -> int:
         async with self._sessionmaker() as session, session.begin():
@@ -177,7 +192,7 @@ class OutboxRelay:
             PUBLISHED.labels(service=self.service, topic=row.topic).inc()
         return len(rows)
 
-    def _observe_backlog(self, rows: list) -> None:
+    def _observe_backlog(self, rows: Sequence[Any]) -> None:
         OUTBOX_BACKLOG.labels(service=self.service).set(len(rows))
         oldest = rows[0].created_at if rows else None
         age_s = (datetime.now(timezone.utc) - oldest).total_seconds() if oldest else 0.0

@@ -23,9 +23,13 @@ class Settings(ServiceSettings):
 
 def build(settings: Settings | None = None) -> FastAPI:
     return service_app(
-        SERVICE, settings or Settings(), store=store, register=[handlers.register], routers=[api.router],
+        SERVICE,
+        settings or Settings(),
+        store=store,
+        register=[handlers.register],
+        routers=[api.router],
         description="Outcome records and scored wellbeing measures (ONS4, WEMWBS, SWEMWBS); outcome and inclusion "
-                    "reports.",
+        "reports.",
     )
 
 

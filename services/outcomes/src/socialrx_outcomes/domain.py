@@ -14,7 +14,7 @@ here are the only place a score comes from. See the service README for the sourc
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -30,12 +30,38 @@ def referral_status(current: ReferralStatus | None, seen: ReferralStatus) -> Ref
         return seen
     return current
 
+
 ONS4_ITEMS = ("life_satisfaction", "worthwhile", "happy_yesterday", "anxious_yesterday")
 SWEMWBS_METRIC = {
-    7: 7.00, 8: 9.51, 9: 11.25, 10: 12.40, 11: 13.33, 12: 14.08, 13: 14.75, 14: 15.32, 15: 15.84,
-    16: 16.36, 17: 16.88, 18: 17.43, 19: 17.98, 20: 18.59, 21: 19.25, 22: 19.98, 23: 20.73, 24: 21.54,
-    25: 22.35, 26: 23.21, 27: 24.11, 28: 25.03, 29: 26.02, 30: 27.03, 31: 28.13, 32: 29.31, 33: 30.70,
-    34: 32.55, 35: 35.00,
+    7: 7.00,
+    8: 9.51,
+    9: 11.25,
+    10: 12.40,
+    11: 13.33,
+    12: 14.08,
+    13: 14.75,
+    14: 15.32,
+    15: 15.84,
+    16: 16.36,
+    17: 16.88,
+    18: 17.43,
+    19: 17.98,
+    20: 18.59,
+    21: 19.25,
+    22: 19.98,
+    23: 20.73,
+    24: 21.54,
+    25: 22.35,
+    26: 23.21,
+    27: 24.11,
+    28: 25.03,
+    29: 26.02,
+    30: 27.03,
+    31: 28.13,
+    32: 29.31,
+    33: 30.70,
+    34: 32.55,
+    35: 35.00,
 }
 MEANINGFUL_CHANGE = {"WEMWBS": 3.0, "SWEMWBS": 3.0}
 MEANINGFUL_IMPROVEMENT, NO_CHANGE, MEANINGFUL_DECLINE = "meaningful_improvement", "no_change", "meaningful_decline"
@@ -56,7 +82,7 @@ class Score:
     bands: list[str] | None = None  # ONS4 only, one per item
 
 
-def validate(instrument: str, answers: list[object]) -> None:
+def validate(instrument: str, answers: Sequence[object]) -> None:
     """Refuse anything but exactly the instrument's items, each a whole number in its range."""
     if instrument not in _SHAPE:
         raise InvalidAnswers(f"unknown instrument {instrument!r}; use one of {', '.join(_SHAPE)}")
@@ -97,9 +123,10 @@ def ons4_band(item_index: int, answer: int) -> str:
     return "very high"
 
 
-def score(instrument: str, answers: list[object]) -> Score:
+def score(instrument: str, answers: Sequence[object]) -> Score:
     validate(instrument, answers)
-    items = [int(a) for a in answers]  # validated: all plain ints
+    items = [a for a in answers if isinstance(a, int)]  # validated: all plain ints
+    assert len(items) == len(answers)
     if instrument == "ONS4":
         return Score(instrument, None, items, [ons4_band(i, a) for i, a in enumerate(items)])
     total = sum(items)
@@ -128,7 +155,7 @@ def change(baseline: Score, follow_up: Score) -> Change:
         raise ValueError("a change compares two scores of the same instrument")
     instrument = baseline.instrument
     if instrument == "ONS4":
-        deltas = [f - b for b, f in zip(baseline.item_scores, follow_up.item_scores)]
+        deltas = [f - b for b, f in zip(baseline.item_scores, follow_up.item_scores, strict=False)]
         return Change(instrument, None, None, deltas, [_ons4_flag(i, d) for i, d in enumerate(deltas)])
     assert baseline.score is not None and follow_up.score is not None
     # Metric SWEMWBS scores carry two decimals; rounding keeps 3.00 from landing at 2.9999999.

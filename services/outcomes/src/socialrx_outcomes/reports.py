@@ -46,12 +46,17 @@ class Scope:
     to: date | None
 
     def describe(self) -> dict[str, Any]:
-        return {"pcn_id": self.pcn_id, "organisation_id": self.organisation_id,
-                "from": self.from_.isoformat() if self.from_ else None, "to": self.to.isoformat() if self.to else None}
+        return {
+            "pcn_id": self.pcn_id,
+            "organisation_id": self.organisation_id,
+            "from": self.from_.isoformat() if self.from_ else None,
+            "to": self.to.isoformat() if self.to else None,
+        }
 
 
-def scope_for(principal: Principal, *, pcn_id: str | None, organisation_id: str | None,
-              from_: date | None, to: date | None) -> Scope:
+def scope_for(
+    principal: Principal, *, pcn_id: str | None, organisation_id: str | None, from_: date | None, to: date | None
+) -> Scope:
     """Finance and link workers see their own PCN; a charity its own organisation; an admin anything."""
     if from_ and to and from_ > to:
         raise Invalid(f"'from' ({from_}) is after 'to' ({to})")
@@ -105,25 +110,50 @@ def _in_scope(query: Select, scope: Scope) -> Select:
 
 
 async def load_facts(session: AsyncSession, scope: Scope) -> list[Facts]:
-    rows = (await session.execute(_in_scope(select(referral_view, _referred_at.label("referred_at")), scope)
-                                  .order_by(referral_view.c.referral_id))).mappings().all()
-    facts = {r["referral_id"]: Facts(
-        referral_id=r["referral_id"], pcn_id=r["pcn_id"], link_worker_id=r["link_worker_id"],
-        organisation_id=r["organisation_id"], service_id=r["service_id"], status=r["status"],
-        decline_reason=r["decline_reason"], referred_at=r["referred_at"], created_at=r["created_at"],
-        accepted_at=r["accepted_at"], age_band=r["age_band"], postcode_district=r["postcode_district"],
-        accessibility_needs=list(r["accessibility_needs"] or [])) for r in rows}
+    rows = (
+        (
+            await session.execute(
+                _in_scope(select(referral_view, _referred_at.label("referred_at")), scope).order_by(
+                    referral_view.c.referral_id
+                )
+            )
+        )
+        .mappings()
+        .all()
+    )
+    facts = {
+        r["referral_id"]: Facts(
+            referral_id=r["referral_id"],
+            pcn_id=r["pcn_id"],
+            link_worker_id=r["link_worker_id"],
+            organisation_id=r["organisation_id"],
+            service_id=r["service_id"],
+            status=r["status"],
+            decline_reason=r["decline_reason"],
+            referred_at=r["referred_at"],
+            created_at=r["created_at"],
+            accepted_at=r["accepted_at"],
+            age_band=r["age_band"],
+            postcode_district=r["postcode_district"],
+            accessibility_needs=list(r["accessibility_needs"] or []),
+        )
+        for r in rows
+    }
     # Oldest first, so the last status written for a referral is that of its latest outcome.
     statuses = _in_scope(
-        select(outcomes.c.referral_id, outcomes.c.status).join(
-            referral_view, referral_view.c.referral_id == outcomes.c.referral_id)
-        .order_by(outcomes.c.recorded_at, outcomes.c.outcome_id), scope)
+        select(outcomes.c.referral_id, outcomes.c.status)
+        .join(referral_view, referral_view.c.referral_id == outcomes.c.referral_id)
+        .order_by(outcomes.c.recorded_at, outcomes.c.outcome_id),
+        scope,
+    )
     for referral_id, status in (await session.execute(statuses)).all():
         facts[referral_id].outcome_status = status
     observed = _in_scope(
-        select(measures.c.referral_id, measures.c.instrument, measures.c.phase, measures.c.answers).join(
-            referral_view, referral_view.c.referral_id == measures.c.referral_id)
-        .order_by(measures.c.recorded_at, measures.c.id), scope)
+        select(measures.c.referral_id, measures.c.instrument, measures.c.phase, measures.c.answers)
+        .join(referral_view, referral_view.c.referral_id == measures.c.referral_id)
+        .order_by(measures.c.recorded_at, measures.c.id),
+        scope,
+    )
     per_referral: dict[str, list[tuple[str, str, list[int]]]] = {}
     for referral_id, instrument, phase, answers in (await session.execute(observed)).all():
         per_referral.setdefault(referral_id, []).append((instrument, phase, list(answers)))
@@ -148,8 +178,14 @@ def _measured_columns() -> list[str]:
 
 MEASURED_COLUMNS = _measured_columns()
 FIGURE_COLUMNS = [
-    *MEASURED_COLUMNS, *OUTCOME_STATUSES, "referrals_made", "accepted", "declined",
-    *(f"declined_{reason}" for reason in DECLINE_REASONS), "days_to_acceptance_mean", "days_to_acceptance_median",
+    *MEASURED_COLUMNS,
+    *OUTCOME_STATUSES,
+    "referrals_made",
+    "accepted",
+    "declined",
+    *(f"declined_{reason}" for reason in DECLINE_REASONS),
+    "days_to_acceptance_mean",
+    "days_to_acceptance_median",
 ]
 # Which columns are means or shares over the people measured with one instrument (for suppression).
 _MEASURED_BY = {c: c.split("_")[0] + "_people_measured" for c in MEASURED_COLUMNS}
@@ -178,9 +214,11 @@ def _instrument_figures(group: list[Facts], instrument: str) -> dict[str, Any]:
     prefix = instrument.lower()
     deltas = [c.delta for c in changes if c.delta is not None]
     improved = sum(1 for c in changes if c.flag == domain.MEANINGFUL_IMPROVEMENT)
-    return {f"{prefix}_people_measured": len(changes),
-            f"{prefix}_mean_change": _mean(deltas),
-            f"{prefix}_meaningful_improvement_share": _share(improved, len(changes))}
+    return {
+        f"{prefix}_people_measured": len(changes),
+        f"{prefix}_mean_change": _mean(deltas),
+        f"{prefix}_meaningful_improvement_share": _share(improved, len(changes)),
+    }
 
 
 def _ons4_figures(group: list[Facts]) -> dict[str, Any]:
@@ -189,7 +227,8 @@ def _ons4_figures(group: list[Facts]) -> dict[str, Any]:
     for index, item in enumerate(domain.ONS4_ITEMS):
         row[f"ons4_{item}_mean_change"] = _mean([(c.item_deltas or [])[index] for c in changes])
         row[f"ons4_{item}_improved_share"] = _share(
-            sum(1 for c in changes if (c.item_flags or [])[index] == "improved"), len(changes))
+            sum(1 for c in changes if (c.item_flags or [])[index] == "improved"), len(changes)
+        )
     return row
 
 
@@ -210,16 +249,22 @@ GROUPINGS: dict[str, Callable[[Facts], str]] = {
     "service": lambda f: f.service_id or UNKNOWN,
     "period": lambda f: f.referred_at.astimezone(timezone.utc).strftime("%Y-%m"),
 }
-GROUP_COLUMN = {"pcn": "pcn_id", "link_worker": "link_worker_id", "organisation": "organisation_id",
-                "service": "service_id", "period": "period"}
+GROUP_COLUMN = {
+    "pcn": "pcn_id",
+    "link_worker": "link_worker_id",
+    "organisation": "organisation_id",
+    "service": "service_id",
+    "period": "period",
+}
 
 
 def parse_group_by(text: str) -> list[str]:
     names = [part.strip() for part in text.split(",") if part.strip()]
     unknown = [n for n in names if n not in GROUPINGS]
     if not names or unknown or len(set(names)) != len(names):
-        raise Invalid(f"group_by must be one or more of {', '.join(GROUPINGS)}, comma-separated, each once; "
-                           f"got {text!r}")
+        raise Invalid(
+            f"group_by must be one or more of {', '.join(GROUPINGS)}, comma-separated, each once; got {text!r}"
+        )
     return names
 
 
@@ -230,8 +275,9 @@ def grouped(facts: Iterable[Facts], key: Callable[[Facts], tuple[str, ...]]) -> 
     return dict(sorted(groups.items()))
 
 
-def build_outcomes_report(facts: list[Facts], scope: Scope, group_by: list[str],
-                          disclosure_control: bool = True) -> dict[str, Any]:
+def build_outcomes_report(
+    facts: list[Facts], scope: Scope, group_by: list[str], disclosure_control: bool = True
+) -> dict[str, Any]:
     key_columns = [GROUP_COLUMN[g] for g in group_by]
     groups = grouped(facts, lambda f: tuple(GROUPINGS[g](f) for g in group_by))
     rows = [figures(group) for group in groups.values()]
@@ -239,15 +285,21 @@ def build_outcomes_report(facts: list[Facts], scope: Scope, group_by: list[str],
     if disclosure_control:
         # The groups split the referrals: each count column adds up to the total's.
         rows, total = protect_rows(rows, total)
-    items = [{**dict(zip(key_columns, key)), **row} for key, row in zip(groups, rows)]
-    report = {"report": "outcomes", "scope": scope.describe(), "group_by": group_by,
-              "columns": key_columns + FIGURE_COLUMNS, "items": items,
-              "total": {**{c: "all" for c in key_columns}, **total}}
+    items = [{**dict(zip(key_columns, key, strict=False)), **row} for key, row in zip(groups, rows, strict=False)]
+    report = {
+        "report": "outcomes",
+        "scope": scope.describe(),
+        "group_by": group_by,
+        "columns": key_columns + FIGURE_COLUMNS,
+        "items": items,
+        "total": {**{c: "all" for c in key_columns}, **total},
+    }
     return {**report, "suppression": disclosure.RULE} if disclosure_control else report
 
 
-async def outcomes_report(rt: ServiceRuntime, scope: Scope, group_by: list[str],
-                          disclosure_control: bool = True) -> dict[str, Any]:
+async def outcomes_report(
+    rt: ServiceRuntime, scope: Scope, group_by: list[str], disclosure_control: bool = True
+) -> dict[str, Any]:
     async with rt.sessionmaker() as session:
         facts = await load_facts(session, scope)
     return build_outcomes_report(facts, scope, group_by, disclosure_control)
@@ -278,21 +330,37 @@ def build_inclusion_report(facts: list[Facts], scope: Scope, disclosure_control:
             # A referral may have several accessibility needs: those rows add up to nothing.
             partition = dimension != "accessibility_needs"
             rows, _ = protect_rows(rows, figures(facts) if partition else None)
-        items += [{"dimension": dimension, "group": group, **row} for (group, _), row in zip(ordered, rows)]
-    report = {"report": "inclusion", "scope": scope.describe(),
-              "columns": ["dimension", "group", *FIGURE_COLUMNS], "items": items}
+        items += [
+            {"dimension": dimension, "group": group, **row} for (group, _), row in zip(ordered, rows, strict=False)
+        ]
+    report = {
+        "report": "inclusion",
+        "scope": scope.describe(),
+        "columns": ["dimension", "group", *FIGURE_COLUMNS],
+        "items": items,
+    }
     return {**report, "suppression": disclosure.RULE} if disclosure_control else report
 
 
 COUNT_COLUMNS = [c for c in FIGURE_COLUMNS if c.endswith("_people_measured")] + [
-    *OUTCOME_STATUSES, "referrals_made", "accepted", "declined", *(f"declined_{reason}" for reason in DECLINE_REASONS)]
+    *OUTCOME_STATUSES,
+    "referrals_made",
+    "accepted",
+    "declined",
+    *(f"declined_{reason}" for reason in DECLINE_REASONS),
+]
 _DECLINE_PARTS = [f"declined_{reason}" for reason in DECLINE_REASONS]
 # Means and shares, and the count of people each is over.
-_OVER = {**{c: over for c, over in _MEASURED_BY.items() if c != over},
-         "days_to_acceptance_mean": "accepted", "days_to_acceptance_median": "accepted"}
+_OVER = {
+    **{c: over for c, over in _MEASURED_BY.items() if c != over},
+    "days_to_acceptance_mean": "accepted",
+    "days_to_acceptance_median": "accepted",
+}
 
 
-def protect_rows(rows: list[dict[str, Any]], total: dict[str, Any] | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def protect_rows(
+    rows: list[dict[str, Any]], total: dict[str, Any] | None
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """One report table under the disclosure rule (socialrx_shared.disclosure), and its total row.
 
     Count cells: 1-7 hidden, the rest rounded to 5, secondary suppression along each column (rows
@@ -310,7 +378,8 @@ def protect_rows(rows: list[dict[str, Any]], total: dict[str, Any] | None) -> tu
         if disclosure.primary(row["referrals_made"]):
             forced |= {(r, column) for column in COUNT_COLUMNS}
     lines: list[tuple[list[tuple[int, str]], tuple[int, str]]] = [
-        ([(r, c) for c in _DECLINE_PARTS], (r, "declined")) for r in range(len(with_total))]
+        ([(r, c) for c in _DECLINE_PARTS], (r, "declined")) for r in range(len(with_total))
+    ]
     if total is not None:
         t = len(rows)
         lines += [([(r, c) for r in range(len(rows))], (t, c)) for c in COUNT_COLUMNS]
@@ -334,7 +403,7 @@ def protect_rows(rows: list[dict[str, Any]], total: dict[str, Any] | None) -> tu
         if whole_group_hidden:
             shown = {column: SUPPRESSED for column in shown}
         out.append(shown)
-    return out[:len(rows)], (out[-1] if total is not None else {})
+    return out[: len(rows)], (out[-1] if total is not None else {})
 
 
 async def inclusion_report(rt: ServiceRuntime, scope: Scope, disclosure_control: bool = True) -> dict[str, Any]:

@@ -78,5 +78,10 @@ Index("ix_measures_referral_id", measures.c.referral_id)
 Index("ix_referral_view_pcn_id", referral_view.c.pcn_id)
 Index("ix_referral_view_organisation_id", referral_view.c.organisation_id)
 # One baseline per instrument and referral: a second is refused (a correction is explicit).
-Index("uq_measures_one_baseline", measures.c.referral_id, measures.c.instrument, unique=True,
-      postgresql_where=text("phase = 'baseline'"))
+Index(
+    "uq_measures_one_baseline",
+    measures.c.referral_id,
+    measures.c.instrument,
+    unique=True,
+    postgresql_where=text("phase = 'baseline'"),
+)

@@ -17,8 +17,11 @@ from typing import Any
 MAX_LINES = 20_000
 MAX_BYTES = 5_000_000
 
-MEASURE_COLUMNS = {f"{instrument.lower()}_{phase}": (instrument, phase)
-                   for instrument in ("SWEMWBS", "WEMWBS", "ONS4") for phase in ("baseline", "follow_up")}
+MEASURE_COLUMNS = {
+    f"{instrument.lower()}_{phase}": (instrument, phase)
+    for instrument in ("SWEMWBS", "WEMWBS", "ONS4")
+    for phase in ("baseline", "follow_up")
+}
 CSV_COLUMNS = ("referral_id", "status", "sessions_attended", *MEASURE_COLUMNS)
 REQUIRED_COLUMNS = ("referral_id", "status", "sessions_attended")
 _SEPARATORS = re.compile(r"[\s;,]+")
@@ -49,12 +52,20 @@ def record_of(cells: dict[str, str]) -> dict[str, Any]:
     """One row as the JSON body `POST /referrals/{id}/outcomes` takes, plus its referral_id."""
     value = {name: cell.strip() for name, cell in cells.items()}
     measures = [
-        {"instrument": instrument, "phase": phase,
-         "answers": [_answer(token) for token in _SEPARATORS.split(value[column]) if token]}
-        for column, (instrument, phase) in MEASURE_COLUMNS.items() if value.get(column)
+        {
+            "instrument": instrument,
+            "phase": phase,
+            "answers": [_answer(token) for token in _SEPARATORS.split(value[column]) if token],
+        }
+        for column, (instrument, phase) in MEASURE_COLUMNS.items()
+        if value.get(column)
     ]
-    return {"referral_id": value["referral_id"], "status": value["status"].lower(),
-            "sessions_attended": _sessions(value["sessions_attended"]), "measures": measures}
+    return {
+        "referral_id": value["referral_id"],
+        "status": value["status"].lower(),
+        "sessions_attended": _sessions(value["sessions_attended"]),
+        "measures": measures,
+    }
 
 
 def csv_lines(body: bytes) -> list[Line]:
@@ -72,14 +83,17 @@ def csv_lines(body: bytes) -> list[Line]:
     columns = [name.strip().lower() for name in header]
     for position, name in enumerate(columns, start=1):
         if name not in CSV_COLUMNS:
-            raise Unreadable(f"column {position} of the header is not one we know; the columns are: "
-                             f"{', '.join(CSV_COLUMNS)}")
+            raise Unreadable(
+                f"column {position} of the header is not one we know; the columns are: {', '.join(CSV_COLUMNS)}"
+            )
     if len(set(columns)) != len(columns):
         raise Unreadable("a column appears twice in the header: give each column once")
     missing = [name for name in REQUIRED_COLUMNS if name not in columns]
     if missing:
-        raise Unreadable(f"the header lacks the column(s) {', '.join(missing)}; the columns are: "
-                         f"{', '.join(CSV_COLUMNS)} (measure columns you do not use may be left out)")
+        raise Unreadable(
+            f"the header lacks the column(s) {', '.join(missing)}; the columns are: "
+            f"{', '.join(CSV_COLUMNS)} (measure columns you do not use may be left out)"
+        )
     lines = []
     while True:
         start = reader.line_num + 1
@@ -98,5 +112,5 @@ def csv_lines(body: bytes) -> list[Line]:
         if len(cells) != len(columns):
             lines.append(Line(start, None, f"has {len(cells)} cells where the header has {len(columns)} columns"))
             continue
-        lines.append(Line(start, record_of(dict(zip(columns, cells)))))
+        lines.append(Line(start, record_of(dict(zip(columns, cells, strict=False)))))
     return lines

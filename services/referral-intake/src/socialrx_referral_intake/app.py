@@ -25,7 +25,11 @@ class Settings(ServiceSettings):
 
 def build(settings: Settings | None = None) -> FastAPI:
     return service_app(
-        SERVICE, settings or Settings(), store=store, register=[handlers.register], routers=[api.router],
+        SERVICE,
+        settings or Settings(),
+        store=store,
+        register=[handlers.register],
+        routers=[api.router],
         description="Link workers refer people to services; the only place a person's identifiable details live.",
     )
 

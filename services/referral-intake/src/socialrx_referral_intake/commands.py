@@ -27,8 +27,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from socialrx_shared.auth import Principal
 from socialrx_shared.errors import Conflict, Forbidden, Invalid, NotFound
 from socialrx_shared.events import (
-    REFERRAL_CREATED, REFERRAL_REFUSED, Envelope, EventSpec, NeedCode, OdsCode, ReferralCreated,
-    ReferralRefused, Strict,
+    REFERRAL_CREATED,
+    REFERRAL_REFUSED,
+    Envelope,
+    EventSpec,
+    NeedCode,
+    OdsCode,
+    ReferralCreated,
+    ReferralRefused,
+    Strict,
 )
 
 from . import domain
@@ -50,7 +57,9 @@ class Person(BaseModel):
     postcode: Annotated[str, StringConstraints(strip_whitespace=True, max_length=10)]
     phone: Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^\+?[0-9 ()-]{6,20}$")] | None = None
     email: Annotated[str, StringConstraints(max_length=320, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")] | None = None
-    accessibility_needs: list[Annotated[str, StringConstraints(max_length=64)]] = Field(default_factory=list, max_length=20)
+    accessibility_needs: list[Annotated[str, StringConstraints(max_length=64)]] = Field(
+        default_factory=list, max_length=20
+    )
 
     @field_validator("nhs_number")
     @classmethod
@@ -88,7 +97,9 @@ class NewReferral(BaseModel):
     needs: list[NeedCode] = Field(min_length=1, max_length=20)
     person: Person
     consent: Consent
-    practice_id: OdsCode | None = Field(None, description="The GP practice's ODS code; defaults to the token's practice_id claim")
+    practice_id: OdsCode | None = Field(
+        None, description="The GP practice's ODS code; defaults to the token's practice_id claim"
+    )
 
 
 def request_hash(body: NewReferral) -> str:
@@ -113,8 +124,14 @@ class Created:
     replayed: bool
 
 
-async def create_referral(transaction: Transaction, stage: Stage, ref_key: bytes, principal: Principal,
-                          body: NewReferral, idempotency_key: str | None) -> Created:
+async def create_referral(
+    transaction: Transaction,
+    stage: Stage,
+    ref_key: bytes,
+    principal: Principal,
+    body: NewReferral,
+    idempotency_key: str | None,
+) -> Created:
     """Refer a person; with an Idempotency-Key, a retry answers with the referral already made."""
     now = datetime.now(timezone.utc)
     problem = request_problem(body, principal, now)
@@ -132,8 +149,10 @@ async def create_referral(transaction: Transaction, stage: Stage, ref_key: bytes
     try:
         async with transaction() as session:
             service = (
-                await session.execute(select(services_view).where(services_view.c.service_id == body.service_id))
-            ).mappings().first()
+                (await session.execute(select(services_view).where(services_view.c.service_id == body.service_id)))
+                .mappings()
+                .first()
+            )
             refusal = domain.service_refusal(dict(service) if service else None)
             if service is None:
                 raise NotFound(refusal or "unknown service")
@@ -145,16 +164,27 @@ async def create_referral(transaction: Transaction, stage: Stage, ref_key: bytes
                 needs_problem = domain.needs_problem(body.needs, service["needs"], known_needs)
                 if needs_problem:
                     raise Invalid(needs_problem)
-                row = _rows(ref_key, principal, link_worker_id, body, dict(service), referral_id, practice_id,
-                            idempotency_key, hashed, now)
+                row = _rows(
+                    ref_key,
+                    principal,
+                    link_worker_id,
+                    body,
+                    dict(service),
+                    referral_id,
+                    practice_id,
+                    idempotency_key,
+                    hashed,
+                    now,
+                )
                 await session.execute(insert(referrals).values(row.referral))
                 await session.execute(insert(person_details).values(row.person))
                 await session.execute(insert(timeline).values(row.timeline))
                 await stage(session, REFERRAL_CREATED, row.event)
     except IntegrityError:
         # A concurrent request with the same Idempotency-Key won the race: answer with its referral.
-        existing = (await _replay(transaction, principal, link_worker_id, idempotency_key, hashed)
-                    if idempotency_key else None)
+        existing = (
+            await _replay(transaction, principal, link_worker_id, idempotency_key, hashed) if idempotency_key else None
+        )
         if existing is None:
             raise
         return Created(existing, replayed=True)
@@ -171,20 +201,26 @@ async def _known_needs(session: AsyncSession, unserved: list[str]) -> set[str]:
     # Only a refused request pays for looking further: which of the unserved needs any service has.
     if not unserved:
         return set()
-    return set(await session.scalars(
-        select(func.jsonb_array_elements_text(services_view.c.needs)).distinct()
-        .where(services_view.c.needs.has_any(pg_array(unserved)))))
+    return set(
+        await session.scalars(
+            select(func.jsonb_array_elements_text(services_view.c.needs))
+            .distinct()
+            .where(services_view.c.needs.has_any(pg_array(unserved)))
+        )
+    )
 
 
-async def _replay(transaction: Transaction, principal: Principal, link_worker_id: str, key: str,
-                  hashed: str) -> str | None:
+async def _replay(
+    transaction: Transaction, principal: Principal, link_worker_id: str, key: str, hashed: str
+) -> str | None:
     async with transaction() as session:
         row = (
             await session.execute(
                 select(referrals.c.id, referrals.c.request_hash)
                 # Rows written before link workers were pseudonymised hold the raw subject.
-                .where(referrals.c.link_worker_id.in_([link_worker_id, principal.sub]),
-                       referrals.c.idempotency_key == key)
+                .where(
+                    referrals.c.link_worker_id.in_([link_worker_id, principal.sub]), referrals.c.idempotency_key == key
+                )
             )
         ).first()
     if row is None:
@@ -202,8 +238,18 @@ class _Rows:
     event: ReferralCreated
 
 
-def _rows(ref_key: bytes, principal: Principal, link_worker_id: str, body: NewReferral, service: dict,
-          referral_id: str, practice_id: str, idempotency_key: str | None, hashed: str, now: datetime) -> _Rows:
+def _rows(
+    ref_key: bytes,
+    principal: Principal,
+    link_worker_id: str,
+    body: NewReferral,
+    service: dict,
+    referral_id: str,
+    practice_id: str,
+    idempotency_key: str | None,
+    hashed: str,
+    now: datetime,
+) -> _Rows:
     """The rows and the event one accepted request makes (the same for one request or one upload line)."""
     person = body.person
     event = ReferralCreated(
@@ -223,15 +269,34 @@ def _rows(ref_key: bytes, principal: Principal, link_worker_id: str, body: NewRe
     )
     return _Rows(
         referral=dict(
-            id=referral_id, pcn_id=event.pcn_id, practice_id=practice_id, link_worker_id=link_worker_id,
-            organisation_id=event.organisation_id, service_id=event.service_id, needs=event.needs,
-            accessibility_needs=event.accessibility_needs, person_ref=event.person_ref,
-            age_band=event.age_band, postcode_district=event.postcode_district, status="created",
-            created_at=now, updated_at=now, idempotency_key=idempotency_key, request_hash=hashed),
+            id=referral_id,
+            pcn_id=event.pcn_id,
+            practice_id=practice_id,
+            link_worker_id=link_worker_id,
+            organisation_id=event.organisation_id,
+            service_id=event.service_id,
+            needs=event.needs,
+            accessibility_needs=event.accessibility_needs,
+            person_ref=event.person_ref,
+            age_band=event.age_band,
+            postcode_district=event.postcode_district,
+            status="created",
+            created_at=now,
+            updated_at=now,
+            idempotency_key=idempotency_key,
+            request_hash=hashed,
+        ),
         person=dict(
-            referral_id=referral_id, nhs_number=person.nhs_number, given_name=person.given_name,
-            family_name=person.family_name, date_of_birth=person.date_of_birth, postcode=person.postcode,
-            phone=person.phone, email=person.email, consent_recorded_at=body.consent.recorded_at),
+            referral_id=referral_id,
+            nhs_number=person.nhs_number,
+            given_name=person.given_name,
+            family_name=person.family_name,
+            date_of_birth=person.date_of_birth,
+            postcode=person.postcode,
+            phone=person.phone,
+            email=person.email,
+            consent_recorded_at=body.consent.recorded_at,
+        ),
         timeline=dict(referral_id=referral_id, status="created", at=now, detail={"service_id": body.service_id}),
         event=event,
     )
@@ -240,18 +305,25 @@ def _rows(ref_key: bytes, principal: Principal, link_worker_id: str, body: NewRe
 REFUSALS = uuid.UUID("6f1d2c55-5b8e-4d8c-9a61-2f0e7c1b9d40")
 
 
-def _refusal_event(principal: Principal, body: NewReferral, service: dict, now: datetime,
-                   idempotency_key: str | None) -> ReferralRefused:
+def _refusal_event(
+    principal: Principal, body: NewReferral, service: dict, now: datetime, idempotency_key: str | None
+) -> ReferralRefused:
     """The refusal as unmet need. Only needs the service serves count: asking a service for what it
     never offers is not unmet need (an event with no needs is not published)."""
     needs = [need for need in body.needs if need in service["needs"]]
     # A retry of the same request (same link worker and Idempotency-Key) keeps its id: counted once.
-    refusal_id = (uuid.uuid5(REFUSALS, f"{principal.sub}:{idempotency_key}") if idempotency_key else uuid.uuid4())
+    refusal_id = uuid.uuid5(REFUSALS, f"{principal.sub}:{idempotency_key}") if idempotency_key else uuid.uuid4()
     return ReferralRefused(
-        refusal_id=str(refusal_id), pcn_id=principal.pcn_id, organisation_id=service["organisation_id"],
-        service_id=service["service_id"], needs=needs, age_band=domain.age_band(body.person.date_of_birth, now.date()),
+        refusal_id=str(refusal_id),
+        pcn_id=principal.pcn_id,
+        organisation_id=service["organisation_id"],
+        service_id=service["service_id"],
+        needs=needs,
+        age_band=domain.age_band(body.person.date_of_birth, now.date()),
         postcode_district=domain.postcode_district(body.person.postcode),
-        reason=domain.refusal_reason(service, now.date()), refused_at=now)
+        reason=domain.refusal_reason(service, now.date()),
+        refused_at=now,
+    )
 
 
 @dataclass(frozen=True)
@@ -269,24 +341,39 @@ async def read_contact(transaction: Transaction, principal: Principal, referral_
     """The person's contact details for the charity that accepted the referral; the reading is audited."""
     async with transaction() as session:
         row = (
-            await session.execute(
-                select(referrals.c.status, referrals.c.organisation_id, person_details, referrals.c.accessibility_needs)
-                .join(person_details, person_details.c.referral_id == referrals.c.id)
-                .where(referrals.c.id == referral_id)
+            (
+                await session.execute(
+                    select(
+                        referrals.c.status, referrals.c.organisation_id, person_details, referrals.c.accessibility_needs
+                    )
+                    .join(person_details, person_details.c.referral_id == referrals.c.id)
+                    .where(referrals.c.id == referral_id)
+                )
             )
-        ).mappings().first()
+            .mappings()
+            .first()
+        )
         if row is None or row["organisation_id"] != principal.organisation_id:
             raise NotFound("no such referral")
         if row["status"] not in ("accepted", "outcome_recorded"):
             raise Forbidden("contact details are available only after your organisation accepted the referral")
         await session.execute(
-            insert(contact_access_audit).values(referral_id=referral_id, sub=principal.sub, role=principal.role,
-                                                organisation_id=principal.organisation_id)
+            insert(contact_access_audit).values(
+                referral_id=referral_id,
+                sub=principal.sub,
+                role=principal.role,
+                organisation_id=principal.organisation_id,
+            )
         )
-    return Contact(referral_id=referral_id, given_name=row["given_name"], family_name=row["family_name"],
-                   phone=row["phone"], email=row["email"], postcode=row["postcode"],
-                   accessibility_needs=row["accessibility_needs"])
-
+    return Contact(
+        referral_id=referral_id,
+        given_name=row["given_name"],
+        family_name=row["family_name"],
+        phone=row["phone"],
+        email=row["email"],
+        postcode=row["postcode"],
+        accessibility_needs=row["accessibility_needs"],
+    )
 
 
 # --- Bulk: many referrals from one upload (a PCN moving from another system) ------------------------
@@ -311,9 +398,13 @@ def validation_message(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-async def bulk_create_referrals(transaction: Transaction, stage_many: StageMany, ref_key: bytes,
-                                principal: Principal, lines: Sequence[tuple[int, dict[str, Any] | None, str | None]]
-                                ) -> list[LineResult]:
+async def bulk_create_referrals(
+    transaction: Transaction,
+    stage_many: StageMany,
+    ref_key: bytes,
+    principal: Principal,
+    lines: Sequence[tuple[int, dict[str, Any] | None, str | None]],
+) -> list[LineResult]:
     """Create the referrals of an upload in one transaction: each line validated and refused by the
     same rules as `POST /referrals`; a refused line is reported with its number and changes nothing,
     the others go on.
@@ -342,14 +433,33 @@ async def bulk_create_referrals(transaction: Transaction, stage_many: StageMany,
 
     async with transaction() as session:
         service_ids = sorted({body.service_id for _, body, _ in valid})
-        services = {row["service_id"]: dict(row) for row in (await session.execute(
-            select(services_view).where(services_view.c.service_id.in_(service_ids)))).mappings()} if valid else {}
+        services = (
+            {
+                row["service_id"]: dict(row)
+                for row in (
+                    await session.execute(select(services_view).where(services_view.c.service_id.in_(service_ids)))
+                ).mappings()
+            }
+            if valid
+            else {}
+        )
         known_needs: set[str] | None = None
         keys = [f"bulk:{hashed}" for _, _, hashed in valid]
-        already = {row.idempotency_key: str(row.id) for row in (await session.execute(
-            select(referrals.c.id, referrals.c.idempotency_key)
-            .where(referrals.c.link_worker_id.in_([link_worker_id, principal.sub]),
-                   referrals.c.idempotency_key.in_(keys)))).all()} if keys else {}
+        already = (
+            {
+                row.idempotency_key: str(row.id)
+                for row in (
+                    await session.execute(
+                        select(referrals.c.id, referrals.c.idempotency_key).where(
+                            referrals.c.link_worker_id.in_([link_worker_id, principal.sub]),
+                            referrals.c.idempotency_key.in_(keys),
+                        )
+                    )
+                ).all()
+            }
+            if keys
+            else {}
+        )
         to_create: list[tuple[int, _Rows]] = []
         refused_events: list[ReferralRefused] = []
         first_of: dict[str, str] = {}
@@ -372,8 +482,9 @@ async def bulk_create_referrals(transaction: Transaction, stage_many: StageMany,
                 continue
             if set(body.needs) - set(service["needs"]):
                 if known_needs is None:
-                    known_needs = set(await session.scalars(
-                        select(func.jsonb_array_elements_text(services_view.c.needs)).distinct()))
+                    known_needs = set(
+                        await session.scalars(select(func.jsonb_array_elements_text(services_view.c.needs)).distinct())
+                    )
                 needs_problem = domain.needs_problem(body.needs, service["needs"], known_needs)
                 if needs_problem:
                     results[number] = LineResult(number, "refused", error=needs_problem)
@@ -381,15 +492,24 @@ async def bulk_create_referrals(transaction: Transaction, stage_many: StageMany,
             referral_id = str(uuid.uuid5(BULK_REFERRALS, f"{link_worker_id}:{hashed}"))
             practice_id = body.practice_id or principal.practice_id
             assert practice_id is not None
-            to_create.append((number, _rows(ref_key, principal, link_worker_id, body, service, referral_id,
-                                            practice_id, key, hashed, now)))
+            to_create.append(
+                (
+                    number,
+                    _rows(
+                        ref_key, principal, link_worker_id, body, service, referral_id, practice_id, key, hashed, now
+                    ),
+                )
+            )
             first_of[key] = referral_id
         created: set[str] = set()
         if to_create:
             # ON CONFLICT: a concurrent upload of the same lines made them first; theirs stand.
-            created = set(await session.scalars(
-                pg_insert(referrals).on_conflict_do_nothing().returning(referrals.c.id),
-                [rows.referral for _, rows in to_create]))
+            created = set(
+                await session.scalars(
+                    pg_insert(referrals).on_conflict_do_nothing().returning(referrals.c.id),
+                    [rows.referral for _, rows in to_create],
+                )
+            )
             fresh = [rows for _, rows in to_create if rows.referral["id"] in created]
             if fresh:
                 await session.execute(insert(person_details), [rows.person for rows in fresh])
@@ -399,6 +519,7 @@ async def bulk_create_referrals(transaction: Transaction, stage_many: StageMany,
             await stage_many(session, REFERRAL_REFUSED, refused_events)
     for number, rows in to_create:
         referral_id = rows.referral["id"]
-        results[number] = LineResult(number, "created" if referral_id in created else "already_created",
-                                     referral_id=referral_id)
+        results[number] = LineResult(
+            number, "created" if referral_id in created else "already_created", referral_id=referral_id
+        )
     return [results[number] for number in sorted(results)]

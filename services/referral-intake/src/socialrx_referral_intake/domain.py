@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import re
 from datetime import date, datetime, timedelta
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 # A referral's status as the link worker sees it (its timeline); the one rule is `next_status`.
 ReferralStatus = Literal["created", "accepted", "declined", "outcome_recorded"]
@@ -29,8 +29,16 @@ _RANK: dict[ReferralStatus, int] = {"created": 0, "accepted": 1, "declined": 1, 
 CONSENT_CLOCK_SKEW = timedelta(minutes=5)
 
 _POSTCODE = re.compile(r"^([A-Z]{1,2}[0-9][A-Z0-9]?) ?([0-9][A-Z]{2})$")
-_AGE_BANDS = ((18, "0-17"), (25, "18-24"), (35, "25-34"), (45, "35-44"), (55, "45-54"), (65, "55-64"),
-              (75, "65-74"), (85, "75-84"))
+_AGE_BANDS = (
+    (18, "0-17"),
+    (25, "18-24"),
+    (35, "25-34"),
+    (45, "35-44"),
+    (55, "45-54"),
+    (65, "55-64"),
+    (75, "65-74"),
+    (85, "75-84"),
+)
 
 
 def nhs_number_problem(value: str) -> str | None:
@@ -39,7 +47,7 @@ def nhs_number_problem(value: str) -> str | None:
     # [0-9], not \d: \d also matches other scripts' digits ('١٢٣...'), which int() would accept.
     if not re.fullmatch(r"[0-9]{10}", digits):
         return "an NHS number has 10 digits"
-    total = sum(int(d) * weight for d, weight in zip(digits[:9], range(10, 1, -1)))
+    total = sum(int(d) * weight for d, weight in zip(digits[:9], range(10, 1, -1), strict=False))
     check = 11 - total % 11
     if check == 11:
         check = 0
@@ -105,7 +113,7 @@ def next_status(current: ReferralStatus, event_status: ReferralStatus) -> Referr
     return event_status if _RANK[event_status] > _RANK[current] else current
 
 
-def service_refusal(service: dict | None) -> str | None:
+def service_refusal(service: dict[str, Any] | None) -> str | None:
     """Why a new referral to this service is refused, from referral-intake's own view of it."""
     if service is None:
         return "unknown service: the directory has not published it (check the service id)"
@@ -125,12 +133,16 @@ def needs_problem(requested: list[str], served: list[str], known: set[str]) -> s
     """
     unknown = sorted(set(requested) - known - set(served))
     if unknown:
-        return (f"need {', '.join(map(repr, unknown))} is not in the directory's needs taxonomy "
-                "(see GET /taxonomy_terms on the directory)")
+        return (
+            f"need {', '.join(map(repr, unknown))} is not in the directory's needs taxonomy "
+            "(see GET /taxonomy_terms on the directory)"
+        )
     not_served = sorted(set(requested) - set(served))
     if not_served:
-        return (f"this service does not serve {', '.join(map(repr, not_served))}; it serves "
-                f"{', '.join(map(repr, sorted(served))) or 'no needs yet'}: choose a service that serves the need")
+        return (
+            f"this service does not serve {', '.join(map(repr, not_served))}; it serves "
+            f"{', '.join(map(repr, sorted(served))) or 'no needs yet'}: choose a service that serves the need"
+        )
     return None
 
 
@@ -141,7 +153,7 @@ def consent_problem(recorded_at: datetime, now: datetime) -> str | None:
     return None
 
 
-def refusal_reason(service: dict, today: date) -> str:
+def refusal_reason(service: dict[str, Any], today: date) -> str:
     """Why a published service refuses new referrals, as a code for the unmet-need count
     (the event `referral.refused`): the service's sake, never the request's fault."""
     if service["status"] != "active":

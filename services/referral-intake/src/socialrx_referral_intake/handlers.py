@@ -10,8 +10,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from socialrx_shared.consumer import EventConsumer
 from socialrx_shared.events import (
-    OUTCOME_RECORDED, REFERRAL_ACCEPTED, REFERRAL_DECLINED, SERVICE_UPDATED, Envelope,
-    OutcomeRecorded, ReferralAccepted, ReferralDeclined, ServiceUpdated,
+    OUTCOME_RECORDED,
+    REFERRAL_ACCEPTED,
+    REFERRAL_DECLINED,
+    SERVICE_UPDATED,
+    Envelope,
+    OutcomeRecorded,
+    ReferralAccepted,
+    ReferralDeclined,
+    ServiceUpdated,
 )
 from socialrx_shared.logging import get_logger
 from socialrx_shared.runtime import ServiceRuntime
@@ -22,12 +29,17 @@ from .store import referrals, services_view, timeline
 log = get_logger(__name__)
 
 
-async def apply_status_event(session: AsyncSession, envelope: Envelope, referral_id: str, status: ReferralStatus,
-                             at: datetime, detail: dict, decline_reason: str | None = None) -> None:
+async def apply_status_event(
+    session: AsyncSession,
+    envelope: Envelope,
+    referral_id: str,
+    status: ReferralStatus,
+    at: datetime,
+    detail: dict,
+    decline_reason: str | None = None,
+) -> None:
     """Record the event in the referral's timeline and move its status forward (never back)."""
-    current = await session.scalar(
-        select(referrals.c.status).where(referrals.c.id == referral_id).with_for_update()
-    )
+    current = await session.scalar(select(referrals.c.status).where(referrals.c.id == referral_id).with_for_update())
     if current is None:
         # Not one of ours (another deployment on the same broker, or created before a restore).
         log.info("event for an unknown referral ignored", status=status)
@@ -51,20 +63,41 @@ def register(rt: ServiceRuntime) -> None:
 
     @consumer.on(REFERRAL_ACCEPTED.topic)
     async def on_accepted(session: AsyncSession, envelope: Envelope, event: ReferralAccepted) -> None:
-        await apply_status_event(session, envelope, event.referral_id, "accepted", event.accepted_at,
-                                 {"organisation_id": event.organisation_id})
+        await apply_status_event(
+            session,
+            envelope,
+            event.referral_id,
+            "accepted",
+            event.accepted_at,
+            {"organisation_id": event.organisation_id},
+        )
 
     @consumer.on(REFERRAL_DECLINED.topic)
     async def on_declined(session: AsyncSession, envelope: Envelope, event: ReferralDeclined) -> None:
-        await apply_status_event(session, envelope, event.referral_id, "declined", event.declined_at,
-                                 {"organisation_id": event.organisation_id, "reason": event.reason},
-                                 decline_reason=event.reason)
+        await apply_status_event(
+            session,
+            envelope,
+            event.referral_id,
+            "declined",
+            event.declined_at,
+            {"organisation_id": event.organisation_id, "reason": event.reason},
+            decline_reason=event.reason,
+        )
 
     @consumer.on(OUTCOME_RECORDED.topic)
     async def on_outcome(session: AsyncSession, envelope: Envelope, event: OutcomeRecorded) -> None:
-        await apply_status_event(session, envelope, event.referral_id, "outcome_recorded", event.recorded_at,
-                                 {"outcome_id": event.outcome_id, "outcome_status": event.status,
-                                  "sessions_attended": event.sessions_attended})
+        await apply_status_event(
+            session,
+            envelope,
+            event.referral_id,
+            "outcome_recorded",
+            event.recorded_at,
+            {
+                "outcome_id": event.outcome_id,
+                "outcome_status": event.status,
+                "sessions_attended": event.sessions_attended,
+            },
+        )
 
     @consumer.on(SERVICE_UPDATED.topic)
     async def on_service_updated(session: AsyncSession, envelope: Envelope, event: ServiceUpdated) -> None:

@@ -3,8 +3,20 @@
 from __future__ import annotations
 
 from sqlalchemy import (
-    BigInteger, Boolean, Column, Date, DateTime, ForeignKey, Index, Integer, String, Table, Text,
-    UniqueConstraint, Uuid, func,
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    Uuid,
+    func,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 

@@ -19,10 +19,32 @@ from typing import Any
 MAX_LINES = 20_000
 MAX_BYTES = 12_000_000
 
-CSV_COLUMNS = ("service_id", "needs", "practice_id", "nhs_number", "given_name", "family_name", "date_of_birth",
-               "postcode", "phone", "email", "accessibility_needs", "consent_given", "consent_recorded_at")
-REQUIRED_COLUMNS = ("service_id", "needs", "nhs_number", "given_name", "family_name", "date_of_birth", "postcode",
-                    "consent_given", "consent_recorded_at")
+CSV_COLUMNS = (
+    "service_id",
+    "needs",
+    "practice_id",
+    "nhs_number",
+    "given_name",
+    "family_name",
+    "date_of_birth",
+    "postcode",
+    "phone",
+    "email",
+    "accessibility_needs",
+    "consent_given",
+    "consent_recorded_at",
+)
+REQUIRED_COLUMNS = (
+    "service_id",
+    "needs",
+    "nhs_number",
+    "given_name",
+    "family_name",
+    "date_of_birth",
+    "postcode",
+    "consent_given",
+    "consent_recorded_at",
+)
 PERSON_COLUMNS = ("nhs_number", "given_name", "family_name", "date_of_birth", "postcode", "phone", "email")
 YES = {"yes", "y", "true", "1"}
 NO = {"no", "n", "false", "0"}
@@ -48,7 +70,7 @@ def decode(body: bytes) -> str:
 
 
 def split_list(value: str) -> list[str]:
-    """"loneliness; debt" -> ["loneliness", "debt"]: one cell holds several codes."""
+    """ "loneliness; debt" -> ["loneliness", "debt"]: one cell holds several codes."""
     return [part.strip() for part in value.replace(",", ";").split(";") if part.strip()]
 
 
@@ -96,15 +118,18 @@ def csv_lines(text: str) -> list[Line]:
     columns = [name.strip().lower() for name in header]
     for position, name in enumerate(columns, start=1):
         if name not in CSV_COLUMNS:
-            raise Unreadable(f"column {position} of the header is not one we know; the columns are: "
-                             f"{', '.join(CSV_COLUMNS)}")
+            raise Unreadable(
+                f"column {position} of the header is not one we know; the columns are: {', '.join(CSV_COLUMNS)}"
+            )
     if len(set(columns)) != len(columns):
         raise Unreadable("a column appears twice in the header: give each column once")
     missing = [name for name in REQUIRED_COLUMNS if name not in columns]
     if missing:
-        raise Unreadable(f"the header lacks the column(s) {', '.join(missing)}; the columns are: "
-                         f"{', '.join(CSV_COLUMNS)} (phone, email, practice_id and accessibility_needs may be "
-                         "left out)")
+        raise Unreadable(
+            f"the header lacks the column(s) {', '.join(missing)}; the columns are: "
+            f"{', '.join(CSV_COLUMNS)} (phone, email, practice_id and accessibility_needs may be "
+            "left out)"
+        )
     lines = []
     while True:
         start = reader.line_num + 1
@@ -123,7 +148,7 @@ def csv_lines(text: str) -> list[Line]:
         if len(cells) != len(columns):
             lines.append(Line(start, None, f"has {len(cells)} cells where the header has {len(columns)} columns"))
             continue
-        lines.append(Line(start, csv_record(dict(zip(columns, cells)))))
+        lines.append(Line(start, csv_record(dict(zip(columns, cells, strict=False)))))
     return lines
 
 
@@ -138,8 +163,10 @@ def csv_record(cells: dict[str, str]) -> dict[str, Any]:
         "needs": split_list(value["needs"]),
         "person": person,
         # Anything but yes/no stays text, so the model refuses it with its own message.
-        "consent": {"given": True if given in YES else False if given in NO else given,
-                    "recorded_at": value["consent_recorded_at"]},
+        "consent": {
+            "given": True if given in YES else False if given in NO else given,
+            "recorded_at": value["consent_recorded_at"],
+        },
     }
     if value.get("practice_id"):
         record["practice_id"] = value["practice_id"]

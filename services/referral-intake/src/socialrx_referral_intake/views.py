@@ -13,8 +13,19 @@ from .store import contact_access_audit, referrals, timeline
 
 Sessions = async_sessionmaker[AsyncSession]
 
-LISTED = ("id", "status", "service_id", "organisation_id", "pcn_id", "needs", "age_band", "postcode_district",
-          "decline_reason", "created_at", "updated_at")
+LISTED = (
+    "id",
+    "status",
+    "service_id",
+    "organisation_id",
+    "pcn_id",
+    "needs",
+    "age_band",
+    "postcode_district",
+    "decline_reason",
+    "created_at",
+    "updated_at",
+)
 
 
 async def referral(sessions: Sessions, referral_id: str) -> dict[str, Any] | None:
@@ -24,12 +35,16 @@ async def referral(sessions: Sessions, referral_id: str) -> dict[str, Any] | Non
         if row is None:
             return None
         entries = (
-            await session.execute(
-                select(timeline.c.status, timeline.c.at, timeline.c.detail)
-                .where(timeline.c.referral_id == referral_id)
-                .order_by(timeline.c.at, timeline.c.id)
+            (
+                await session.execute(
+                    select(timeline.c.status, timeline.c.at, timeline.c.detail)
+                    .where(timeline.c.referral_id == referral_id)
+                    .order_by(timeline.c.at, timeline.c.id)
+                )
             )
-        ).mappings().all()
+            .mappings()
+            .all()
+        )
     return {**dict(row), "timeline": [dict(e) for e in entries]}
 
 
@@ -41,8 +56,9 @@ def may_read(principal: Principal, row: dict[str, Any]) -> bool:
     return principal.role == "charity" and principal.organisation_id == row["organisation_id"]
 
 
-async def referrals_in_scope(sessions: Sessions, principal: Principal, status: str | None, page: int,
-                             per_page: int) -> dict[str, Any]:
+async def referrals_in_scope(
+    sessions: Sessions, principal: Principal, status: str | None, page: int, per_page: int
+) -> dict[str, Any]:
     query = select(referrals)
     if principal.role == "link_worker":
         query = query.where(referrals.c.pcn_id == principal.pcn_id)
@@ -53,12 +69,15 @@ async def referrals_in_scope(sessions: Sessions, principal: Principal, status: s
     async with sessions() as session:
         total = await session.scalar(select(func.count()).select_from(query.subquery()))
         rows = (
-            await session.execute(
-                query.order_by(referrals.c.created_at.desc()).offset((page - 1) * per_page).limit(per_page)
+            (
+                await session.execute(
+                    query.order_by(referrals.c.created_at.desc()).offset((page - 1) * per_page).limit(per_page)
+                )
             )
-        ).mappings().all()
-    return {"items": [{k: row[k] for k in LISTED} for row in rows], "page": page, "per_page": per_page,
-            "total": total}
+            .mappings()
+            .all()
+        )
+    return {"items": [{k: row[k] for k in LISTED} for row in rows], "page": page, "per_page": per_page, "total": total}
 
 
 async def contact_audit(sessions: Sessions, referral_id: str | None) -> list[dict[str, Any]]:

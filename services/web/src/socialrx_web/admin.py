@@ -77,6 +77,7 @@ async def create_need(request: Request) -> Response:
 @router.get("/audit")
 async def audit(request: Request, referral_id: str = "") -> Response:
     user = need_role(request, "admin")
-    page = await request.app.state.apis.get(user, "referral-intake", "/audit/contact-access",
-                                            referral_id=referral_id.strip()[:64] or None)
+    page = await request.app.state.apis.get(
+        user, "referral-intake", "/audit/contact-access", referral_id=referral_id.strip()[:64] or None
+    )
     return render(request, "admin_audit.html", items=page["items"], referral_id=referral_id)

@@ -28,8 +28,11 @@ class ApiError(Exception):
         if isinstance(detail, dict):
             detail = detail.get("message") or detail.get("detail") or ""
         if isinstance(detail, list):
-            return "; ".join(f"{'.'.join(str(p) for p in e.get('loc', [])[1:])}: {e.get('msg', 'invalid')}"
-                             for e in detail if isinstance(e, dict))
+            return "; ".join(
+                f"{'.'.join(str(p) for p in e.get('loc', [])[1:])}: {e.get('msg', 'invalid')}"
+                for e in detail
+                if isinstance(e, dict)
+            )
         return str(detail or "")
 
 
@@ -50,11 +53,13 @@ class Apis:
         try:
             response = await self.clients[service].request(method, path, headers=headers, **kwargs)
         except httpx.HTTPError as exc:
-            raise ApiError(502, f"the {service} service did not answer ({type(exc).__name__}); try again shortly",
-                           service) from None
+            raise ApiError(
+                502, f"the {service} service did not answer ({type(exc).__name__}); try again shortly", service
+            ) from None
         if response.status_code >= 500:
-            raise ApiError(502, f"the {service} service had a problem (HTTP {response.status_code}); try again shortly",
-                           service)
+            raise ApiError(
+                502, f"the {service} service had a problem (HTTP {response.status_code}); try again shortly", service
+            )
         if response.status_code >= 400:
             try:
                 detail = response.json().get("detail")
@@ -68,4 +73,6 @@ class Apis:
         return response.json() if response.content else None
 
     async def get(self, user: User | None, service: str, path: str, **params: Any) -> Any:
-        return await self.json(user, service, "GET", path, params={k: v for k, v in params.items() if v not in (None, "")})
+        return await self.json(
+            user, service, "GET", path, params={k: v for k, v in params.items() if v not in (None, "")}
+        )

@@ -15,14 +15,21 @@ from starlette.middleware.sessions import SessionMiddleware
 from socialrx_shared.logging import configure_logging, get_logger
 
 from . import admin, charity, finance, insight, link_worker, signin, uploads
-from .api import Apis, ApiError
+from .api import ApiError, Apis
 from .core import HERE, NotSignedIn, PageError, is_htmx, render, see_other
 from .session import fernet_for, sign_out
 from .settings import WebSettings
 
 log = get_logger(__name__)
-API_TITLES = {401: "Please sign in again", 403: "You cannot do this", 404: "Page not found",
-              409: "This cannot be done now", 413: "The file is too large", 422: "There is a problem", 502: "Sorry, there is a problem with the service"}
+API_TITLES = {
+    401: "Please sign in again",
+    403: "You cannot do this",
+    404: "Page not found",
+    409: "This cannot be done now",
+    413: "The file is too large",
+    422: "There is a problem",
+    502: "Sorry, there is a problem with the service",
+}
 
 
 def build(settings: WebSettings | None = None) -> FastAPI:
@@ -40,9 +47,14 @@ def build(settings: WebSettings | None = None) -> FastAPI:
     app = FastAPI(title="socialrx web", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings = settings
     app.state.fernet = fernet_for(settings.session_secret.get_secret_value())
-    app.add_middleware(SessionMiddleware, secret_key=settings.session_secret.get_secret_value(),
-                       session_cookie="socialrx_session", max_age=12 * 3600, same_site="lax",
-                       https_only=settings.secure_cookies)
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=settings.session_secret.get_secret_value(),
+        session_cookie="socialrx_session",
+        max_age=12 * 3600,
+        same_site="lax",
+        https_only=settings.secure_cookies,
+    )
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
     @app.middleware("http")
@@ -76,21 +88,36 @@ def build(settings: WebSettings | None = None) -> FastAPI:
         status = exc.status if exc.status in API_TITLES else 400
         if status == 502:
             log.warning("api unavailable", api=exc.service)
-        return render(request, "error.html", status, title=API_TITLES.get(status, "There is a problem"),
-                      message=exc.message or "The request was refused.")
+        return render(
+            request,
+            "error.html",
+            status,
+            title=API_TITLES.get(status, "There is a problem"),
+            message=exc.message or "The request was refused.",
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code == 404:
-            return render(request, "error.html", 404, title="Page not found",
-                          message="If you typed the web address, check it is correct.")
+            return render(
+                request,
+                "error.html",
+                404,
+                title="Page not found",
+                message="If you typed the web address, check it is correct.",
+            )
         return render(request, "error.html", exc.status_code, title="There is a problem", message=str(exc.detail))
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(request: Request, exc: RequestValidationError) -> Response:
         fields = ", ".join(str(e.get("loc", ["", "?"])[-1]) for e in exc.errors())
-        return render(request, "error.html", 400, title="There is a problem",
-                      message=f"The address has a value that is not valid: {fields}. Go back and try again.")
+        return render(
+            request,
+            "error.html",
+            400,
+            title="There is a problem",
+            message=f"The address has a value that is not valid: {fields}. Go back and try again.",
+        )
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
@@ -109,8 +136,14 @@ def main() -> None:
     import uvicorn
 
     settings = WebSettings()
-    uvicorn.run(build(settings), host=settings.http_host, port=settings.http_port, log_config=None,
-                access_log=False, timeout_graceful_shutdown=10)
+    uvicorn.run(
+        build(settings),
+        host=settings.http_host,
+        port=settings.http_port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
 
 
 if __name__ == "__main__":

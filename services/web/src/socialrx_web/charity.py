@@ -14,8 +14,13 @@ from .insight import money_insight
 from .link_worker import need_terms, service_names
 
 router = APIRouter()
-DECLINE_REASONS = {"no_capacity": "No capacity", "not_eligible": "Not eligible", "unable_to_contact": "Unable to contact",
-                   "person_declined": "The person declined", "other": "Other reason"}
+DECLINE_REASONS = {
+    "no_capacity": "No capacity",
+    "not_eligible": "Not eligible",
+    "unable_to_contact": "Unable to contact",
+    "person_declined": "The person declined",
+    "other": "Other reason",
+}
 INBOX_STATUSES = {"received": "New", "accepted": "Accepted", "declined": "Declined", "finished": "Finished"}
 POLICY_WARNING = timedelta(days=30)
 
@@ -43,8 +48,16 @@ async def inbox(request: Request, status: str = "") -> Response:
     counts = {s: sum(1 for i in items if i["status"] == s) for s in INBOX_STATUSES}
     shown = [i for i in items if not status or i["status"] == status]
     names = await service_names(request, user.organisation_id)
-    return render(request, "inbox.html", items=shown, counts=counts, status=status, statuses=INBOX_STATUSES,
-                  names=names, reasons=DECLINE_REASONS)
+    return render(
+        request,
+        "inbox.html",
+        items=shown,
+        counts=counts,
+        status=status,
+        statuses=INBOX_STATUSES,
+        names=names,
+        reasons=DECLINE_REASONS,
+    )
 
 
 async def _decided(request: Request, user, referral_id: str, message: str) -> Response:
@@ -54,8 +67,15 @@ async def _decided(request: Request, user, referral_id: str, message: str) -> Re
     if item is None:
         raise PageError(404, "Referral not found", "This referral is not in your organisation's inbox.")
     names = await service_names(request, user.organisation_id)
-    return render(request, "_inbox_item.html", item=item, names=names, reasons=DECLINE_REASONS,
-                  statuses=INBOX_STATUSES, message=message)
+    return render(
+        request,
+        "_inbox_item.html",
+        item=item,
+        names=names,
+        reasons=DECLINE_REASONS,
+        statuses=INBOX_STATUSES,
+        message=message,
+    )
 
 
 @router.post("/inbox/{referral_id}/accept")
@@ -73,8 +93,9 @@ async def decline(request: Request, referral_id: str) -> Response:
     reason = str(form.get("reason") or "")
     if reason not in DECLINE_REASONS:
         raise PageError(400, "Select a reason", "Select why you are declining the referral, then try again.")
-    await request.app.state.apis.json(user, "directory", "POST", f"/referrals/{referral_id}/decline",
-                                      json={"reason": reason})
+    await request.app.state.apis.json(
+        user, "directory", "POST", f"/referrals/{referral_id}/decline", json={"reason": reason}
+    )
     return await _decided(request, user, referral_id, "Declined. The link worker will see the reason.")
 
 
@@ -121,20 +142,42 @@ async def our_services(request: Request, changed: str = "") -> Response:
     return await _our_services(request, user, {}, {"needs": []}, changed=changed)
 
 
-async def _our_services(request: Request, user, errors: dict, values: dict, status: int = 200, changed: str = "") -> Response:
-    page = await request.app.state.apis.get(None, "directory", "/services", organization_id=user.organisation_id,
-                                            per_page=500)
+async def _our_services(
+    request: Request, user, errors: dict, values: dict, status: int = 200, changed: str = ""
+) -> Response:
+    page = await request.app.state.apis.get(
+        None, "directory", "/services", organization_id=user.organisation_id, per_page=500
+    )
     terms = await need_terms(request)
     today = _today()
     services = []
     for svc in page["contents"]:
         gate = svc.get("x_socialrx", {})
-        until = date.fromisoformat(gate["safeguarding_policy_valid_until"]) if gate.get("safeguarding_policy_valid_until") else None
-        services.append({**svc, "gate": gate, "policy_until": until,
-                         "policy_warning": until is not None and today <= until <= today + POLICY_WARNING,
-                         "policy_expired": until is not None and until < today})
-    return render(request, "our_services.html", status, services=services, terms=terms, errors=errors, values=values,
-                  statuses=SERVICE_STATUSES, changed=changed)
+        until = (
+            date.fromisoformat(gate["safeguarding_policy_valid_until"])
+            if gate.get("safeguarding_policy_valid_until")
+            else None
+        )
+        services.append(
+            {
+                **svc,
+                "gate": gate,
+                "policy_until": until,
+                "policy_warning": until is not None and today <= until <= today + POLICY_WARNING,
+                "policy_expired": until is not None and until < today,
+            }
+        )
+    return render(
+        request,
+        "our_services.html",
+        status,
+        services=services,
+        terms=terms,
+        errors=errors,
+        values=values,
+        statuses=SERVICE_STATUSES,
+        changed=changed,
+    )
 
 
 def _service_fields(form, errors: dict, *, new: bool) -> dict:
@@ -150,7 +193,9 @@ def _service_fields(form, errors: dict, *, new: bool) -> dict:
         try:
             body["safeguarding_policy_valid_until"] = date.fromisoformat(until).isoformat()
         except ValueError:
-            errors["safeguarding_policy_valid_until"] = "Enter the date the safeguarding policy runs out, like 2027-03-31"
+            errors["safeguarding_policy_valid_until"] = (
+                "Enter the date the safeguarding policy runs out, like 2027-03-31"
+            )
     status = str(form.get("status") or "")
     if status:
         if status not in SERVICE_STATUSES:
@@ -164,16 +209,22 @@ def _service_fields(form, errors: dict, *, new: bool) -> dict:
 async def add_service(request: Request) -> Response:
     user = need_role(request, "charity")
     form = await checked_form(request)
-    values = {k: str(form.get(k) or "").strip() for k in ("name", "description", "postcode", "capacity",
-                                                           "safeguarding_policy_valid_until")}
+    values = {
+        k: str(form.get(k) or "").strip()
+        for k in ("name", "description", "postcode", "capacity", "safeguarding_policy_valid_until")
+    }
     values["needs"] = [str(n) for n in form.getlist("needs")]
     errors: dict[str, str] = {}
     if not values["name"]:
         errors["name"] = "Enter the service's name"
     if not values["needs"]:
         errors["needs"] = "Select at least one need the service meets"
-    body = {"organization_id": user.organisation_id, "name": values["name"], "needs": values["needs"],
-            **_service_fields(form, errors, new=True)}
+    body = {
+        "organization_id": user.organisation_id,
+        "name": values["name"],
+        "needs": values["needs"],
+        **_service_fields(form, errors, new=True),
+    }
     if values["description"]:
         body["description"] = values["description"]
     if values["postcode"]:
@@ -215,8 +266,15 @@ WEBHOOK_EVENTS = ("referral.created", "referral.accepted", "referral.declined", 
 async def webhooks(request: Request) -> Response:
     user = need_role(request, "charity")
     page = await request.app.state.apis.get(user, "directory", "/subscriptions")
-    return render(request, "webhooks.html", items=page["items"], events=WEBHOOK_EVENTS, errors={},
-                  values={"url": "", "events": list(WEBHOOK_EVENTS)}, created=None)
+    return render(
+        request,
+        "webhooks.html",
+        items=page["items"],
+        events=WEBHOOK_EVENTS,
+        errors={},
+        values={"url": "", "events": list(WEBHOOK_EVENTS)},
+        created=None,
+    )
 
 
 @router.post("/webhooks")
@@ -238,29 +296,46 @@ async def create_webhook(request: Request) -> Response:
                 raise
             errors["url"] = exc.message
     page = await apis.get(user, "directory", "/subscriptions")
-    return render(request, "webhooks.html", 400 if errors else 201, items=page["items"], events=WEBHOOK_EVENTS,
-                  errors=errors, values=values, created=created)
+    return render(
+        request,
+        "webhooks.html",
+        400 if errors else 201,
+        items=page["items"],
+        events=WEBHOOK_EVENTS,
+        errors=errors,
+        values=values,
+        created=created,
+    )
 
 
 @router.get("/webhooks/{subscription_id}")
 async def deliveries(request: Request, subscription_id: str, replayed: str = "") -> Response:
     user = need_role(request, "charity")
-    page = await request.app.state.apis.get(user, "directory", f"/subscriptions/{subscription_id}/deliveries",
-                                            per_page=100)
-    return render(request, "deliveries.html", items=page["items"], total=page["total"], subscription_id=subscription_id,
-                  replayed=replayed)
+    page = await request.app.state.apis.get(
+        user, "directory", f"/subscriptions/{subscription_id}/deliveries", per_page=100
+    )
+    return render(
+        request,
+        "deliveries.html",
+        items=page["items"],
+        total=page["total"],
+        subscription_id=subscription_id,
+        replayed=replayed,
+    )
 
 
 @router.post("/webhooks/{subscription_id}/deliveries/{delivery_id}/replay")
 async def replay(request: Request, subscription_id: str, delivery_id: int) -> Response:
     user = need_role(request, "charity")
     await checked_form(request)
-    await request.app.state.apis.json(user, "directory", "POST",
-                                      f"/subscriptions/{subscription_id}/deliveries/{delivery_id}/replay")
+    await request.app.state.apis.json(
+        user, "directory", "POST", f"/subscriptions/{subscription_id}/deliveries/{delivery_id}/replay"
+    )
     return see_other(f"/webhooks/{subscription_id}?replayed={delivery_id}")
 
 
 # --- what we are owed ---------------------------------------------------------------------------
+
 
 @router.get("/owed")
 async def owed(request: Request) -> Response:
@@ -275,7 +350,13 @@ async def owed(request: Request) -> Response:
 @router.get("/owed/statement.csv")
 async def our_statement(request: Request) -> Response:
     user = need_role(request, "charity")
-    response = await request.app.state.apis.call(user, "funding-ledger", "GET", f"/statements/{user.organisation_id}",
-                                                 params={"format": "csv"})
-    return Response(response.content, media_type="text/csv; charset=utf-8", headers={
-        "Content-Disposition": response.headers.get("content-disposition", 'attachment; filename="statement.csv"')})
+    response = await request.app.state.apis.call(
+        user, "funding-ledger", "GET", f"/statements/{user.organisation_id}", params={"format": "csv"}
+    )
+    return Response(
+        response.content,
+        media_type="text/csv; charset=utf-8",
+        headers={
+            "Content-Disposition": response.headers.get("content-disposition", 'attachment; filename="statement.csv"')
+        },
+    )

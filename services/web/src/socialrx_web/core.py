@@ -15,8 +15,18 @@ from .chart import pounds
 from .session import User, csrf_ok, csrf_token, current_user
 
 HERE = Path(__file__).parent
-ROLE_NAMES = {"link_worker": "Link worker", "charity": "Charity", "finance": "Finance officer", "admin": "Administrator"}
-ROLE_PLURALS = {"link_worker": "link workers", "charity": "charities", "finance": "finance officers", "admin": "administrators"}
+ROLE_NAMES = {
+    "link_worker": "Link worker",
+    "charity": "Charity",
+    "finance": "Finance officer",
+    "admin": "Administrator",
+}
+ROLE_PLURALS = {
+    "link_worker": "link workers",
+    "charity": "charities",
+    "finance": "finance officers",
+    "admin": "administrators",
+}
 
 
 def _date(value: Any) -> str:
@@ -38,8 +48,11 @@ def _label(value: Any) -> str:
 
 env = Environment(
     loader=ChoiceLoader([FileSystemLoader(HERE / "templates"), PackageLoader("nhsuk_frontend_jinja")]),
-    undefined=ChainableUndefined, autoescape=True,
+    undefined=ChainableUndefined,
+    autoescape=True,
 )
+
+
 def _pounds(value: Any) -> str:
     # A missing figure (a malformed remittance line has no amount) shows as nothing, not £0.00.
     return pounds(value) if isinstance(value, int) and not isinstance(value, bool) else ""
@@ -72,9 +85,12 @@ def user_of(request: Request) -> User:
 def need_role(request: Request, *roles: str) -> User:
     user = user_of(request)
     if user.role not in roles:
-        raise PageError(403, "You cannot use this page",
-                        f"This page is for {' or '.join(ROLE_PLURALS[r] for r in roles)}. "
-                        f"You are signed in as a {ROLE_NAMES[user.role].lower()}.")
+        raise PageError(
+            403,
+            "You cannot use this page",
+            f"This page is for {' or '.join(ROLE_PLURALS[r] for r in roles)}. "
+            f"You are signed in as a {ROLE_NAMES[user.role].lower()}.",
+        )
     return user
 
 
@@ -83,22 +99,35 @@ async def checked_form(request: Request) -> Any:
     # A remittance (up to 5 MB) comes back as a form field when it is posted after its check.
     form = await request.form(max_part_size=6 * 1024 * 1024)
     if not csrf_ok(request, form.get("csrf_token")):
-        raise PageError(403, "This form has expired",
-                        "The form was not sent from this site, or your session changed. Go back, reload the "
-                        "page and try again.")
+        raise PageError(
+            403,
+            "This form has expired",
+            "The form was not sent from this site, or your session changed. Go back, reload the page and try again.",
+        )
     return form
 
 
 def render(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
     user = current_user(request)
     settings = request.app.state.settings
-    response = templates.TemplateResponse(request, template, {
-        "user": user, "csrf_token": csrf_token(request), "dev_mode": settings.dev_signin_allowed,
-        "oidc": bool(settings.oidc_issuer), "path": request.url.path, **context,
-    }, status_code=status_code)
+    response = templates.TemplateResponse(
+        request,
+        template,
+        {
+            "user": user,
+            "csrf_token": csrf_token(request),
+            "dev_mode": settings.dev_signin_allowed,
+            "oidc": bool(settings.oidc_issuer),
+            "path": request.url.path,
+            **context,
+        },
+        status_code=status_code,
+    )
     if status_code >= 400 and is_htmx(request):
         # An in-place action that was refused shows the refusal as the page's content, not nothing.
-        response.headers.update({"HX-Retarget": "#maincontent", "HX-Reswap": "outerHTML", "HX-Reselect": "#maincontent"})
+        response.headers.update(
+            {"HX-Retarget": "#maincontent", "HX-Reswap": "outerHTML", "HX-Reselect": "#maincontent"}
+        )
     return response
 
 

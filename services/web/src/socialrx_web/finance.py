@@ -52,8 +52,16 @@ async def agreements(request: Request) -> Response:
 async def _agreements_page(request: Request, user, errors: dict, values: dict, status: int) -> Response:
     items = (await request.app.state.apis.get(user, "funding-ledger", "/agreements"))["items"]
     openapi = await request.app.state.apis.get(None, "funding-ledger", "/openapi.json")
-    return render(request, "agreements.html", status, items=items, orgs=await organisations(request), errors=errors,
-                  values=values, can_end=patch_fields(openapi) >= {"ends_on"})
+    return render(
+        request,
+        "agreements.html",
+        status,
+        items=items,
+        orgs=await organisations(request),
+        errors=errors,
+        values=values,
+        can_end=patch_fields(openapi) >= {"ends_on"},
+    )
 
 
 def patch_fields(openapi: dict) -> set[str]:
@@ -62,7 +70,7 @@ def patch_fields(openapi: dict) -> set[str]:
     operation = openapi.get("paths", {}).get("/agreements/{agreement_id}", {}).get("patch")
     if not isinstance(operation, dict):
         return set()
-    schema = (operation.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {}))
+    schema = operation.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {})
     ref = schema.get("$ref", "")
     if ref.startswith("#/components/schemas/"):
         schema = openapi.get("components", {}).get("schemas", {}).get(ref.rsplit("/", 1)[1], {})
@@ -77,8 +85,9 @@ async def end_agreement(request: Request, agreement_id: str) -> Response:
     ends_on = _parse_date(str(form.get("ends_on") or "").strip(), f"ends_on-{agreement_id}", errors)
     if not errors:
         try:
-            await request.app.state.apis.json(user, "funding-ledger", "PATCH", f"/agreements/{agreement_id}",
-                                              json={"ends_on": ends_on.isoformat()})
+            await request.app.state.apis.json(
+                user, "funding-ledger", "PATCH", f"/agreements/{agreement_id}", json={"ends_on": ends_on.isoformat()}
+            )
             return see_other("/agreements?ended=1")
         except ApiError as exc:
             if exc.status not in (404, 405, 409, 422):
@@ -91,15 +100,28 @@ async def end_agreement(request: Request, agreement_id: str) -> Response:
 async def create_agreement(request: Request) -> Response:
     user = need_role(request, "finance")
     form = await checked_form(request)
-    keys = ("organisation_id", "per_referral", "per_outcome", "block_grant", "cap", "period", "days_after_period_end",
-            "starts_on", "ends_on")
+    keys = (
+        "organisation_id",
+        "per_referral",
+        "per_outcome",
+        "block_grant",
+        "cap",
+        "period",
+        "days_after_period_end",
+        "starts_on",
+        "ends_on",
+    )
     values = {k: str(form.get(k) or "").strip() for k in keys}
     errors: dict[str, str] = {}
     if not values["organisation_id"]:
         errors["organisation_id"] = "Select the organisation"
     body: dict = {"organisation_id": values["organisation_id"], "period": values["period"] or "quarterly"}
-    for key, api_key in (("per_referral", "per_referral_pence"), ("per_outcome", "per_outcome_pence"),
-                         ("block_grant", "block_grant_pence_per_period"), ("cap", "cap_pence_per_year")):
+    for key, api_key in (
+        ("per_referral", "per_referral_pence"),
+        ("per_outcome", "per_outcome_pence"),
+        ("block_grant", "block_grant_pence_per_period"),
+        ("cap", "cap_pence_per_year"),
+    ):
         if values[key]:
             pence = pence_from(values[key])
             if pence is None:
@@ -129,10 +151,17 @@ async def payments(request: Request, status: str = "open") -> Response:
     user = need_role(request, "finance")
     if status not in ("open", "settled", "all"):
         raise PageError(400, "There is a problem", "Choose open, settled or all.")
-    page = await request.app.state.apis.get(user, "funding-ledger", "/payments", per_page=1000,
-                                            status=None if status == "all" else status)
-    return render(request, "payments.html", items=page["items"], total=page["total"], status=status,
-                  orgs=await organisations(request))
+    page = await request.app.state.apis.get(
+        user, "funding-ledger", "/payments", per_page=1000, status=None if status == "all" else status
+    )
+    return render(
+        request,
+        "payments.html",
+        items=page["items"],
+        total=page["total"],
+        status=status,
+        orgs=await organisations(request),
+    )
 
 
 @router.get("/arrears")
@@ -152,21 +181,35 @@ async def arrears(request: Request, as_of: str = "") -> Response:
 @router.get("/statements/{organisation_id}")
 async def statement(request: Request, organisation_id: str, start: str = "", end: str = "") -> Response:
     user = need_role(request, "finance", "admin")
-    body = await request.app.state.apis.get(user, "funding-ledger", f"/statements/{organisation_id}",
-                                            **{"from": start or None, "to": end or None})
+    body = await request.app.state.apis.get(
+        user, "funding-ledger", f"/statements/{organisation_id}", **{"from": start or None, "to": end or None}
+    )
     orgs = await organisations(request)
-    return render(request, "statement.html", s=body, organisation_id=organisation_id,
-                  name=orgs.get(organisation_id, organisation_id), start=start, end=end)
+    return render(
+        request,
+        "statement.html",
+        s=body,
+        organisation_id=organisation_id,
+        name=orgs.get(organisation_id, organisation_id),
+        start=start,
+        end=end,
+    )
 
 
 @router.get("/statements/{organisation_id}/csv")
 async def statement_csv(request: Request, organisation_id: str, start: str = "", end: str = "") -> Response:
     user = need_role(request, "finance", "admin")
     params = {k: v for k, v in (("from", start), ("to", end), ("format", "csv")) if v}
-    response = await request.app.state.apis.call(user, "funding-ledger", "GET", f"/statements/{organisation_id}",
-                                                 params=params)
-    return Response(response.content, media_type="text/csv; charset=utf-8", headers={
-        "Content-Disposition": response.headers.get("content-disposition", 'attachment; filename="statement.csv"')})
+    response = await request.app.state.apis.call(
+        user, "funding-ledger", "GET", f"/statements/{organisation_id}", params=params
+    )
+    return Response(
+        response.content,
+        media_type="text/csv; charset=utf-8",
+        headers={
+            "Content-Disposition": response.headers.get("content-disposition", 'attachment; filename="statement.csv"')
+        },
+    )
 
 
 @router.get("/settlements")
@@ -177,16 +220,25 @@ async def settlements(request: Request) -> Response:
 
 async def _settlements_page(request: Request, user, errors: dict, values: dict, status: int) -> Response:
     items = (await request.app.state.apis.get(user, "funding-ledger", "/settlements"))["items"]
-    return render(request, "settlements.html", status, items=items, orgs=await organisations(request), errors=errors,
-                  values=values)
+    return render(
+        request,
+        "settlements.html",
+        status,
+        items=items,
+        orgs=await organisations(request),
+        errors=errors,
+        values=values,
+    )
 
 
 @router.post("/settlements")
 async def record_settlement(request: Request) -> Response:
     user = need_role(request, "finance")
     form = await checked_form(request)
-    values = {k: str(form.get(k) or "").strip() for k in ("organisation_id", "amount", "paid_on", "reference",
-                                                           "idempotency_key")}
+    values = {
+        k: str(form.get(k) or "").strip()
+        for k in ("organisation_id", "amount", "paid_on", "reference", "idempotency_key")
+    }
     errors: dict[str, str] = {}
     if not values["organisation_id"]:
         errors["organisation_id"] = "Select the organisation you paid"
@@ -199,10 +251,18 @@ async def record_settlement(request: Request) -> Response:
     if not errors:
         try:
             await request.app.state.apis.json(
-                user, "funding-ledger", "POST", "/settlements",
-                json={"organisation_id": values["organisation_id"], "amount_pence": amount,
-                      "paid_on": paid_on.isoformat(), "reference": values["reference"]},
-                headers={"Idempotency-Key": values["idempotency_key"] or str(uuid.uuid4())})
+                user,
+                "funding-ledger",
+                "POST",
+                "/settlements",
+                json={
+                    "organisation_id": values["organisation_id"],
+                    "amount_pence": amount,
+                    "paid_on": paid_on.isoformat(),
+                    "reference": values["reference"],
+                },
+                headers={"Idempotency-Key": values["idempotency_key"] or str(uuid.uuid4())},
+            )
             return see_other("/settlements?recorded=1")
         except ApiError as exc:
             if exc.status not in (409, 422):
@@ -228,23 +288,47 @@ async def reconcile(request: Request) -> Response:
     if upload is not None and hasattr(upload, "read"):
         raw = await upload.read(MAX_REMITTANCE_BYTES + 1)
         if len(raw) > MAX_REMITTANCE_BYTES:
-            return render(request, "reconciliation.html", 413, result=None, csv_text="",
-                          error="The file is larger than 5 MB. Split the remittance and upload each part.")
+            return render(
+                request,
+                "reconciliation.html",
+                413,
+                result=None,
+                csv_text="",
+                error="The file is larger than 5 MB. Split the remittance and upload each part.",
+            )
         try:
             text = raw.decode("utf-8-sig")
         except UnicodeDecodeError:
-            return render(request, "reconciliation.html", 400, result=None, csv_text="",
-                          error="The file is not UTF-8 text. Save it as 'CSV UTF-8' and upload it again.")
+            return render(
+                request,
+                "reconciliation.html",
+                400,
+                result=None,
+                csv_text="",
+                error="The file is not UTF-8 text. Save it as 'CSV UTF-8' and upload it again.",
+            )
     if not text.strip():
-        return render(request, "reconciliation.html", 400, result=None, csv_text="",
-                      error="Select a remittance CSV file to upload")
+        return render(
+            request,
+            "reconciliation.html",
+            400,
+            result=None,
+            csv_text="",
+            error="Select a remittance CSV file to upload",
+        )
     try:
         result = await request.app.state.apis.json(
-            user, "funding-ledger", "POST", "/reconciliation", params={"post": "true" if post else "false"},
-            files={"file": ("remittance.csv", text.encode(), "text/csv")})
+            user,
+            "funding-ledger",
+            "POST",
+            "/reconciliation",
+            params={"post": "true" if post else "false"},
+            files={"file": ("remittance.csv", text.encode(), "text/csv")},
+        )
     except ApiError as exc:
         if exc.status not in (413, 422):
             raise
         return render(request, "reconciliation.html", 400, result=None, csv_text="", error=exc.message)
-    return render(request, "reconciliation.html", result=result, csv_text=text, error=None,
-                  orgs=await organisations(request))
+    return render(
+        request, "reconciliation.html", result=result, csv_text=text, error=None, orgs=await organisations(request)
+    )

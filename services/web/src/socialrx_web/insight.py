@@ -18,9 +18,11 @@ from .finance import organisations
 
 router = APIRouter()
 FORECAST_WEEKS = 26
-KINDS = {"open_payment_at_due_date": "Payment due (this PCN usually pays on time)",
-         "open_payment_moved_by_pcn_median_lateness": "Payment due, moved by how late this PCN usually pays",
-         "likely_outcome_fee": "Likely outcome fee (accepted referrals still waiting for an outcome)"}
+KINDS = {
+    "open_payment_at_due_date": "Payment due (this PCN usually pays on time)",
+    "open_payment_moved_by_pcn_median_lateness": "Payment due, moved by how late this PCN usually pays",
+    "likely_outcome_fee": "Likely outcome fee (accepted referrals still waiting for an outcome)",
+}
 
 
 def _today() -> date:
@@ -29,9 +31,16 @@ def _today() -> date:
 
 def forecast_rows(forecast: dict) -> list[dict]:
     """The weeks that expect money, each line with its kind said in words."""
-    return [{**week, "lines": [{**line, "kind_text": KINDS.get(line["kind"], line["kind"].replace("_", " "))}
-                               for line in week["lines"]]}
-            for week in forecast["by_week"] if week["lines"]]
+    return [
+        {
+            **week,
+            "lines": [
+                {**line, "kind_text": KINDS.get(line["kind"], line["kind"].replace("_", " "))} for line in week["lines"]
+            ],
+        }
+        for week in forecast["by_week"]
+        if week["lines"]
+    ]
 
 
 async def money_insight(request: Request, user, organisation_id: str) -> dict:
@@ -46,8 +55,9 @@ async def money_insight(request: Request, user, organisation_id: str) -> dict:
 async def forecast_page(request: Request, organisation_id: str) -> Response:
     """One organisation's forecast and late-payment figure (a charity: its own; finance: its PCN's share)."""
     user = need_role(request, "charity", "finance")
-    return render(request, "forecast.html", organisation_id=organisation_id,
-                  **await money_insight(request, user, organisation_id))
+    return render(
+        request, "forecast.html", organisation_id=organisation_id, **await money_insight(request, user, organisation_id)
+    )
 
 
 def window(start: str, end: str) -> tuple[dict, dict[str, str]]:
@@ -79,15 +89,28 @@ async def prompt_payment(request: Request, start: str = "", end: str = "") -> Re
     values, errors = window(start, end)
     if errors:
         return render(request, "prompt_payment.html", 400, values=values, errors=errors, report=None)
-    report = await request.app.state.apis.get(user, "funding-ledger", "/reports/prompt-payment",
-                                              **{"from": values["start"], "to": values["end"]})
+    report = await request.app.state.apis.get(
+        user, "funding-ledger", "/reports/prompt-payment", **{"from": values["start"], "to": values["end"]}
+    )
     orgs = await organisations(request)
     by_org = [(orgs.get(r["organisation_id"], r["organisation_id"]), r) for r in report["by_organisation"]]
     by_pcn = [(f"PCN {r['pcn_id']}", r) for r in report["by_pcn"]]
-    svg = prompt_payment_chart(by_org, title=f"Payments due from {values['start']} to {values['end']}, by organisation "
-                                             "and how promptly they were paid")
-    return render(request, "prompt_payment.html", values=values, errors={}, report=report, by_org=by_org,
-                  by_pcn=by_pcn, svg=svg, series=PROMPT_SERIES)
+    svg = prompt_payment_chart(
+        by_org,
+        title=f"Payments due from {values['start']} to {values['end']}, by organisation "
+        "and how promptly they were paid",
+    )
+    return render(
+        request,
+        "prompt_payment.html",
+        values=values,
+        errors={},
+        report=report,
+        by_org=by_org,
+        by_pcn=by_pcn,
+        svg=svg,
+        series=PROMPT_SERIES,
+    )
 
 
 @router.get("/unmet-need")
@@ -96,10 +119,13 @@ async def unmet_need(request: Request, start: str = "", end: str = "") -> Respon
     values, errors = window(start, end)
     if errors:
         return render(request, "unmet_need.html", 400, values=values, errors=errors, report=None)
-    report = await request.app.state.apis.get(user, "directory", "/reports/unmet-need",
-                                              **{"from": values["start"], "to": values["end"]})
+    report = await request.app.state.apis.get(
+        user, "directory", "/reports/unmet-need", **{"from": values["start"], "to": values["end"]}
+    )
     rows = [(f"{r['need'].replace('-', ' ').capitalize()}, {r['postcode_district']}", r) for r in report["items"]]
-    svg = unmet_need_chart(rows, title=f"Unmet need from {values['start']} to {values['end']}, by need, district "
-                                       "and reason")
-    return render(request, "unmet_need.html", values=values, errors={}, report=report, rows=rows, svg=svg,
-                  series=UNMET_SERIES)
+    svg = unmet_need_chart(
+        rows, title=f"Unmet need from {values['start']} to {values['end']}, by need, district and reason"
+    )
+    return render(
+        request, "unmet_need.html", values=values, errors={}, report=report, rows=rows, svg=svg, series=UNMET_SERIES
+    )

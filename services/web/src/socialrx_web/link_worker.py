@@ -43,9 +43,15 @@ async def find_service(request: Request, q: str = "", need: str = "", postcode: 
     if q or need or postcode:
         term_id = next((t["id"] for t in terms if t["term"] == need), None)
         try:
-            page = await apis.get(user, "directory", "/services", search=q.strip()[:200] or None,
-                                  taxonomy_term_id=term_id if need else None,
-                                  postcode=postcode.strip()[:10] or None, per_page=100)
+            page = await apis.get(
+                user,
+                "directory",
+                "/services",
+                search=q.strip()[:200] or None,
+                taxonomy_term_id=term_id if need else None,
+                postcode=postcode.strip()[:10] or None,
+                per_page=100,
+            )
             results = page["contents"]
         except ApiError as exc:
             if exc.status != 422:
@@ -73,14 +79,22 @@ def _form_values(form: Any) -> dict[str, str]:
 
 # Where an API validation error (its `loc`) belongs on the form.
 FIELD_OF_LOC = {("person", k): k for k in PERSON_FIELDS} | {
-    ("person", "date_of_birth"): "dob", ("needs",): "needs", ("practice_id",): "practice_id", ("consent",): "consent"}
+    ("person", "date_of_birth"): "dob",
+    ("needs",): "needs",
+    ("practice_id",): "practice_id",
+    ("consent",): "consent",
+}
 FIRST_INPUT = {"dob": "dob_day", "needs": "needs", "consent": "consent"}
 
 
 def _referral_errors(values: dict) -> dict[str, str]:
     errors = {}
-    for key, words in (("given_name", "first name"), ("family_name", "last name"), ("nhs_number", "NHS number"),
-                       ("postcode", "postcode")):
+    for key, words in (
+        ("given_name", "first name"),
+        ("family_name", "last name"),
+        ("nhs_number", "NHS number"),
+        ("postcode", "postcode"),
+    ):
         if not values[key]:
             errors[key] = f"Enter the person's {words}"
     try:
@@ -116,8 +130,16 @@ def _api_field_errors(exc: ApiError) -> dict[str, str]:
 async def _refer_page(request: Request, service: dict, values: dict, errors: dict, status: int = 200) -> Response:
     terms = await need_terms(request)
     offered = set(service.get("x_socialrx", {}).get("needs", []))
-    return render(request, "refer.html", status, service=service, values=values, errors=errors,
-                  terms=[t for t in terms if t["term"] in offered] or terms, first_input=FIRST_INPUT)
+    return render(
+        request,
+        "refer.html",
+        status,
+        service=service,
+        values=values,
+        errors=errors,
+        terms=[t for t in terms if t["term"] in offered] or terms,
+        first_input=FIRST_INPUT,
+    )
 
 
 @router.get("/refer/{service_id}")
@@ -126,11 +148,18 @@ async def refer_form(request: Request, service_id: str) -> Response:
     service = await _service(request, service_id)
     gate = service.get("x_socialrx", {})
     if not gate.get("accepting_referrals"):
-        raise PageError(409, "This service is not accepting referrals",
-                        f"{service['name']}: {gate.get('not_accepting_reason') or 'not accepting referrals'}. "
-                        "Find another service.")
-    values = {"needs": [], "consent": False, "practice_id": user.practice_id or "",
-              "idempotency_key": str(uuid.uuid4())}
+        raise PageError(
+            409,
+            "This service is not accepting referrals",
+            f"{service['name']}: {gate.get('not_accepting_reason') or 'not accepting referrals'}. "
+            "Find another service.",
+        )
+    values = {
+        "needs": [],
+        "consent": False,
+        "practice_id": user.practice_id or "",
+        "idempotency_key": str(uuid.uuid4()),
+    }
     return await _refer_page(request, service, values, {})
 
 
@@ -145,14 +174,26 @@ async def refer(request: Request, service_id: str) -> Response:
     if errors:
         return await _refer_page(request, service, values, errors, 400)
     person = {k: values[k] for k in PERSON_FIELDS if values[k]}
-    person["date_of_birth"] = date(int(values["dob_year"]), int(values["dob_month"]), int(values["dob_day"])).isoformat()
-    body = {"service_id": service_id, "needs": values["needs"], "person": person,
-            "consent": {"given": True, "recorded_at": datetime.now(timezone.utc).isoformat()}}
+    person["date_of_birth"] = date(
+        int(values["dob_year"]), int(values["dob_month"]), int(values["dob_day"])
+    ).isoformat()
+    body = {
+        "service_id": service_id,
+        "needs": values["needs"],
+        "person": person,
+        "consent": {"given": True, "recorded_at": datetime.now(timezone.utc).isoformat()},
+    }
     if values["practice_id"]:
         body["practice_id"] = values["practice_id"].upper()
     try:
-        created = await request.app.state.apis.json(user, "referral-intake", "POST", "/referrals", json=body,
-                                                    headers={"Idempotency-Key": values["idempotency_key"]})
+        created = await request.app.state.apis.json(
+            user,
+            "referral-intake",
+            "POST",
+            "/referrals",
+            json=body,
+            headers={"Idempotency-Key": values["idempotency_key"]},
+        )
     except ApiError as exc:
         if exc.status not in (404, 409, 422):
             raise
@@ -170,13 +211,15 @@ async def my_referrals(request: Request, status: str = "") -> Response:
     names = await service_names(request)
     # Oldest first: the people waiting longest come to the top.
     items = sorted(page["items"], key=lambda r: r["created_at"])
-    return render(request, "referrals.html", items=items, total=page["total"], status=status, statuses=STATUSES,
-                  names=names)
+    return render(
+        request, "referrals.html", items=items, total=page["total"], status=status, statuses=STATUSES, names=names
+    )
 
 
 async def service_names(request: Request, organisation_id: str | None = None) -> dict[str, str]:
-    page = await request.app.state.apis.get(None, "directory", "/services", per_page=500,
-                                            organization_id=organisation_id)
+    page = await request.app.state.apis.get(
+        None, "directory", "/services", per_page=500, organization_id=organisation_id
+    )
     return {s["id"]: s["name"] for s in page["contents"]}
 
 
@@ -192,18 +235,30 @@ async def referral_page(request: Request, referral_id: str, created: str = "", r
             raise
         outcomes = None
     names = await service_names(request, referral["organisation_id"])
-    return render(request, "referral.html", r=referral, outcomes=outcomes, created=bool(created),
-                  recorded=bool(recorded), service_name=names.get(referral["service_id"], "a service"))
+    return render(
+        request,
+        "referral.html",
+        r=referral,
+        outcomes=outcomes,
+        created=bool(created),
+        recorded=bool(recorded),
+        service_name=names.get(referral["service_id"], "a service"),
+    )
 
 
 def _outcome_values(form: Any | None) -> dict:
     if form is None:
         return {"status": "", "sessions_attended": "", "measures": {}}
-    values = {"status": str(form.get("status") or ""), "sessions_attended": str(form.get("sessions_attended") or "").strip(),
-              "measures": {}}
+    values = {
+        "status": str(form.get("status") or ""),
+        "sessions_attended": str(form.get("sessions_attended") or "").strip(),
+        "measures": {},
+    }
     for name, (count, _, _) in INSTRUMENTS.items():
-        values["measures"][name] = {"phase": str(form.get(f"{name}_phase") or ""),
-                                    "answers": [str(form.get(f"{name}_{i}") or "") for i in range(1, count + 1)]}
+        values["measures"][name] = {
+            "phase": str(form.get(f"{name}_phase") or ""),
+            "answers": [str(form.get(f"{name}_{i}") or "") for i in range(1, count + 1)],
+        }
     return values
 
 
@@ -214,7 +269,7 @@ def _outcome_body(values: dict) -> tuple[dict, dict[str, str]]:
     if not values["sessions_attended"].isdigit() or int(values["sessions_attended"]) > 1000:
         errors["sessions_attended"] = "Enter the number of sessions attended, a whole number like 6"
     measures = []
-    for name, (count, low, high) in INSTRUMENTS.items():
+    for name, (_count, low, high) in INSTRUMENTS.items():
         given = values["measures"][name]
         if not given["phase"]:
             continue
@@ -227,7 +282,11 @@ def _outcome_body(values: dict) -> tuple[dict, dict[str, str]]:
             errors[f"{name}_{bad[0]}"] = f"{name}: answer every item from {low} to {high} (item {bad[0]} is missing)"
             continue
         measures.append({"instrument": name, "phase": given["phase"], "answers": [int(a) for a in answers]})
-    body = {"status": values["status"], "sessions_attended": int(values["sessions_attended"] or 0), "measures": measures}
+    body = {
+        "status": values["status"],
+        "sessions_attended": int(values["sessions_attended"] or 0),
+        "measures": measures,
+    }
     return body, errors
 
 
@@ -235,8 +294,15 @@ def _outcome_body(values: dict) -> tuple[dict, dict[str, str]]:
 async def outcome_form(request: Request, referral_id: str) -> Response:
     user = need_role(request, "link_worker", "charity")
     referral = await request.app.state.apis.get(user, "referral-intake", f"/referrals/{referral_id}")
-    return render(request, "outcome.html", r=referral, values=_outcome_values(None), errors={},
-                  instruments=INSTRUMENTS, ons4=ONS4_QUESTIONS)
+    return render(
+        request,
+        "outcome.html",
+        r=referral,
+        values=_outcome_values(None),
+        errors={},
+        instruments=INSTRUMENTS,
+        ons4=ONS4_QUESTIONS,
+    )
 
 
 @router.post("/referrals/{referral_id}/outcome")
@@ -255,5 +321,13 @@ async def record_outcome(request: Request, referral_id: str) -> Response:
                 raise
             errors = {"form": exc.message}
     referral = await apis.get(user, "referral-intake", f"/referrals/{referral_id}")
-    return render(request, "outcome.html", 400, r=referral, values=values, errors=errors, instruments=INSTRUMENTS,
-                  ons4=ONS4_QUESTIONS)
+    return render(
+        request,
+        "outcome.html",
+        400,
+        r=referral,
+        values=values,
+        errors=errors,
+        instruments=INSTRUMENTS,
+        ons4=ONS4_QUESTIONS,
+    )

@@ -33,15 +33,17 @@ class WebSettings(BaseSettings):
     api_timeout_s: float = Field(15.0, validation_alias="SOCIALRX_WEB_API_TIMEOUT_S")
 
     @model_validator(mode="after")
-    def _secrets(self) -> "WebSettings":
+    def _secrets(self) -> WebSettings:
         if self.session_secret is not None and not self.session_secret.get_secret_value():
             self.session_secret = None  # an empty variable (compose's default) is no secret
         if self.session_secret is not None and len(self.session_secret.get_secret_value()) < 32:
             raise ValueError("SOCIALRX_WEB_SESSION_SECRET must be at least 32 characters (e.g. openssl rand -hex 32)")
         if self.session_secret is None:
             if not self.dev_signin:
-                raise ValueError("SOCIALRX_WEB_SESSION_SECRET is required (a long random string) unless "
-                                 "SOCIALRX_DEV_SIGNIN=1 on a development machine")
+                raise ValueError(
+                    "SOCIALRX_WEB_SESSION_SECRET is required (a long random string) unless "
+                    "SOCIALRX_DEV_SIGNIN=1 on a development machine"
+                )
             # Development: a fresh key per start; signing in again after a restart is fine there.
             self.session_secret = SecretStr(secrets.token_urlsafe(48))
         if self.oidc_issuer and not (self.oidc_client_id and self.oidc_client_secret):
@@ -58,5 +60,9 @@ class WebSettings(BaseSettings):
         return self.cookie_secure if self.cookie_secure is not None else not self.dev_signin
 
     def api_urls(self) -> dict[str, str]:
-        return {"referral-intake": self.referral_intake_url, "directory": self.directory_url,
-                "outcomes": self.outcomes_url, "funding-ledger": self.funding_ledger_url}
+        return {
+            "referral-intake": self.referral_intake_url,
+            "directory": self.directory_url,
+            "outcomes": self.outcomes_url,
+            "funding-ledger": self.funding_ledger_url,
+        }

@@ -38,17 +38,25 @@ async def sign_out_page(request: Request) -> Response:
 
 # --- development sign-in --------------------------------------------------------------------
 
+
 def _dev_allowed(request: Request) -> None:
     if not request.app.state.settings.dev_signin_allowed:
-        raise PageError(404, "Page not found", "The development sign-in is switched off here. Sign in with your "
-                                               "organisation's account instead.")
+        raise PageError(
+            404,
+            "Page not found",
+            "The development sign-in is switched off here. Sign in with your organisation's account instead.",
+        )
 
 
 @router.get("/dev/sign-in")
 async def dev_sign_in_form(request: Request) -> Response:
     _dev_allowed(request)
-    return render(request, "dev_sign_in.html", values={"role": "link_worker", "pcn_id": "U12345",
-                                                       "practice_id": "B82005"}, errors={})
+    return render(
+        request,
+        "dev_sign_in.html",
+        values={"role": "link_worker", "pcn_id": "U12345", "practice_id": "B82005"},
+        errors={},
+    )
 
 
 @router.post("/dev/sign-in")
@@ -70,18 +78,23 @@ async def dev_sign_in(request: Request) -> Response:
         errors["practice_id"] = "Enter the GP practice's ODS code, like B82005, or leave it empty"
     if errors:
         return render(request, "dev_sign_in.html", 400, values=values, errors=errors)
-    claims = {"pcn_id": values["pcn_id"] if role in ("link_worker", "finance") else None,
-              "organisation_id": values["organisation_id"] if role == "charity" else None,
-              "practice_id": values["practice_id"] if role == "link_worker" and values["practice_id"] else None}
+    claims = {
+        "pcn_id": values["pcn_id"] if role in ("link_worker", "finance") else None,
+        "organisation_id": values["organisation_id"] if role == "charity" else None,
+        "practice_id": values["practice_id"] if role == "link_worker" and values["practice_id"] else None,
+    }
     sub = f"dev-{role}-{uuid.uuid4().hex[:8]}"
     secret = request.app.state.settings.jwt_secret.get_secret_value()
     token = mint_token(secret, sub=sub, role=role, ttl_s=DEV_TOKEN_TTL_S, **claims)
-    sign_in(request, User(token=token, sub=sub, role=role, expires_at=int(time.time()) + DEV_TOKEN_TTL_S,
-                          dev=True, **claims))
+    sign_in(
+        request,
+        User(token=token, sub=sub, role=role, expires_at=int(time.time()) + DEV_TOKEN_TTL_S, dev=True, **claims),
+    )
     return see_other(HOME[role])
 
 
 # --- OpenID Connect ---------------------------------------------------------------------------
+
 
 def _oauth(request: Request):
     settings = request.app.state.settings
@@ -93,7 +106,9 @@ def _oauth(request: Request):
 
         oauth = OAuth()
         client = oauth.register(
-            "idp", client_id=settings.oidc_client_id, client_secret=settings.oidc_client_secret.get_secret_value(),
+            "idp",
+            client_id=settings.oidc_client_id,
+            client_secret=settings.oidc_client_secret.get_secret_value(),
             server_metadata_url=settings.oidc_issuer.rstrip("/") + "/.well-known/openid-configuration",
             client_kwargs={"scope": settings.oidc_scope, "code_challenge_method": "S256"},
         )
@@ -122,10 +137,22 @@ async def oidc_callback(request: Request) -> Response:
     claims = jwt.decode(access, options={"verify_signature": False})
     role = claims.get("role")
     if role not in ROLES:
-        raise PageError(403, "Your account has no socialrx role",
-                        "Ask your administrator to give your account a role: link_worker, charity, finance or admin.")
+        raise PageError(
+            403,
+            "Your account has no socialrx role",
+            "Ask your administrator to give your account a role: link_worker, charity, finance or admin.",
+        )
     expires_at = int(claims.get("exp") or token.get("expires_at") or time.time() + 300)
-    sign_in(request, User(token=access, sub=str(claims.get("sub")), role=role, expires_at=expires_at,
-                          pcn_id=claims.get("pcn_id"), organisation_id=claims.get("organisation_id"),
-                          practice_id=claims.get("practice_id")))
+    sign_in(
+        request,
+        User(
+            token=access,
+            sub=str(claims.get("sub")),
+            role=role,
+            expires_at=expires_at,
+            pcn_id=claims.get("pcn_id"),
+            organisation_id=claims.get("organisation_id"),
+            practice_id=claims.get("practice_id"),
+        ),
+    )
     return see_other(HOME[role])

@@ -17,16 +17,29 @@ UPLOAD_TIMEOUT_S = 120.0
 
 # The services' own limits (referral-intake 12 MB, outcomes 5 MB): refused here before sending.
 PAGES = {
-    "outcomes": {"path": "/upload-outcomes", "role": "charity", "service": "outcomes", "endpoint": "/outcomes/bulk",
-                 "max_bytes": 5_000_000, "title": "Upload outcomes"},
-    "referrals": {"path": "/upload-referrals", "role": "link_worker", "service": "referral-intake",
-                  "endpoint": "/referrals/bulk", "max_bytes": 12_000_000, "title": "Upload referrals"},
+    "outcomes": {
+        "path": "/upload-outcomes",
+        "role": "charity",
+        "service": "outcomes",
+        "endpoint": "/outcomes/bulk",
+        "max_bytes": 5_000_000,
+        "title": "Upload outcomes",
+    },
+    "referrals": {
+        "path": "/upload-referrals",
+        "role": "link_worker",
+        "service": "referral-intake",
+        "endpoint": "/referrals/bulk",
+        "max_bytes": 12_000_000,
+        "title": "Upload referrals",
+    },
 }
 
 
 def _page(request: Request, kind: str, status_code: int = 200, **context: object) -> Response:
-    return render(request, "upload.html", status_code, kind=kind, page=PAGES[kind],
-                  **{"result": None, "error": None, **context})
+    return render(
+        request, "upload.html", status_code, kind=kind, page=PAGES[kind], **{"result": None, "error": None, **context}
+    )
 
 
 async def _upload(request: Request, kind: str) -> Response:
@@ -41,14 +54,24 @@ async def _upload(request: Request, kind: str) -> Response:
     if not raw.strip():
         return _page(request, kind, 400, error="The file is empty. Select the CSV file you saved from the spreadsheet.")
     if len(raw) > max_bytes:
-        return _page(request, kind, 413, error=f"The file is larger than {max_bytes // 1_000_000} MB. "
-                                              "Split it into several files and upload each.")
+        return _page(
+            request,
+            kind,
+            413,
+            error=f"The file is larger than {max_bytes // 1_000_000} MB. Split it into several files and upload each.",
+        )
     try:
         # A 20,000-line file takes longer than an ordinary call may; sending it again after a timeout
         # is safe (every line is idempotent), so the wait is bounded, not endless.
-        result = await request.app.state.apis.json(user, str(page["service"]), "POST", str(page["endpoint"]),
-                                                   content=raw, headers={"content-type": "text/csv"},
-                                                   timeout=UPLOAD_TIMEOUT_S)
+        result = await request.app.state.apis.json(
+            user,
+            str(page["service"]),
+            "POST",
+            str(page["endpoint"]),
+            content=raw,
+            headers={"content-type": "text/csv"},
+            timeout=UPLOAD_TIMEOUT_S,
+        )
     except ApiError as exc:
         if exc.status not in (413, 415, 422):
             raise

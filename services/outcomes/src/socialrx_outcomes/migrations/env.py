@@ -1,4 +1,4 @@
-from socialrx_shared.migrations import run_env
 from socialrx_outcomes.store import metadata
+from socialrx_shared.migrations import run_env
 
 run_env(metadata)
