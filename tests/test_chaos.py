@@ -175,3 +175,14 @@ def test_an_interrupted_run_leaves_nothing_behind() -> None:
     assert "interrupted; everything started was stopped" in output
     assert len(ports) == 3 + 1 + 8, ports
     assert not [port for port in ports if procs.port_open(port)]
+
+
+def test_a_fault_has_recovered_when_the_lag_is_back_to_where_it_was_not_below_the_loads_own() -> None:
+    monitor = chaos.Monitor.__new__(chaos.Monitor)
+    monitor.lag_ok, monitor.ready = 36, {"outcomes#0": True, "outcomes#1": True}
+    monitor.lag = 900
+    assert not monitor.healthy()  # the load alone keeps 900 records in flight ...
+    assert monitor.healthy(lag_before=1200)  # ... and the fault's backlog is worked off
+    assert not monitor.healthy(lag_before=500)
+    monitor.ready["outcomes#1"] = False
+    assert not monitor.healthy(lag_before=1200)  # a replica still away is not recovered

@@ -319,8 +319,12 @@ class Monitor:
         urls = [r.url for rs in self.stack.replicas.values() for r in rs]
         return dict(zip(names, await asyncio.gather(*(one(u) for u in urls)), strict=False))
 
-    def healthy(self) -> bool:
-        return bool(self.ready) and all(self.ready.values()) and self.lag is not None and self.lag <= self.lag_ok
+    def healthy(self, lag_before: int | None = None) -> bool:
+        """Every replica ready and the consumers back where they were: lag at most `lag_ok`, or at most
+        what it was when the fault struck (under a load near the platform's limit the lag is never
+        small, and "recovered" means the fault's own backlog is worked off, not the load's)."""
+        lag_ok = max(self.lag_ok, lag_before or 0)
+        return bool(self.ready) and all(self.ready.values()) and self.lag is not None and self.lag <= lag_ok
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -386,6 +390,8 @@ class Injector:
             async with locks.setdefault(target, asyncio.Lock()):
                 say(f"  fault: {fault.describe()}")
                 fault.injected_at = time.time()
+                lag_before = self.monitor.lag
+                fault.notes.append(f"consumer lag when injected: {lag_before}")
                 try:
                     await self.inject(fault)
                 except Exception as exc:
@@ -394,9 +400,9 @@ class Injector:
                 fault.ended_at = time.time()
             deadline = time.monotonic() + recover_timeout_s
             await asyncio.sleep(1.0)  # let the monitor see the fault's effect, not the state before it
-            while time.monotonic() < deadline and not self.monitor.healthy():
+            while time.monotonic() < deadline and not self.monitor.healthy(lag_before):
                 await asyncio.sleep(0.5)
-            if self.monitor.healthy():
+            if self.monitor.healthy(lag_before):
                 fault.recovered_at = time.time()
                 say(f"    {fault.kind} {fault.service or ''}: recovered {fault.recovery_s:.1f}s after injection")
             else:
@@ -701,7 +707,9 @@ class Checker:
             ("relay_resends", self.relay_resends),
             ("rebuild_equal", self.rebuild_equal),
             ("no_personal_identifier_on_topics", self.pii_scan),
-            ("webhooks", lambda: self.webhooks(60)),
+            # A replica killed mid-delivery keeps its rows' lease (60 s) and, to keep order, holds back
+            # that subscription's later events until it expires: allow the lease and the backlog.
+            ("webhooks", lambda: self.webhooks(240)),
         ):
             try:
                 out[name] = await check()
