@@ -186,3 +186,31 @@ def test_a_fault_has_recovered_when_the_lag_is_back_to_where_it_was_not_below_th
     assert not monitor.healthy(lag_before=500)
     monitor.ready["outcomes#1"] = False
     assert not monitor.healthy(lag_before=1200)  # a replica still away is not recovered
+
+
+async def test_a_slow_lag_reading_keeps_the_monitors_kafka_clients_until_it_fails_three_times() -> None:
+    monitor = chaos.Monitor.__new__(chaos.Monitor)
+    monitor.stack = chaos.Stack.__new__(chaos.Stack)
+    monitor.stack.replicas = {}
+    monitor.lag, monitor.max_lag, monitor.lag_by_group = 5, 5, {}
+    answers = [TimeoutError(), TimeoutError(), {"outcomes": 7}, TimeoutError(), TimeoutError(), TimeoutError()]
+    closed = []
+
+    async def lag_now() -> dict[str, int]:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    async def close() -> None:
+        closed.append(True)
+
+    monitor.lag_now, monitor.close = lag_now, close
+    await monitor.round()
+    await monitor.round()
+    assert monitor.lag is None and closed == []  # slow twice: unknown, clients kept
+    await monitor.round()
+    assert monitor.lag == 7 and closed == []
+    for _ in range(3):
+        await monitor.round()
+    assert monitor.lag is None and closed == [True]  # three failures in a row: new clients

@@ -259,6 +259,11 @@ class Stack:
 # --- the monitor: readiness and consumer lag, every second ---------------------------------------
 
 
+ROUND_TIMEOUT_S = 30.0
+LAG_TIMEOUT_S = 20.0
+LAG_FAILURES_BEFORE_NEW_CLIENTS = 3
+
+
 class Monitor:
     def __init__(self, stack: Stack, lag_ok: int) -> None:
         self.stack, self.lag_ok = stack, lag_ok
@@ -329,7 +334,7 @@ class Monitor:
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
-                await asyncio.wait_for(self.round(), timeout=15)
+                await asyncio.wait_for(self.round(), timeout=ROUND_TIMEOUT_S)
             except TimeoutError:
                 self.lag = None
                 self.ready = {name: False for name in self.ready}
@@ -354,12 +359,21 @@ class Monitor:
         async with httpx.AsyncClient() as client:
             self.ready = await self.readiness(client)
         try:
-            self.lag_by_group = await asyncio.wait_for(self.lag_now(), timeout=8)
-            self.lag = sum(self.lag_by_group.values())
-            self.max_lag = max(self.max_lag, self.lag)
+            self.lag_by_group = await asyncio.wait_for(self.lag_now(), timeout=LAG_TIMEOUT_S)
         except Exception:
+            # Unknown until it answers again. The clients are replaced only after a few failures in a
+            # row: one broken by a broker restart must go, but on a saturated machine a slow answer is
+            # no reason to throw away connections that took seconds to make (a full run once never
+            # read the lag again after a broker restart: each new client timed out while starting).
             self.lag = None
-            await self.close()
+            self.lag_failures = getattr(self, "lag_failures", 0) + 1
+            if self.lag_failures >= LAG_FAILURES_BEFORE_NEW_CLIENTS:
+                self.lag_failures = 0
+                await self.close()
+            return
+        self.lag_failures = 0
+        self.lag = sum(self.lag_by_group.values())
+        self.max_lag = max(self.max_lag, self.lag)
 
 
 # --- the faults ----------------------------------------------------------------------------------
