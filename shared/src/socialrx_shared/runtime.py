@@ -10,7 +10,7 @@ offsets commit), drain the outbox, close the producer and the database.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from .consumer import EventConsumer
 from .db import make_engine, make_sessionmaker, run_migrations
 from .events import Envelope, EventSpec, Strict
 from .logging import get_logger
-from .outbox import OutboxRelay, stage
+from .outbox import OutboxRelay, stage, stage_many
 from .settings import ServiceSettings
 
 log = get_logger(__name__)
@@ -158,3 +158,7 @@ class ServiceRuntime:
         self, session: AsyncSession, spec: EventSpec, data: Strict, headers: dict[str, str] | None = None
     ) -> Envelope:
         return await stage(session, self.outbox, spec, data, source=self.name, headers=headers)
+
+    async def stage_many(self, session: AsyncSession, spec: EventSpec, items: Sequence[Strict]) -> None:
+        """Stage one event per item with one multi-row INSERT (the bulk uploads)."""
+        await stage_many(session, self.outbox, spec, items, source=self.name)

@@ -3,21 +3,16 @@ Refusals are the shared typed ones, mapped to HTTP once by the shared app."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import date
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field, StringConstraints
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from socialrx_shared import outbox
 from socialrx_shared.auth import Principal, require
 from socialrx_shared.errors import Invalid, TooLarge
-from socialrx_shared.events import EventSpec, Strict
 from socialrx_shared.http import body_limit, content_disposition
-from socialrx_shared.runtime import ServiceRuntime
 from socialrx_shared.service import runtime_of
 
 from . import commands, reports, upload
@@ -160,13 +155,6 @@ class BulkOut(BaseModel):
     lines: list[LineOut]
 
 
-def _stage_many(rt: ServiceRuntime) -> commands.StageMany:
-    async def stage_many(session: AsyncSession, spec: EventSpec, items: Sequence[Strict]) -> None:
-        await outbox.stage_many(session, rt.outbox, spec, items, source=rt.name)
-
-    return stage_many
-
-
 @router.post(
     "/outcomes/bulk",
     response_model=BulkOut,
@@ -198,7 +186,7 @@ async def bulk_record_outcomes(request: Request, principal: Principal = Depends(
         )
     rt = runtime_of(request)
     results = await commands.bulk_record_outcomes(
-        rt.transaction, _stage_many(rt), principal, [(line.number, line.record, line.error) for line in lines]
+        rt.transaction, rt.stage_many, principal, [(line.number, line.record, line.error) for line in lines]
     )
     counts = {
         status: sum(1 for r in results if r.status == status) for status in ("recorded", "already_recorded", "refused")

@@ -32,6 +32,7 @@ from socialrx_shared.events import (
     Phase,
     Strict,
 )
+from socialrx_shared.upload import validation_message
 
 from . import domain
 from .store import measures, outcome_corrections, outcomes, referral_view
@@ -413,15 +414,6 @@ class LineResult:
     referral_id: str | None = None
     outcome_id: str | None = None
     error: str | None = None
-
-
-def validation_message(exc: ValidationError) -> str:
-    """pydantic's errors as one line a person can act on, naming the columns, never echoing the cells."""
-    parts = []
-    for err in exc.errors(include_input=False, include_url=False):
-        where = ".".join(str(part) for part in err.get("loc", ())) or "line"
-        parts.append(f"{where}: {err.get('msg', 'invalid')}")
-    return "; ".join(parts)
 
 
 def _line_hash(organisation_id: str, referral_id: str, data: OutcomeInput) -> str:

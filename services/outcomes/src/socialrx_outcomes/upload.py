@@ -8,11 +8,13 @@ spreadsheet formula, and the messages are shown in a table.
 
 from __future__ import annotations
 
-import csv
-import io
 import re
-from dataclasses import dataclass
 from typing import Any
+
+from socialrx_shared.upload import Columns, Line, Unreadable, decode
+from socialrx_shared.upload import csv_lines as shared_csv_lines
+
+__all__ = ["CSV_COLUMNS", "MAX_BYTES", "MAX_LINES", "Line", "Unreadable", "csv_lines"]
 
 MAX_LINES = 20_000
 MAX_BYTES = 5_000_000
@@ -27,15 +29,12 @@ REQUIRED_COLUMNS = ("referral_id", "status", "sessions_attended")
 _SEPARATORS = re.compile(r"[\s;,]+")
 
 
-class Unreadable(Exception):
-    """The whole file cannot be read; the message says what to do."""
-
-
-@dataclass(frozen=True)
-class Line:
-    number: int  # the spreadsheet's row number: the header is row 1
-    record: dict[str, Any] | None
-    error: str | None = None
+CSV = Columns(
+    known=CSV_COLUMNS,
+    required=REQUIRED_COLUMNS,
+    optional_hint="measure columns you do not use may be left out",
+    line_word="row",
+)
 
 
 def _answer(token: str) -> object:
@@ -69,48 +68,4 @@ def record_of(cells: dict[str, str]) -> dict[str, Any]:
 
 
 def csv_lines(body: bytes) -> list[Line]:
-    try:
-        text = body.decode("utf-8-sig")  # spreadsheets save "CSV UTF-8" with a byte-order mark
-    except UnicodeDecodeError:
-        raise Unreadable("the file is not UTF-8 text: save it from the spreadsheet as 'CSV UTF-8'") from None
-    reader = csv.reader(io.StringIO(text, newline=""))
-    try:
-        header = next(reader)
-    except StopIteration:
-        return []
-    except csv.Error as exc:
-        raise Unreadable(f"row 1 (the header) cannot be read as CSV: {exc}") from None
-    columns = [name.strip().lower() for name in header]
-    for position, name in enumerate(columns, start=1):
-        if name not in CSV_COLUMNS:
-            raise Unreadable(
-                f"column {position} of the header is not one we know; the columns are: {', '.join(CSV_COLUMNS)}"
-            )
-    if len(set(columns)) != len(columns):
-        raise Unreadable("a column appears twice in the header: give each column once")
-    missing = [name for name in REQUIRED_COLUMNS if name not in columns]
-    if missing:
-        raise Unreadable(
-            f"the header lacks the column(s) {', '.join(missing)}; the columns are: "
-            f"{', '.join(CSV_COLUMNS)} (measure columns you do not use may be left out)"
-        )
-    lines = []
-    while True:
-        start = reader.line_num + 1
-        try:
-            cells = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            lines.append(Line(start, None, f"cannot be read as CSV: {exc}"))
-            continue
-        if not any(cell.strip() for cell in cells):
-            continue
-        if any("\x00" in cell for cell in cells):
-            lines.append(Line(start, None, "must not contain the NUL character (U+0000)"))
-            continue
-        if len(cells) != len(columns):
-            lines.append(Line(start, None, f"has {len(cells)} cells where the header has {len(columns)} columns"))
-            continue
-        lines.append(Line(start, record_of(dict(zip(columns, cells, strict=False)))))
-    return lines
+    return shared_csv_lines(decode(body, "'CSV UTF-8' from the spreadsheet"), CSV, record_of)

@@ -5,18 +5,14 @@ Thin: parse the request, call a command (commands.py) or a read (views.py), rend
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, status
 from pydantic import BaseModel
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from socialrx_shared import outbox
 from socialrx_shared.auth import Principal, require
 from socialrx_shared.errors import Invalid, NotFound, TooLarge
-from socialrx_shared.events import EventSpec, Strict
 from socialrx_shared.http import Page, PerPage, body_limit
 from socialrx_shared.runtime import ServiceRuntime
 from socialrx_shared.service import runtime_of
@@ -171,13 +167,6 @@ class BulkOut(BaseModel):
     lines: list[LineOut]
 
 
-def _stage_many(rt: ServiceRuntime) -> commands.StageMany:
-    async def stage_many(session: AsyncSession, spec: EventSpec, items: Sequence[Strict]) -> None:
-        await outbox.stage_many(session, rt.outbox, spec, items, source=rt.name)
-
-    return stage_many
-
-
 @router.post(
     "/referrals/bulk",
     response_model=BulkOut,
@@ -216,7 +205,7 @@ async def bulk_create_referrals(request: Request, principal: Principal = Depends
     rt = runtime_of(request)
     results = await commands.bulk_create_referrals(
         rt.transaction,
-        _stage_many(rt),
+        rt.stage_many,
         _ref_key(rt),
         principal,
         [(line.number, line.record, line.error) for line in lines],

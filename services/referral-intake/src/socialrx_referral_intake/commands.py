@@ -37,6 +37,7 @@ from socialrx_shared.events import (
     ReferralRefused,
     Strict,
 )
+from socialrx_shared.upload import validation_message
 
 from . import domain
 from .store import contact_access_audit, person_details, referrals, services_view, timeline
@@ -387,15 +388,6 @@ class LineResult:
     status: str  # created | already_created | refused
     referral_id: str | None = None
     error: str | None = None
-
-
-def validation_message(exc: ValidationError) -> str:
-    """pydantic's errors as one line a person can act on, naming the fields, never echoing their values."""
-    parts = []
-    for err in exc.errors(include_input=False, include_url=False):
-        where = ".".join(str(part) for part in err.get("loc", ())) or "line"
-        parts.append(f"{where}: {err.get('msg', 'invalid')}")
-    return "; ".join(parts)
 
 
 async def bulk_create_referrals(

@@ -1,18 +1,19 @@
 """Reading a bulk upload of referrals (CSV or NDJSON) into one raw record per line.
 
-Standard library only. A line that cannot be read becomes its error message (the others go on);
-a file that cannot be read at all (not UTF-8, a CSV header we do not know) is refused whole, with
-what to do. Nothing the caller sent is echoed back: a field may hold a person's details, or a
-spreadsheet formula.
+The CSV reading is the bulk uploads' shared one (`socialrx_shared.upload`: a line that cannot be
+read becomes its error, a file that cannot be read at all is refused whole); NDJSON is read here.
+Nothing the caller sent is echoed back: a field may hold a person's details, or a spreadsheet formula.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-from dataclasses import dataclass
 from typing import Any
+
+from socialrx_shared.upload import Columns, Line, Unreadable, decode
+from socialrx_shared.upload import csv_lines as shared_csv_lines
+
+__all__ = ["CSV_COLUMNS", "MAX_BYTES", "MAX_LINES", "Line", "Unreadable", "lines_of"]
 
 # The most lines one upload takes (and the body limit of the route: see api.py). A PCN moving from
 # another system splits a larger export into files of this size.
@@ -50,23 +51,11 @@ YES = {"yes", "y", "true", "1"}
 NO = {"no", "n", "false", "0"}
 
 
-class Unreadable(Exception):
-    """The whole file cannot be read; the message says what to do."""
-
-
-@dataclass(frozen=True)
-class Line:
-    number: int  # as a text editor (NDJSON) or a spreadsheet (CSV, header = line 1) numbers it
-    record: dict[str, Any] | None
-    error: str | None = None
-
-
-def decode(body: bytes) -> str:
-    try:
-        # utf-8-sig: spreadsheets save "CSV UTF-8" with a byte-order mark.
-        return body.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise Unreadable("the file is not UTF-8 text: save it as 'CSV UTF-8' (or NDJSON in UTF-8)") from None
+CSV = Columns(
+    known=CSV_COLUMNS,
+    required=REQUIRED_COLUMNS,
+    optional_hint="phone, email, practice_id and accessibility_needs may be left out",
+)
 
 
 def split_list(value: str) -> list[str]:
@@ -108,48 +97,7 @@ def ndjson_lines(text: str) -> list[Line]:
 
 
 def csv_lines(text: str) -> list[Line]:
-    reader = csv.reader(io.StringIO(text, newline=""))
-    try:
-        header = next(reader)
-    except StopIteration:
-        return []
-    except csv.Error as exc:
-        raise Unreadable(f"line 1 (the header) cannot be read as CSV: {exc}") from None
-    columns = [name.strip().lower() for name in header]
-    for position, name in enumerate(columns, start=1):
-        if name not in CSV_COLUMNS:
-            raise Unreadable(
-                f"column {position} of the header is not one we know; the columns are: {', '.join(CSV_COLUMNS)}"
-            )
-    if len(set(columns)) != len(columns):
-        raise Unreadable("a column appears twice in the header: give each column once")
-    missing = [name for name in REQUIRED_COLUMNS if name not in columns]
-    if missing:
-        raise Unreadable(
-            f"the header lacks the column(s) {', '.join(missing)}; the columns are: "
-            f"{', '.join(CSV_COLUMNS)} (phone, email, practice_id and accessibility_needs may be "
-            "left out)"
-        )
-    lines = []
-    while True:
-        start = reader.line_num + 1
-        try:
-            cells = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            lines.append(Line(start, None, f"cannot be read as CSV: {exc}"))
-            continue
-        if not any(cell.strip() for cell in cells):
-            continue
-        if any("\x00" in cell for cell in cells):
-            lines.append(Line(start, None, "must not contain the NUL character (U+0000)"))
-            continue
-        if len(cells) != len(columns):
-            lines.append(Line(start, None, f"has {len(cells)} cells where the header has {len(columns)} columns"))
-            continue
-        lines.append(Line(start, csv_record(dict(zip(columns, cells, strict=False)))))
-    return lines
+    return shared_csv_lines(text, CSV, csv_record)
 
 
 def csv_record(cells: dict[str, str]) -> dict[str, Any]:
@@ -174,7 +122,7 @@ def csv_record(cells: dict[str, str]) -> dict[str, Any]:
 
 
 def lines_of(body: bytes, media_type: str) -> list[Line]:
-    text = decode(body)
+    text = decode(body, "'CSV UTF-8' (or NDJSON in UTF-8)")
     if media_type == "text/csv":
         return csv_lines(text)
     return ndjson_lines(text)
