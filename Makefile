@@ -44,7 +44,7 @@ bench: install
 	$(VENV)/bin/python -m socialrx_bench.bench $(if $(N),--n $(N),)
 
 # Two replicas of every service, three brokers, faults from a seed, under load (README: Reliability).
-# make chaos [N=10000] [RATE=12] [SEED=20261126] [PER_KIND=2]
+# make chaos [N=10000] [RATE=10] [SEED=20261126] [PER_KIND=2]
 chaos: install
 	$(VENV)/bin/python -m socialrx_harness.chaos $(if $(N),--n $(N),) $(if $(RATE),--rate $(RATE),) \
 		$(if $(SEED),--seed $(SEED),) $(if $(PER_KIND),--per-kind $(PER_KIND),)
