@@ -14,7 +14,15 @@ import subprocess
 import pytest
 
 from socialrx_harness import chaos, procs
-from socialrx_harness.chaos_faults import CONSUMER_SESSION_TIMEOUT_S, KINDS, schedule
+from socialrx_harness.chaos_faults import (
+    CONSUMER_SESSION_TIMEOUT_S,
+    KINDS,
+    RECOVER_AFTER_LAST_S,
+    STORM_CAP_S,
+    Fault,
+    recovery_deadline,
+    schedule,
+)
 from socialrx_harness.chaos_load import plan_for
 from socialrx_harness.postgres import SERVICES
 
@@ -186,6 +194,50 @@ def test_a_fault_has_recovered_when_the_lag_is_back_to_where_it_was_not_below_th
     assert not monitor.healthy(lag_before=500)
     monitor.ready["outcomes#1"] = False
     assert not monitor.healthy(lag_before=1200)  # a replica still away is not recovered
+
+
+def test_a_fault_is_judged_from_the_last_fault_of_its_storm_but_never_past_the_cap() -> None:
+    kill = Fault("kill9", 572.0, "funding-ledger", 1, injected_at=1000.0, ended_at=1002.0)
+    assert recovery_deadline(kill, [kill]) == 1002.0 + RECOVER_AFTER_LAST_S  # alone: from its own end
+    earlier = Fault("broker_restart", 562.0, broker=2, injected_at=990.0, ended_at=1001.0)
+    assert recovery_deadline(kill, [earlier, kill]) == 1002.0 + RECOVER_AFTER_LAST_S  # only what came after
+    both = Fault("kill9", 614.0, "funding-ledger", 0, injected_at=1042.0, ended_at=1045.0)
+    restart = Fault("postgres_restart", 721.0, injected_at=1149.0, ended_at=1152.0)
+    storm = [earlier, kill, both, restart]
+    assert recovery_deadline(kill, storm) == 1152.0 + RECOVER_AFTER_LAST_S  # the other ledger replica, then PG
+    assert recovery_deadline(both, storm) == 1152.0 + RECOVER_AFTER_LAST_S
+    late = Fault("poison", 900.0, count=1000, injected_at=1500.0, ended_at=1510.0)
+    assert recovery_deadline(kill, [*storm, late]) == 1000.0 + STORM_CAP_S  # a storm that keeps coming: the cap
+    pending = Fault("sigterm", 950.0, "outcomes", 0)  # scheduled, not struck yet: no part of it
+    assert recovery_deadline(kill, [*storm, pending]) == 1152.0 + RECOVER_AFTER_LAST_S
+
+
+async def test_a_lag_reading_without_a_groups_offsets_keeps_the_last_ones_seen() -> None:
+    from aiokafka.structs import OffsetAndMetadata, TopicPartition
+
+    monitor = chaos.Monitor.__new__(chaos.Monitor)
+    monitor.stack = chaos.Stack.__new__(chaos.Stack)
+    monitor.stack.group_prefix = "chaos"
+    partitions = [TopicPartition(t, p) for t in chaos.CONSUMERS for p in range(3)]
+    end = dict.fromkeys(partitions, 1000)
+    answers: list[dict] = [dict.fromkeys(partitions, OffsetAndMetadata(990, "")), {}]  # then a coordinator moving
+
+    class Admin:
+        async def list_consumer_group_offsets(self, group: str) -> dict:
+            return answers[0]
+
+    class Consumer:
+        async def end_offsets(self, asked: list) -> dict:
+            return end
+
+    async def clients() -> tuple:
+        return Admin(), Consumer()
+
+    monitor._clients = clients
+    first = await monitor.lag_now()
+    assert all(lag == 10 * sum(1 for tp in partitions if s in chaos.CONSUMERS[tp.topic]) for s, lag in first.items())
+    answers.pop(0)
+    assert await monitor.lag_now() == first  # not end - 0 for every partition
 
 
 async def test_a_slow_lag_reading_keeps_the_monitors_kafka_clients_until_it_fails_three_times() -> None:

@@ -56,6 +56,28 @@ class Fault:
         return out
 
 
+# A fault must be worked off within this long after the last fault that struck while it was still being
+# worked off (its storm), and never later than STORM_CAP_S after it struck.
+RECOVER_AFTER_LAST_S = 180.0
+STORM_CAP_S = 600.0
+
+
+def recovery_deadline(fault: Fault, faults: list[Fault]) -> float:
+    """Wall time by which `fault` must have recovered. Faults overlap: a second fault that strikes
+    while the first is being worked off (both ledger replicas killed within seconds, PostgreSQL
+    restarted a minute later) adds its own backlog, and the first cannot be judged apart from it.
+    So a fault is judged from the end of the last fault of its storm: that one's end + 180 s, at most
+    600 s after the fault itself. A storm that keeps coming still fails at the cap."""
+    assert fault.injected_at is not None, "a fault is judged once injected"
+    storm_end = max(
+        (f.ended_at or f.injected_at or 0.0)
+        for f in faults
+        if f.injected_at is not None and f.injected_at >= fault.injected_at
+    )
+    storm_end = max(storm_end, fault.ended_at or fault.injected_at)
+    return min(storm_end + RECOVER_AFTER_LAST_S, fault.injected_at + STORM_CAP_S)
+
+
 def schedule(
     seed: int,
     duration_s: float,
