@@ -25,6 +25,7 @@ import os
 import random
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -1420,6 +1421,7 @@ def run(cfg: Config) -> dict:
     # The run's own Kafka clients complain at every broker it kills: expected, and not the figures.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     stack = Stack(cfg, secret)
+    commit = _commit()  # at the start: what the replicas run
     say(f"socialrx chaos run: seed {cfg.seed} (replay with --seed {cfg.seed}), {cfg.n} lifecycles at {cfg.rate}/s")
     try:
         stack.start()
@@ -1430,6 +1432,7 @@ def run(cfg: Config) -> dict:
     report["left_running"] = stack.left_running()
     report["ports"] = stack.ports()
     report["machine"] = {"cores": os.cpu_count(), "load_average": os.getloadavg()}
+    report["commit"] = commit
     if cfg.out:
         cfg.out.parent.mkdir(parents=True, exist_ok=True)
         cfg.out.write_text(json.dumps(report, indent=2, default=str))
@@ -1437,6 +1440,25 @@ def run(cfg: Config) -> dict:
     if cfg.out:
         say(f"written: {cfg.out}")
     return report
+
+
+def _commit() -> str | None:
+    """The commit the run's code came from (and whether files differed from it), for the results' provenance."""
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)", ":(top,exclude)bench/results"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
 
 
 def main(argv: list[str] | None = None) -> int:
