@@ -425,8 +425,8 @@ class Injector:
                 await asyncio.sleep(0.5)
             if self.monitor.healthy(lag_before):
                 fault.recovered_at = time.time()
-                if recovery_deadline(fault, self.faults) > (fault.ended_at or fault.injected_at) + RECOVER_AFTER_LAST_S:
-                    fault.notes.append("judged with its storm: other faults struck before it was worked off")
+                if fault.recovered_at > (fault.ended_at or fault.injected_at) + RECOVER_AFTER_LAST_S:
+                    fault.notes.append("recovered only with its storm: other faults struck before it was worked off")
                 say(f"    {fault.kind} {fault.service or ''}: recovered {fault.recovery_s:.1f}s after injection")
             else:
                 waited_s = time.time() - (fault.injected_at or 0.0)
