@@ -17,7 +17,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from socialrx_harness.testing import events_on_topic, running_service, wait_for
+from socialrx_harness.testing import ConsumedRecord, events_on_topic, running_service, wait_for
 from socialrx_referral_intake.app import Settings, build
 from socialrx_referral_intake.store import services_view
 from socialrx_shared import events as ev
@@ -38,14 +38,6 @@ def _service_update(service_id: str) -> ev.ServiceUpdated:
         version=1,
         updated_at=datetime.now(timezone.utc),
     )
-
-
-class _Record:
-    """A consumed record as aiokafka hands it over (only the fields the consumer reads)."""
-
-    def __init__(self, topic: str, value: bytes, offset: int = 0) -> None:
-        self.topic, self.value, self.key, self.partition, self.offset = topic, value, b"k", 0, offset
-        self.headers: list = []
 
 
 @pytest.mark.parametrize("sqlstate", ["55P03", "57014"])
@@ -107,7 +99,7 @@ async def test_an_event_meeting_lock_and_statement_timeouts_is_retried_applied_o
                 await holder.execute(text("SELECT 1 FROM inbox WHERE event_id = :id FOR UPDATE"), {"id": held_id})
                 event = ev.new_event(ev.SERVICE_UPDATED, _service_update(service_id), source="directory")
                 letters_before = DEAD_LETTERED.labels(rt.name, topic)._value.get()
-                await rt.consumer.handle_batch([_Record(topic, event.to_bytes())])
+                await rt.consumer.handle_batch([ConsumedRecord(topic, event.to_bytes())])
                 await holder.rollback()
         finally:
             await other.dispose()
@@ -159,13 +151,13 @@ async def test_dead_letters_are_counted_only_once_acknowledged_and_a_failed_send
         rt.consumer.dlq_producer = lambda: broken
         before = counted._value.get()
         with pytest.raises(ConnectionError):
-            await rt.consumer.handle_batch([_Record(topic, f'{{"not": "{marker}"'.encode())])
+            await rt.consumer.handle_batch([ConsumedRecord(topic, f'{{"not": "{marker}"'.encode())])
         assert broken.calls > 1  # retried before giving up
         assert counted._value.get() == before  # never counted: nothing was acknowledged
 
         flaky = _FlakyDlq(rt.producer, failures=2)
         rt.consumer.dlq_producer = lambda: flaky
-        await rt.consumer.handle_batch([_Record(topic, f'{{"not": "{marker}"'.encode())])
+        await rt.consumer.handle_batch([ConsumedRecord(topic, f'{{"not": "{marker}"'.encode())])
         assert counted._value.get() == before + 1
 
         async def letters():

@@ -110,6 +110,19 @@ async def _ready(runtime: Any) -> bool:
     return runtime.kafka_connected
 
 
+class ConsumedRecord:
+    """A record as aiokafka hands it to a consumer (only the fields `EventConsumer` reads), to feed
+    `consumer.handle_batch` straight: what a replica does with a batch, without the broker's timing."""
+
+    def __init__(self, topic: str, value: bytes, offset: int = 0) -> None:
+        self.topic, self.value, self.key, self.partition, self.offset = topic, value, b"k", 0, offset
+        self.headers: list = []
+
+    @classmethod
+    def of(cls, spec: EventSpec, data: Strict, offset: int = 0) -> ConsumedRecord:
+        return cls(spec.topic, new_event(spec, data, source="test").to_bytes(), offset)
+
+
 def auth(secret: str, role: str, **claims: str) -> dict[str, str]:
     sub = claims.pop("sub", f"{role}-{uuid.uuid4().hex[:6]}")
     return {"Authorization": "Bearer " + mint_token(secret, sub=sub, role=role, **claims)}
