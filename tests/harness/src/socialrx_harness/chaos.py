@@ -1194,10 +1194,10 @@ async def drive(cfg: Config, stack: Stack, secret: str) -> dict:
         monitor = Monitor(stack, lag_ok=int(max(30, 3 * cfg.rate)))
         injector = Injector(stack, monitor, faults, cfg.seed)
         checker = Checker(stack, load, injector, world, capped_agreement, receiver, subscription.json()["id"])
-        stop = asyncio.Event()
+        stop, load_over = asyncio.Event(), asyncio.Event()
         monitoring = asyncio.create_task(monitor.run(stop))
         supervising = asyncio.create_task(stack.supervise(stop))
-        checking = asyncio.create_task(checker.every(cfg.check_every_s, stop))
+        checking = asyncio.create_task(checker.every(cfg.check_every_s, load_over))
         say(f"load: {cfg.n} lifecycles at {cfg.rate}/s (~{cfg.load_s:.0f}s) ...")
         started = time.time()
         injecting = asyncio.create_task(injector.run(started))
@@ -1207,6 +1207,11 @@ async def drive(cfg: Config, stack: Stack, secret: str) -> dict:
         finally:
             progress.cancel()
         load_done = time.time()
+        # The periodic checks end with the load, before the final ones: both use the checker's
+        # connections, and an asyncpg connection runs one query at a time (a run once failed at
+        # its end with "another operation is in progress").
+        load_over.set()
+        await asyncio.gather(checking, return_exceptions=True)
         say("load done; waiting for outboxes to drain and consumer lag to reach zero ...")
         try:
             final = await checker.final(monitor, cfg.quiesce_timeout_s)
