@@ -1,6 +1,5 @@
 """Fixtures of the cross-service tests; their shared steps are in support.py beside them."""
 
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -21,5 +20,4 @@ def own_postgres():
     server.start()
     server.create_database("own")
     yield server
-    server.stop()
-    shutil.rmtree(data_dir, ignore_errors=True)
+    server.discard()

@@ -60,7 +60,7 @@ def fault_stack(postgres, jwt_secret, tmp_path_factory):
         if platform:
             platform.stop()
         broker.stop()
-        ledger_pg.stop()
+        ledger_pg.discard()
         shutil.rmtree(base, ignore_errors=True)
 
 

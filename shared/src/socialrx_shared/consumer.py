@@ -46,6 +46,8 @@ from .tracing import current_traceparent, trace_id
 log = get_logger(__name__)
 
 Handler = Callable[[AsyncSession, Envelope, Any], Awaitable[None]]
+# A batch's new records, in order, as (topic, envelope, payload): applied together (set-based).
+BatchHandler = Callable[[AsyncSession, list[tuple[str, Envelope, Any]]], Awaitable[None]]
 
 NON_TRANSIENT_ATTEMPTS = 3
 # A dead letter that cannot be sent is retried here a few times, then the batch fails (its offsets
@@ -111,6 +113,12 @@ def _traced(record: Any, envelope: Envelope) -> Iterator[None]:
         current_traceparent.reset(token)
 
 
+async def take_batch_lock(session: AsyncSession, key: str) -> None:
+    """The lock a consumer's batches take (`EventConsumer.batch_lock`), for a command that must not
+    run beside a batch: held to the end of the caller's transaction."""
+    await session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": key})
+
+
 @dataclass
 class EventConsumer:
     service: str
@@ -127,6 +135,11 @@ class EventConsumer:
     # order one could impose, so two replicas' batches locked each other (deadlocks, each rolling a
     # whole batch back: 109 in 15 minutes of `make chaos`). Such rows serialise them anyway.
     batch_lock: str | None = None
+    # When set, a batch's new records go to this one function, in order, instead of to their
+    # handlers one by one: a service may then decide them in memory and write them with a few
+    # statements per table. It must leave what the handlers would have left, record by record;
+    # the handlers still apply each record on its own when a batch fails (or raises to ask for that).
+    batch_handler: BatchHandler | None = None
 
     def on(self, topic: str) -> Callable[[Handler], Handler]:
         if topic not in BY_TOPIC:
@@ -197,21 +210,27 @@ class EventConsumer:
         async with self.sessionmaker() as session, session.begin():
             await self._lock_batch(session)
             fresh = await self._claim(session, parsed)
+            new_records = []
             for record, envelope, payload in parsed:
                 # A record is new once: a second copy in the same batch finds its id already taken.
                 new = envelope.id in fresh
                 fresh.discard(envelope.id)
                 if new:
+                    new_records.append((record, envelope, payload))
+                applied.append(new)
+            if self.batch_handler is not None and new_records:
+                await self.batch_handler(
+                    session, [(r.topic, envelope, payload) for r, envelope, payload in new_records]
+                )
+            else:
+                for record, envelope, payload in new_records:
                     with _traced(record, envelope):
                         await self.handlers[record.topic](session, envelope, payload)
-                applied.append(new)
         return applied
 
     async def _lock_batch(self, session: AsyncSession) -> None:
         if self.batch_lock is not None:
-            await session.execute(
-                text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": self.batch_lock}
-            )
+            await take_batch_lock(session, self.batch_lock)
 
     async def _claim(self, session: AsyncSession, parsed: list[tuple[Any, Envelope, Strict]]) -> set[uuid.UUID]:
         """Insert the batch's event ids into the inbox; the ids inserted (not handled before)."""

@@ -67,9 +67,21 @@ async def stage_many(
 ) -> list[Envelope]:
     """`stage` for many events of one type in one multi-row INSERT (bulk uploads): the same rows,
     the same order, a fraction of the round trips."""
+    return await stage_each(session, outbox, [(spec, data, headers) for data in items], source=source)
+
+
+async def stage_each(
+    session: AsyncSession,
+    outbox: Table,
+    items: Sequence[tuple[EventSpec, Strict, dict[str, str] | None]],
+    *,
+    source: str,
+) -> list[Envelope]:
+    """`stage` for many events, of any types, each with its own headers, in one multi-row INSERT,
+    in the order given (the relay publishes in that order)."""
     if not items:
         return []
-    envelopes = [new_event(spec, data, source=source) for data in items]
+    envelopes = [new_event(spec, data, source=source) for spec, data, _ in items]
     parent = current_traceparent.get()
     await session.execute(
         insert(outbox),
@@ -81,7 +93,7 @@ async def stage_many(
                 "value": envelope.to_bytes(),
                 "headers": {**(headers or {}), "traceparent": child_traceparent(parent), "ce_type": spec.ce_type},
             }
-            for envelope in envelopes
+            for envelope, (spec, _, headers) in zip(envelopes, items, strict=True)
         ],
     )
     return envelopes

@@ -25,7 +25,7 @@ from .consumer import EventConsumer
 from .db import make_engine, make_sessionmaker, run_migrations
 from .events import Envelope, EventSpec, Strict
 from .logging import get_logger
-from .outbox import OutboxRelay, stage, stage_many
+from .outbox import OutboxRelay, stage, stage_each, stage_many
 from .settings import ServiceSettings
 
 log = get_logger(__name__)
@@ -162,3 +162,9 @@ class ServiceRuntime:
     async def stage_many(self, session: AsyncSession, spec: EventSpec, items: Sequence[Strict]) -> None:
         """Stage one event per item with one multi-row INSERT (the bulk uploads)."""
         await stage_many(session, self.outbox, spec, items, source=self.name)
+
+    async def stage_each(
+        self, session: AsyncSession, items: Sequence[tuple[EventSpec, Strict, dict[str, str] | None]]
+    ) -> None:
+        """Stage events of any types, each with its own headers, in one multi-row INSERT, in order."""
+        await stage_each(session, self.outbox, items, source=self.name)

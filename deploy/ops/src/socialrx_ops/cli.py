@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import NoReturn
@@ -150,8 +149,7 @@ def migration(
         command.upgrade(config, "head")
         command.revision(config, message=message, autogenerate=True)
     finally:
-        server.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
+        server.discard()
 
 
 if __name__ == "__main__":

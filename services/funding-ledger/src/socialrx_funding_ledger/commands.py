@@ -16,6 +16,7 @@ from datetime import date
 from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from socialrx_shared.consumer import take_batch_lock
 from socialrx_shared.errors import Conflict, Forbidden, Invalid, NotFound, TooLarge
 from socialrx_shared.events import Allocation, PaymentSettled
 from socialrx_shared.runtime import ServiceRuntime
@@ -366,6 +367,10 @@ TERMS = (
 
 
 async def _lock_pair(session: AsyncSession, pcn_id: str, organisation_id: str) -> None:
+    # No consumed batch decides fees while an agreement changes: a batch reads the agreements and the
+    # uncovered referrals once, at its start (handlers_batch), and this change covers past work.
+    # Taken first, before any row lock, as a batch takes it.
+    await take_batch_lock(session, handlers.BATCH_LOCK)
     # Serialise agreements of one pair (even the first, when there is no row to lock) so two
     # overlapping requests cannot both pass the check.
     await _lock(session, f"agreement:{pcn_id}:{organisation_id}")

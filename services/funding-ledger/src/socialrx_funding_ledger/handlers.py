@@ -10,6 +10,8 @@ one that makes it qualify again owes it again (a new payment).
 
 from __future__ import annotations
 
+import functools
+
 from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -28,7 +30,7 @@ from socialrx_shared.events import (
 )
 from socialrx_shared.runtime import ServiceRuntime
 
-from . import domain, ledger
+from . import domain, handlers_batch, ledger
 from .store import accepted_referrals, agreements, organisations, outcomes, payment_reversals, payments
 
 
@@ -234,11 +236,18 @@ async def one_referral_at_a_time(session: AsyncSession, referral_id: str) -> Non
     )
 
 
+# Taken by each consumed batch and by the commands that decide fees (agreements covering past work).
+BATCH_LOCK = "ledger-consumer-batch"
+
+
 def register(rt: ServiceRuntime) -> None:
     consumer: EventConsumer = rt.consumer
     # Accruals of one organisation add to the same projection rows and, when capped, lock the same
     # agreement: two replicas' batches would deadlock on them (`make chaos` saw 109 in 15 minutes).
-    consumer.batch_lock = "ledger-consumer-batch"
+    consumer.batch_lock = BATCH_LOCK
+    # A batch's accepted referrals and outcomes decided in memory and written set-based; the handlers
+    # below stay for the records of a failed batch, applied one by one.
+    consumer.batch_handler = functools.partial(handlers_batch.apply, rt)
 
     @consumer.on(REFERRAL_ACCEPTED.topic)
     async def accepted(session: AsyncSession, envelope: Envelope, event: ReferralAccepted) -> None:

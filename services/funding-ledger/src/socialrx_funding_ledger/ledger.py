@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import Mapping
 from datetime import date, datetime
+from typing import Any
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -159,6 +161,11 @@ async def terms_on(session: AsyncSession, agreement: domain.Agreement, on: date)
     )
     if version is None:
         return agreement
+    return with_version(agreement, version)
+
+
+def with_version(agreement: domain.Agreement, version: Mapping[str, Any]) -> domain.Agreement:
+    """The agreement with the fees, statuses, grant and cap of one of its versions."""
     return dataclasses.replace(
         agreement,
         per_referral_pence=version["per_referral_pence"],
@@ -204,24 +211,38 @@ async def accrue(
         await session.execute(select(agreements.c.id).where(agreements.c.id == agreement.id).with_for_update())
         accrued = await accrued_in_financial_year(session, agreement.id, business_date)
         owed, refused = domain.apply_cap(amount_pence, accrued, agreement.cap_pence_per_year)
-    payment = PaymentDue(
+    payment = payment_due(cause_key, agreement, basis, owed, refused, business_date, referral_id, caused_at)
+    recorded = await record_payment(
+        rt, session, payment, cause_key=cause_key, business_date=business_date, refused_over_cap_pence=refused
+    )
+    return payment if recorded else None
+
+
+def payment_due(
+    cause_key: str,
+    agreement: domain.Agreement,
+    basis: PaymentBasis,
+    owed_pence: int,
+    refused_pence: int,
+    business_date: date,
+    referral_id: str | None,
+    caused_at: datetime | None,
+) -> PaymentDue:
+    """The payment an accrual owes (its id follows from its cause), for `accrue` and handlers_batch."""
+    return PaymentDue(
         payment_id=str(uuid.uuid5(PAYMENT_NAMESPACE, cause_key)),
         agreement_id=agreement.id,
         pcn_id=agreement.pcn_id,
         organisation_id=agreement.organisation_id,
         referral_id=referral_id,
         basis=basis,
-        amount_pence=owed,
+        amount_pence=owed_pence,
         period=domain.period_of(business_date, agreement.period).label,
         due_date=domain.due_date(business_date, agreement.period, agreement.days_after_period_end),
         business_date=business_date,
-        refused_over_cap_pence=refused,
+        refused_over_cap_pence=refused_pence,
         caused_at=caused_at,
     )
-    recorded = await record_payment(
-        rt, session, payment, cause_key=cause_key, business_date=business_date, refused_over_cap_pence=refused
-    )
-    return payment if recorded else None
 
 
 async def record_payment(
@@ -390,21 +411,26 @@ async def reverse_payment(
         select(payment_reversals.c.payment_id).where(payment_reversals.c.payment_id == payment_id)
     ):
         return None
-    reversed_ = PaymentReversed(
-        payment_id=payment_id,
-        agreement_id=row["agreement_id"],
-        pcn_id=row["pcn_id"],
-        organisation_id=row["organisation_id"],
-        referral_id=row["referral_id"],
-        basis=row["basis"],
-        reversed_pence=row["amount_pence"],
-        open_cancelled_pence=row["open_pence"],
-        overpaid_pence=row["amount_pence"] - row["open_pence"],
+    reversed_ = reversal_of(row, business_date, reason)
+    recorded = await record_reversal(rt, session, reversed_, cause_key=domain.payment_reversal_key(payment_id))
+    return reversed_ if recorded else None
+
+
+def reversal_of(payment: Mapping[str, Any], business_date: date, reason: str) -> PaymentReversed:
+    """A whole payment taken back: its open part cancelled, its paid part held as credit."""
+    return PaymentReversed(
+        payment_id=payment["payment_id"],
+        agreement_id=payment["agreement_id"],
+        pcn_id=payment["pcn_id"],
+        organisation_id=payment["organisation_id"],
+        referral_id=payment["referral_id"],
+        basis=payment["basis"],
+        reversed_pence=payment["amount_pence"],
+        open_cancelled_pence=payment["open_pence"],
+        overpaid_pence=payment["amount_pence"] - payment["open_pence"],
         business_date=business_date,
         reason=reason,
     )
-    recorded = await record_reversal(rt, session, reversed_, cause_key=domain.payment_reversal_key(payment_id))
-    return reversed_ if recorded else None
 
 
 async def record_reversal(

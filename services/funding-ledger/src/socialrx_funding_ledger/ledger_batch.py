@@ -23,13 +23,14 @@ from .ledger import LedgerBroken, check_lines, credit_account, payable_account
 from .projection import Movements
 
 
-async def _raw(session: AsyncSession) -> asyncpg.Connection:
+async def raw_connection(session: AsyncSession) -> asyncpg.Connection:
     """The session's own asyncpg connection, inside the session's transaction: arrays go to PostgreSQL
     as they are. SQLAlchemy's asyncpg adapter sends BEGIN only with its first statement, so one is
-    sent first; without it these statements would each commit on their own."""
-    await session.execute(text("SELECT 1"))
+    sent first if none was; without it these statements would each commit on their own."""
     raw = await (await session.connection()).get_raw_connection()
     conn: asyncpg.Connection = raw.driver_connection  # type: ignore[assignment]
+    if not conn.is_in_transaction():
+        await session.execute(text("SELECT 1"))
     if not conn.is_in_transaction():
         raise RuntimeError("ledger_batch needs the session's transaction")
     return conn
@@ -88,7 +89,7 @@ async def record_payments(session: AsyncSession, facts: list[tuple[PaymentDue, s
     facts = _first_of_each(facts, lambda f: f[1], lambda f: f[0].payment_id)
     if not facts:
         return 0
-    conn = await _raw(session)
+    conn = await raw_connection(session)
     columns: list[list[Any]] = [[] for _ in range(13)]
     for p, cause_key, business_date in facts:
         for column, value in zip(
@@ -164,7 +165,7 @@ async def record_settlements(session: AsyncSession, facts: list[tuple[PaymentSet
     )
     if not facts:
         return 0
-    conn = await _raw(session)
+    conn = await raw_connection(session)
     unallocated = [s.amount_pence - sum(a.amount_pence for a in s.allocations) for s, _ in facts]
     inserted = {
         row[0]
@@ -241,7 +242,7 @@ async def record_reversals(session: AsyncSession, facts: list[tuple[PaymentRever
     facts = _first_of_each(facts, lambda f: f[0].payment_id, lambda f: f[1])
     if not facts:
         return 0
-    conn = await _raw(session)
+    conn = await raw_connection(session)
     inserted = {
         row[0]
         for row in await conn.fetch(

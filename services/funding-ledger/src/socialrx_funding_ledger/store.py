@@ -125,6 +125,7 @@ Index("ix_payments_org_due", payments.c.organisation_id, payments.c.due_date)
 # The cap's running sum per agreement and financial year (ledger.accrued_in_financial_year).
 Index("ix_payments_agreement_business_date", payments.c.agreement_id, payments.c.business_date)
 Index("ix_payments_pcn_due", payments.c.pcn_id, payments.c.due_date)
+Index("ix_payments_referral_basis", payments.c.referral_id, payments.c.basis)
 
 # Referrals this ledger knows were accepted: outcomes are paid under the agreement in force when
 # their referral was accepted.

@@ -149,7 +149,6 @@ def start_postgres() -> PostgresServer:
     local.start()
 
     def stop() -> None:
-        local.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
+        local.discard()
 
     return PostgresServer(local.admin_url(), stop=stop, local=local)

@@ -100,7 +100,7 @@ def main() -> int:
             if procs.port_open(port):
                 port = 55432
             _say(f"starting PostgreSQL on 127.0.0.1:{port} ...")
-            postgres = LocalPostgres(STATE / "postgres", port)
+            postgres = LocalPostgres(STATE / "postgres", port, keep_data=True)
             postgres.start()
             urls = {**postgres.create_service_databases(), **urls}
         jwt_secret = os.environ.get("SOCIALRX_JWT_SECRET", DEV_JWT_SECRET)
