@@ -18,6 +18,7 @@ Each batch of records is:
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -46,6 +47,8 @@ from .tracing import current_traceparent, trace_id
 log = get_logger(__name__)
 
 Handler = Callable[[AsyncSession, Envelope, Any], Awaitable[None]]
+# Consecutive new records of one topic, in order, as (envelope, payload): applied together (set-based).
+ManyHandler = Callable[[AsyncSession, list[tuple[Envelope, Any]]], Awaitable[None]]
 # A batch's new records, in order, as (topic, envelope, payload): applied together (set-based).
 BatchHandler = Callable[[AsyncSession, list[tuple[str, Envelope, Any]]], Awaitable[None]]
 
@@ -127,6 +130,9 @@ class EventConsumer:
     dlq_producer: Callable[[], AIOKafkaProducer]
     after_commit: Callable[[], None] = lambda: None
     handlers: dict[str, Handler] = field(default_factory=dict)
+    # Set-based twins of some handlers (`on_many`): a run of consecutive records of that topic in a
+    # batch goes to the twin at once; the handler stays for records applied one by one.
+    many_handlers: dict[str, ManyHandler] = field(default_factory=dict)
     # Records per batch: one transaction and one offset commit each, instead of one per record.
     max_batch: int = 200
     # When set, each batch's transaction first takes this advisory lock, so the replicas of the
@@ -147,6 +153,18 @@ class EventConsumer:
 
         def register(handler: Handler) -> Handler:
             self.handlers[topic] = handler
+            return handler
+
+        return register
+
+    def on_many(self, topic: str) -> Callable[[ManyHandler], ManyHandler]:
+        """Register the set-based twin of `topic`'s handler: given a run of the topic's records, in
+        order, it must leave what the handler leaves applying them one after another."""
+        if topic not in self.handlers:
+            raise ValueError(f"register the one-record handler of {topic!r} first: failed batches use it")
+
+        def register(handler: ManyHandler) -> ManyHandler:
+            self.many_handlers[topic] = handler
             return handler
 
         return register
@@ -223,10 +241,21 @@ class EventConsumer:
                     session, [(r.topic, envelope, payload) for r, envelope, payload in new_records]
                 )
             else:
-                for record, envelope, payload in new_records:
-                    with _traced(record, envelope):
-                        await self.handlers[record.topic](session, envelope, payload)
+                await self._apply_runs(session, new_records)
         return applied
+
+    async def _apply_runs(self, session: AsyncSession, new_records: list[tuple[Any, Envelope, Strict]]) -> None:
+        """Each record through its handler, in order; a run of consecutive records of a topic with a
+        set-based twin (`on_many`) through the twin, at once."""
+        for topic, run in itertools.groupby(new_records, key=lambda item: item[0].topic):
+            records = list(run)
+            many = self.many_handlers.get(topic)
+            if many is not None and len(records) > 1:
+                await many(session, [(envelope, payload) for _, envelope, payload in records])
+                continue
+            for record, envelope, payload in records:
+                with _traced(record, envelope):
+                    await self.handlers[record.topic](session, envelope, payload)
 
     async def _lock_batch(self, session: AsyncSession) -> None:
         if self.batch_lock is not None:

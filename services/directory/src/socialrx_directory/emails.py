@@ -39,19 +39,28 @@ BATCH = 20
 
 async def enqueue(session: AsyncSession, referral_id: str, organisation_id: str, reason: str, now: datetime) -> None:
     """Queue one email (`now` is the cause's time, the sweep's clock); a second call does nothing."""
+    await enqueue_many(session, [(referral_id, organisation_id)], reason, now)
+
+
+async def enqueue_many(session: AsyncSession, referrals: list[tuple[str, str]], reason: str, now: datetime) -> None:
+    """`enqueue` for many (referral, organisation) at once: one multi-row insert."""
+    if not referrals:
+        return
     await session.execute(
-        pg_insert(email_notifications)
-        .values(
-            referral_id=referral_id,
-            reason=reason,
-            organisation_id=organisation_id,
-            status="pending",
-            attempts=0,
-            # The sender works on the wall clock, whatever clock the sweep was given.
-            next_attempt_at=datetime.now(timezone.utc),
-            created_at=now,
-        )
-        .on_conflict_do_nothing(index_elements=["referral_id", "reason"])
+        pg_insert(email_notifications).on_conflict_do_nothing(index_elements=["referral_id", "reason"]),
+        [
+            {
+                "referral_id": referral_id,
+                "reason": reason,
+                "organisation_id": organisation_id,
+                "status": "pending",
+                "attempts": 0,
+                # The sender works on the wall clock, whatever clock the sweep was given.
+                "next_attempt_at": datetime.now(timezone.utc),
+                "created_at": now,
+            }
+            for referral_id, organisation_id in referrals
+        ],
     )
 
 

@@ -24,7 +24,7 @@ from socialrx_shared.runtime import ServiceRuntime
 from . import domain, emails
 from .commands import capacity_changed
 from .store import referral_inbox, referral_refusals
-from .webhooks import enqueue
+from .webhooks import enqueue_many
 
 
 def register(rt: ServiceRuntime) -> None:
@@ -32,27 +32,38 @@ def register(rt: ServiceRuntime) -> None:
 
     @consumer.on(REFERRAL_CREATED.topic)
     async def on_created(session: AsyncSession, envelope: Envelope, event: ReferralCreated) -> None:
+        await on_created_many(session, [(envelope, event)])
+
+    @consumer.on_many(REFERRAL_CREATED.topic)
+    async def on_created_many(session: AsyncSession, records: list[tuple[Envelope, ReferralCreated]]) -> None:
+        """Referrals land in their organisations' inboxes (the first copy of one wins), with a
+        statement per table for the whole run."""
         await session.execute(
-            pg_insert(referral_inbox)
-            .values(
-                referral_id=event.referral_id,
-                organisation_id=event.organisation_id,
-                service_id=event.service_id,
-                pcn_id=event.pcn_id,
-                needs=event.needs,
-                age_band=event.age_band,
-                postcode_district=event.postcode_district,
-                accessibility_needs=event.accessibility_needs,
-                status=domain.inbox_status(None, "referred"),
-                referred_at=event.created_at,
-            )
-            .on_conflict_do_nothing(index_elements=["referral_id"])
+            pg_insert(referral_inbox).on_conflict_do_nothing(index_elements=["referral_id"]),
+            [
+                {
+                    "referral_id": event.referral_id,
+                    "organisation_id": event.organisation_id,
+                    "service_id": event.service_id,
+                    "pcn_id": event.pcn_id,
+                    "needs": event.needs,
+                    "age_band": event.age_band,
+                    "postcode_district": event.postcode_district,
+                    "accessibility_needs": event.accessibility_needs,
+                    "status": domain.inbox_status(None, "referred"),
+                    "referred_at": event.created_at,
+                }
+                for _, event in records
+            ],
         )
         # The charity's webhook gets the referral exactly as it travelled on Kafka.
-        await enqueue(session, event.organisation_id, envelope)
+        await enqueue_many(session, [(event.organisation_id, envelope) for envelope, event in records])
         if rt.settings.smtp_url:  # type: ignore[attr-defined]
-            await emails.enqueue(
-                session, event.referral_id, event.organisation_id, "arrived", datetime.now(timezone.utc)
+            await emails.enqueue_many(
+                session,
+                [(event.referral_id, event.organisation_id) for _, event in records],
+                "arrived",
+                datetime.now(timezone.utc),
             )
 
     @consumer.on(OUTCOME_RECORDED.topic)

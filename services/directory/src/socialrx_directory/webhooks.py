@@ -74,36 +74,48 @@ async def publish(
 
 async def enqueue(session: AsyncSession, organisation_id: str, envelope: Envelope) -> None:
     """One delivery per active subscription of this organisation that asked for this event."""
-    event_name = envelope.spec.name
-    subs = (
-        (
-            await session.execute(
-                select(subscriptions.c.id).where(
-                    subscriptions.c.organisation_id == organisation_id,
-                    subscriptions.c.active.is_(True),
-                    subscriptions.c.events.contains([event_name]),
-                )
+    await enqueue_many(session, [(organisation_id, envelope)])
+
+
+async def enqueue_many(session: AsyncSession, items: list[tuple[str, Envelope]]) -> None:
+    """`enqueue` for many events (organisation, envelope): one query for the subscriptions, one
+    multi-row insert for the deliveries, in the order given."""
+    if not items:
+        return
+    wanted = {(organisation_id, envelope.spec.name) for organisation_id, envelope in items}
+    found = (
+        await session.execute(
+            select(subscriptions.c.id, subscriptions.c.organisation_id, subscriptions.c.events).where(
+                subscriptions.c.organisation_id.in_(sorted({o for o, _ in wanted})),
+                subscriptions.c.active.is_(True),
             )
         )
-        .scalars()
-        .all()
-    )
+    ).all()
+    subs: dict[tuple[str, str], list] = {}
+    for sub in found:
+        for event_name in sub.events:
+            if (sub.organisation_id, event_name) in wanted:
+                subs.setdefault((sub.organisation_id, event_name), []).append(sub.id)
     now = datetime.now(timezone.utc)
-    for sub_id in subs:
+    rows = [
+        {
+            "subscription_id": sub_id,
+            "organisation_id": organisation_id,
+            "event_id": envelope.id,
+            "event_type": envelope.type,
+            "body": envelope.to_bytes(),
+            "status": "pending",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+        }
+        for organisation_id, envelope in items
+        for sub_id in sorted(subs.get((organisation_id, envelope.spec.name), []))
+    ]
+    if rows:
         await session.execute(
-            pg_insert(webhook_deliveries)
-            .values(
-                subscription_id=sub_id,
-                organisation_id=organisation_id,
-                event_id=envelope.id,
-                event_type=envelope.type,
-                body=envelope.to_bytes(),
-                status="pending",
-                attempts=0,
-                next_attempt_at=now,
-                created_at=now,
-            )
-            .on_conflict_do_nothing(index_elements=["subscription_id", "event_id"])
+            pg_insert(webhook_deliveries).on_conflict_do_nothing(index_elements=["subscription_id", "event_id"]),
+            rows,
         )
 
 

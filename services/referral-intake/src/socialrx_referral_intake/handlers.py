@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from socialrx_shared.consumer import EventConsumer
+from socialrx_shared.consumer import EventConsumer, Handler, ManyHandler
 from socialrx_shared.events import (
     OUTCOME_RECORDED,
     REFERRAL_ACCEPTED,
@@ -29,75 +32,133 @@ from .store import referrals, services_view, timeline
 log = get_logger(__name__)
 
 
-async def apply_status_event(
-    session: AsyncSession,
-    envelope: Envelope,
-    referral_id: str,
-    status: ReferralStatus,
-    at: datetime,
-    detail: dict,
-    decline_reason: str | None = None,
-) -> None:
+@dataclass(frozen=True)
+class StatusEvent:
+    """What another service said happened to a referral, as its timeline records it."""
+
+    envelope: Envelope
+    referral_id: str
+    status: ReferralStatus
+    at: datetime
+    detail: dict
+    decline_reason: str | None = None
+
+
+async def apply_status_event(session: AsyncSession, event: StatusEvent) -> None:
     """Record the event in the referral's timeline and move its status forward (never back)."""
-    current = await session.scalar(select(referrals.c.status).where(referrals.c.id == referral_id).with_for_update())
-    if current is None:
-        # Not one of ours (another deployment on the same broker, or created before a restore).
-        log.info("event for an unknown referral ignored", status=status)
-        return
-    await session.execute(
-        pg_insert(timeline)
-        .values(referral_id=referral_id, status=status, at=at, detail=detail, event_id=envelope.id)
-        .on_conflict_do_nothing(index_elements=["event_id"])
+    await apply_status_events(session, [event])
+
+
+async def apply_status_events(session: AsyncSession, events: list[StatusEvent]) -> None:
+    """`apply_status_event` for many, in order, with three statements in all: the referrals read and
+    locked at once, each status moved in memory by the domain rule, the timeline rows inserted at
+    once, and each referral whose status moved updated once with where the moves left it."""
+    ids = sorted({e.referral_id for e in events})
+    current: dict[str, str] = dict(
+        (
+            await session.execute(
+                select(referrals.c.id, referrals.c.status)
+                .where(referrals.c.id.in_(ids))
+                .order_by(referrals.c.id)
+                .with_for_update()
+            )
+        ).all()
     )
-    new_status = next_status(current, status)
-    values: dict = {"updated_at": at} if new_status != current else {}
-    if new_status != current:
-        values["status"] = new_status
-        if new_status == "declined":
-            values["decline_reason"] = decline_reason
-        await session.execute(update(referrals).where(referrals.c.id == referral_id).values(**values))
+    rows, changed = [], {}
+    for e in events:
+        if e.referral_id not in current:
+            # Not one of ours (another deployment on the same broker, or created before a restore).
+            log.info("event for an unknown referral ignored", status=e.status)
+            continue
+        rows.append(
+            {
+                "referral_id": e.referral_id,
+                "status": e.status,
+                "at": e.at,
+                "detail": e.detail,
+                "event_id": e.envelope.id,
+            }
+        )
+        new_status = next_status(current[e.referral_id], e.status)  # type: ignore[arg-type]
+        if new_status != current[e.referral_id]:
+            current[e.referral_id] = new_status
+            values = changed.setdefault(e.referral_id, {"decline_reason": None, "reason_given": False})
+            values.update(status=new_status, updated_at=e.at)
+            if new_status == "declined":
+                values.update(decline_reason=e.decline_reason, reason_given=True)
+    if rows:
+        await session.execute(pg_insert(timeline).on_conflict_do_nothing(index_elements=["event_id"]), rows)
+    if changed:
+        await session.execute(
+            text(
+                "UPDATE referrals r SET status = t.status, updated_at = t.updated_at, "
+                "decline_reason = CASE WHEN t.reason_given THEN t.decline_reason ELSE r.decline_reason END "
+                "FROM unnest(CAST(:ids AS varchar[]), CAST(:statuses AS varchar[]), "
+                "CAST(:updated AS timestamptz[]), CAST(:reasons AS varchar[]), CAST(:given AS boolean[])) "
+                "AS t(id, status, updated_at, decline_reason, reason_given) WHERE r.id = t.id"
+            ),
+            {
+                "ids": list(changed),
+                "statuses": [v["status"] for v in changed.values()],
+                "updated": [v["updated_at"] for v in changed.values()],
+                "reasons": [v["decline_reason"] for v in changed.values()],
+                "given": [v["reason_given"] for v in changed.values()],
+            },
+        )
+
+
+def _accepted(envelope: Envelope, event: ReferralAccepted) -> StatusEvent:
+    return StatusEvent(
+        envelope, event.referral_id, "accepted", event.accepted_at, {"organisation_id": event.organisation_id}
+    )
+
+
+def _declined(envelope: Envelope, event: ReferralDeclined) -> StatusEvent:
+    return StatusEvent(
+        envelope,
+        event.referral_id,
+        "declined",
+        event.declined_at,
+        {"organisation_id": event.organisation_id, "reason": event.reason},
+        decline_reason=event.reason,
+    )
+
+
+def _outcome(envelope: Envelope, event: OutcomeRecorded) -> StatusEvent:
+    return StatusEvent(
+        envelope,
+        event.referral_id,
+        "outcome_recorded",
+        event.recorded_at,
+        {"outcome_id": event.outcome_id, "outcome_status": event.status, "sessions_attended": event.sessions_attended},
+    )
+
+
+def _one(status_event: Callable[[Envelope, Any], StatusEvent]) -> Handler:
+    async def handle(session: AsyncSession, envelope: Envelope, event: Any) -> None:
+        await apply_status_event(session, status_event(envelope, event))
+
+    return handle
+
+
+def _many(status_event: Callable[[Envelope, Any], StatusEvent]) -> ManyHandler:
+    async def handle(session: AsyncSession, records: list[tuple[Envelope, Any]]) -> None:
+        await apply_status_events(session, [status_event(envelope, event) for envelope, event in records])
+
+    return handle
 
 
 def register(rt: ServiceRuntime) -> None:
     consumer: EventConsumer = rt.consumer
 
-    @consumer.on(REFERRAL_ACCEPTED.topic)
-    async def on_accepted(session: AsyncSession, envelope: Envelope, event: ReferralAccepted) -> None:
-        await apply_status_event(
-            session,
-            envelope,
-            event.referral_id,
-            "accepted",
-            event.accepted_at,
-            {"organisation_id": event.organisation_id},
-        )
-
-    @consumer.on(REFERRAL_DECLINED.topic)
-    async def on_declined(session: AsyncSession, envelope: Envelope, event: ReferralDeclined) -> None:
-        await apply_status_event(
-            session,
-            envelope,
-            event.referral_id,
-            "declined",
-            event.declined_at,
-            {"organisation_id": event.organisation_id, "reason": event.reason},
-            decline_reason=event.reason,
-        )
-
-    @consumer.on(OUTCOME_RECORDED.topic)
-    async def on_outcome(session: AsyncSession, envelope: Envelope, event: OutcomeRecorded) -> None:
-        await apply_status_event(
-            session,
-            envelope,
-            event.referral_id,
-            "outcome_recorded",
-            event.recorded_at,
-            {
-                "outcome_id": event.outcome_id,
-                "outcome_status": event.status,
-                "sessions_attended": event.sessions_attended,
-            },
-        )
+    # Each topic's events, one by one (a failed batch's) or as a run of a batch (`on_many`).
+    for spec, status_event in (
+        (REFERRAL_ACCEPTED, _accepted),
+        (REFERRAL_DECLINED, _declined),
+        (OUTCOME_RECORDED, _outcome),
+    ):
+        consumer.on(spec.topic)(_one(status_event))
+        consumer.on_many(spec.topic)(_many(status_event))
 
     @consumer.on(SERVICE_UPDATED.topic)
     async def on_service_updated(session: AsyncSession, envelope: Envelope, event: ServiceUpdated) -> None:
