@@ -246,6 +246,64 @@ async def test_the_directory_files_referrals_and_queues_webhooks_the_same_in_run
         assert len(expected["inbox"]) == 8 and len(expected["deliveries"]) == 2 * 6  # both subscriptions, org-a's
 
 
+async def test_the_directory_gives_places_back_the_same_in_runs(directory) -> None:
+    """Finished referrals give their place back once each, whatever the run holds."""
+    from socialrx_directory.store import organizations, referral_inbox, services
+
+    await directory.session.execute(insert(organizations).values(id="org-a", name="G", created_at=NOW, updated_at=NOW))
+    for svc in ("svc-a", "svc-b"):
+        await directory.session.execute(
+            insert(services).values(
+                id=svc,
+                organization_id="org-a",
+                name="Walks",
+                needs=["nature"],
+                capacity=0,
+                status="active",
+                safeguarding_policy_valid_until=date(2027, 1, 1),
+                version=1,
+                published_accepting=False,
+                created_at=NOW,
+                updated_at=NOW,
+            )
+        )
+    for n in range(6):
+        await directory.session.execute(
+            insert(referral_inbox).values(
+                referral_id=f"r-{n}",
+                organisation_id="org-a",
+                service_id="svc-b" if n % 2 else "svc-a",
+                pcn_id="U12345",
+                needs=["nature"],
+                age_band="25-34",
+                postcode_district="LS6",
+                accessibility_needs=[],
+                status="referred" if n == 5 else "accepted",  # r-5 was never accepted
+                referred_at=NOW,
+            )
+        )
+    statuses = ["completed", "disengaged", "engaged", "completed", "completed", "completed"]
+    events = _envelopes(
+        [
+            (ev.OUTCOME_RECORDED, _outcome(f"r-{n}").model_copy(update={"status": status}))
+            for n, status in enumerate(statuses)
+        ]
+        + [(ev.OUTCOME_RECORDED, _outcome("r-0").model_copy(update={"outcome_id": "o-again"}))]  # a second outcome
+        + [(ev.OUTCOME_RECORDED, _outcome("not-ours"))]
+    )
+
+    async def dump(session) -> dict:
+        return {
+            "inbox": await _rows(session, "SELECT referral_id, status, place_released FROM referral_inbox ORDER BY 1"),
+            "services": await _rows(session, "SELECT id, capacity, update_pending FROM services ORDER BY id"),
+        }
+
+    for order in _orders(events, grouped=False):
+        found, expected = await _both_ways(directory, order, dump)
+        assert found == expected
+        assert [s["capacity"] for s in expected["services"]] == [2, 2]  # r-0, r-4 / r-1, r-3; not r-2, r-5
+
+
 # --- outcomes --------------------------------------------------------------------------------------
 
 

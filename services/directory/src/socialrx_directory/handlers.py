@@ -3,6 +3,7 @@ referral-intake's refusals are counted for the unmet-need report."""
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime, timezone
 
 from sqlalchemy import update
@@ -68,22 +69,30 @@ def register(rt: ServiceRuntime) -> None:
 
     @consumer.on(OUTCOME_RECORDED.topic)
     async def on_outcome(session: AsyncSession, envelope: Envelope, event: OutcomeRecorded) -> None:
-        if not domain.frees_a_place(event.status):
+        await on_outcome_many(session, [(envelope, event)])
+
+    @consumer.on_many(OUTCOME_RECORDED.topic)
+    async def on_outcome_many(session: AsyncSession, records: list[tuple[Envelope, OutcomeRecorded]]) -> None:
+        """A finished referral gives its place back, once: one UPDATE for the run's referrals, one for
+        their services' capacity."""
+        ending = sorted({event.referral_id for _, event in records if domain.frees_a_place(event.status)})
+        if not ending:
             return
-        released = await session.execute(
-            update(referral_inbox)
-            .where(
-                referral_inbox.c.referral_id == event.referral_id,
-                referral_inbox.c.status == "accepted",
-                referral_inbox.c.place_released.is_(False),
+        released = (
+            await session.execute(
+                update(referral_inbox)
+                .where(
+                    referral_inbox.c.referral_id.in_(ending),
+                    referral_inbox.c.status == "accepted",
+                    referral_inbox.c.place_released.is_(False),
+                )
+                .values(place_released=True, status=domain.inbox_status("accepted", "ended"))
+                .returning(referral_inbox.c.service_id)
             )
-            .values(place_released=True, status=domain.inbox_status("accepted", "ended"))
-            .returning(referral_inbox.c.service_id)
-        )
-        service_id = released.scalar()
-        if service_id is None:
-            return  # not ours, not accepted, or its place was already given back
-        await capacity_changed(session, service_id, +1)  # its service.updated is coalesced with others
+        ).scalars()
+        # Not ours, not accepted, or its place already given back: nothing released for it.
+        for service_id, places in sorted(Counter(released).items()):
+            await capacity_changed(session, service_id, places)  # its service.updated is coalesced with others
 
     @consumer.on(REFERRAL_REFUSED.topic)
     async def on_refused(session: AsyncSession, envelope: Envelope, event: ReferralRefused) -> None:
