@@ -105,6 +105,8 @@ def _dsn(url: str) -> str:
 
 
 async def _count(conn: asyncpg.Connection, sql: str, ids: list[str]) -> int:
+    # The ids joined (not `= ANY($1)`): 20,000 ids compared with every row of a table not yet analysed
+    # kept a PostgreSQL core busy polling, slowing the very pipeline being timed.
     return int(await conn.fetchval(sql, ids))
 
 
@@ -118,7 +120,7 @@ async def wait_count(
             return time.perf_counter()
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what}: {seen} of {expected} after {timeout_s:.0f}s")
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.1)
 
 
 async def setup(client: httpx.AsyncClient, urls: dict[str, str], secret: str, capacity: int) -> dict[str, Any]:
@@ -197,7 +199,7 @@ async def bulk_referrals(
     ids = [line["referral_id"] for line in result["lines"] if line["referral_id"]]
     t_directory = await wait_count(
         dbs["directory"],
-        "SELECT count(*) FROM referral_inbox WHERE referral_id = ANY($1)",
+        "SELECT count(*) FROM unnest($1::text[]) AS t(id) JOIN referral_inbox r ON r.referral_id = t.id",
         ids,
         len(ids),
         timeout_s,
@@ -205,7 +207,8 @@ async def bulk_referrals(
     )
     t_outcomes = await wait_count(
         dbs["outcomes"],
-        "SELECT count(*) FROM referral_view WHERE referral_id = ANY($1) AND organisation_id IS NOT NULL",
+        "SELECT count(*) FROM unnest($1::text[]) AS t(id) JOIN referral_view r ON r.referral_id = t.id "
+        "WHERE r.organisation_id IS NOT NULL",
         ids,
         len(ids),
         timeout_s,
@@ -261,7 +264,8 @@ async def accept_all(
         await producer.stop()
     t_outcomes = await wait_count(
         dbs["outcomes"],
-        "SELECT count(*) FROM referral_view WHERE referral_id = ANY($1) AND status = 'accepted'",
+        "SELECT count(*) FROM unnest($1::text[]) AS t(id) JOIN referral_view r ON r.referral_id = t.id "
+        "WHERE r.status = 'accepted'",
         ids,
         len(ids),
         timeout_s,
@@ -269,7 +273,8 @@ async def accept_all(
     )
     t_ledger = await wait_count(
         dbs["funding-ledger"],
-        "SELECT count(*) FROM payments WHERE referral_id = ANY($1) AND basis = 'referral_accepted'",
+        "SELECT count(*) FROM unnest($1::text[]) AS t(id) JOIN payments p ON p.referral_id = t.id "
+        "WHERE p.basis = 'referral_accepted'",
         ids,
         len(ids),
         timeout_s,
@@ -300,7 +305,8 @@ async def bulk_outcomes(
     result = answer.json()
     t_ledger = await wait_count(
         dbs["funding-ledger"],
-        "SELECT count(*) FROM payments WHERE referral_id = ANY($1) AND basis = 'outcome_recorded'",
+        "SELECT count(*) FROM unnest($1::text[]) AS t(id) JOIN payments p ON p.referral_id = t.id "
+        "WHERE p.basis = 'outcome_recorded'",
         ids,
         result["recorded"],
         timeout_s,
