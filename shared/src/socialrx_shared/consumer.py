@@ -229,7 +229,7 @@ class EventConsumer:
             if len(parsed) > 1:
                 # A batch's set-based statements are planned for its ids and the tables as they are now:
                 # a plan cached while a table was small (a fresh ledger filling during a bulk upload)
-                # kept scanning the table whole as it grew (the ledger's reads: 5 → 220 ms a batch).
+                # kept scanning the table whole as it grew (a ledger batch: 55 → 220 ms as its tables filled).
                 await session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
             await self._lock_batch(session)
             fresh = await self._claim(session, parsed)
