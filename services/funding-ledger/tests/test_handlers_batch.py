@@ -196,6 +196,42 @@ def test_the_histories_reach_every_rule(database_url: str) -> None:
     assert sum(p["amount_pence"] - p["reversed_pence"] for p in capped) == 30000
 
 
+def test_a_batch_the_database_contradicts_is_refused_whole(database_url: str) -> None:
+    """A cause the batch's reading did not foresee (here a referral fee recorded without its acceptance,
+    as a hand repair might leave it) stops the batch before it commits anything: BatchDiverged, which the
+    consumer answers by applying the records one by one through handlers.py."""
+    accepted = ev.ReferralAccepted(
+        referral_id="r-diverged",
+        organisation_id="org-open",
+        service_id="svc",
+        pcn_id=PCN,
+        accepted_at=datetime(2026, 5, 2, 9, tzinfo=timezone.utc),
+    )
+
+    async def run() -> None:
+        engine = make_engine(database_url, pool_size=1)
+        try:
+            async with make_sessionmaker(engine)() as session:
+                await session.begin()
+                rt = SimpleNamespace(
+                    name="funding-ledger",
+                    stage=lambda s, spec, data, headers=None: stage(
+                        s, outbox, spec, data, source="funding-ledger", headers=headers
+                    ),
+                    stage_each=lambda s, items: stage_each(s, outbox, items, source="funding-ledger"),
+                )
+                await _agreements(session)
+                await handlers.on_accepted(rt, session, accepted)
+                await session.execute(text("DELETE FROM accepted_referrals WHERE referral_id = 'r-diverged'"))
+                with pytest.raises(handlers_batch.BatchDiverged):
+                    await handlers_batch.decide(rt, session, [accepted])
+                await session.rollback()
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+
+
 async def _ledger_after(url: str, history, *, batches) -> dict:
     engine = make_engine(url, pool_size=1)
     try:

@@ -183,6 +183,48 @@ def correction_date(facts: list[OutcomeFact]) -> date:
     return business_date_of(max(f.corrected_at or f.recorded_at for f in facts))
 
 
+@dataclass(frozen=True)
+class OutcomeFeeDecision:
+    """What a referral's known outcomes make of its outcome fee: owe it (under `cause_key`, on the
+    terms in force when `qualifying` was recorded), take the live fees back, or nothing."""
+
+    cause_key: str | None = None
+    terms: Agreement | None = None
+    qualifying: OutcomeFact | None = None
+    take_back: tuple[str, ...] = ()
+    taken_back_on: date | None = None
+    reason: str = ""
+
+
+def outcome_fee(
+    referral_id: str,
+    agreement: Agreement,
+    judged: list[tuple[OutcomeFact, Agreement]],
+    fee_count: int,
+    live_fee_ids: list[str],
+) -> OutcomeFeeDecision:
+    """The one rule for a referral's outcome fee (handlers.settle_outcome_fee, handlers_batch).
+
+    `judged`: each known outcome with the agreement's terms on the day it was recorded; `fee_count`:
+    outcome fees ever accrued for the referral under this agreement, `live_fee_ids` those not taken back.
+    Owed once if an outcome qualifies; a fee owed again after a reversal is a new cause (`key:<n>`)."""
+    candidates = [(fact, terms) for fact, terms in judged if qualifying_outcome(terms, [fact]) is not None]
+    qualifying, terms = min(candidates, key=lambda c: (c[0].recorded_at, c[0].outcome_id), default=(None, agreement))
+    if qualifying is not None and not live_fee_ids:
+        key = outcome_recorded_key(referral_id, agreement.id)
+        return OutcomeFeeDecision(key if not fee_count else f"{key}:{fee_count + 1}", terms, qualifying)
+    facts = [fact for fact, _ in judged]
+    if qualifying is None and live_fee_ids and facts:
+        # (A fee with no outcome known here predates the outcomes table: left as it is.)
+        newest = max(facts, key=lambda f: f.corrected_at or f.recorded_at)
+        return OutcomeFeeDecision(
+            take_back=tuple(live_fee_ids),
+            taken_back_on=correction_date(facts),
+            reason=f"outcome {newest.outcome_id} is now {newest.status}, which this agreement does not pay for",
+        )
+    return OutcomeFeeDecision()
+
+
 def apply_cap(amount_pence: int, accrued_this_year_pence: int, cap_pence_per_year: int | None) -> tuple[int, int]:
     """(owed, refused): beyond the yearly cap nothing more is owed, and what is refused is kept."""
     if cap_pence_per_year is None:

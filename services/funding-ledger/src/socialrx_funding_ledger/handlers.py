@@ -56,7 +56,6 @@ async def settle_outcome_fee(rt: ServiceRuntime, session: AsyncSession, referral
         (await session.execute(select(outcomes.c.event).where(outcomes.c.referral_id == referral_id))).scalars().all()
     )
     facts = [_fact(OutcomeRecorded.model_validate(e)) for e in events]
-    cause_key = domain.outcome_recorded_key(referral_id, agreement.id)
     fees = (
         await session.execute(
             select(payments.c.payment_id, payment_reversals.c.payment_id.label("reversed"))
@@ -69,39 +68,31 @@ async def settle_outcome_fee(rt: ServiceRuntime, session: AsyncSession, referral
             .order_by(payments.c.created_at, payments.c.payment_id)
         )
     ).all()
-    live = [fee.payment_id for fee in fees if fee.reversed is None]
     # Each outcome is judged by the terms in force on the day it was recorded.
-    candidates = []
-    for fact in facts:
-        terms = await ledger.terms_on(session, agreement, domain.business_date_of(fact.recorded_at))
-        if domain.qualifying_outcome(terms, [fact]) is not None:
-            candidates.append((fact, terms))
-    qualifying, terms = min(candidates, key=lambda c: (c[0].recorded_at, c[0].outcome_id), default=(None, agreement))
-    if qualifying is not None and not live:
-        # The first fee keeps the historical key; a fee owed again after a reversal is a new cause.
-        key = cause_key if not fees else f"{cause_key}:{len(fees) + 1}"
+    judged = [
+        (fact, await ledger.terms_on(session, agreement, domain.business_date_of(fact.recorded_at))) for fact in facts
+    ]
+    decision = domain.outcome_fee(
+        referral_id, agreement, judged, len(fees), [fee.payment_id for fee in fees if fee.reversed is None]
+    )
+    if decision.qualifying is not None:
+        assert decision.cause_key is not None and decision.terms is not None
         await ledger.accrue(
             rt,
             session,
-            cause_key=key,
-            agreement=terms,
+            cause_key=decision.cause_key,
+            agreement=decision.terms,
             basis="outcome_recorded",
-            amount_pence=terms.per_outcome_pence,
-            business_date=domain.business_date_of(qualifying.recorded_at),
+            amount_pence=decision.terms.per_outcome_pence,
+            business_date=domain.business_date_of(decision.qualifying.recorded_at),
             referral_id=referral_id,
-            caused_at=qualifying.recorded_at,
+            caused_at=decision.qualifying.recorded_at,
         )
-    elif qualifying is None and live and facts:
-        # (A fee with no outcome known here predates this table: left as it is.)
-        newest = max(facts, key=lambda f: f.corrected_at or f.recorded_at)
-        for payment_id in live:
-            await ledger.reverse_payment(
-                rt,
-                session,
-                payment_id,
-                business_date=domain.correction_date(facts),
-                reason=f"outcome {newest.outcome_id} is now {newest.status}, which this agreement does not pay for",
-            )
+    for payment_id in decision.take_back:
+        assert decision.taken_back_on is not None
+        await ledger.reverse_payment(
+            rt, session, payment_id, business_date=decision.taken_back_on, reason=decision.reason
+        )
 
 
 async def learn_organisation(

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from socialrx_shared.events import (
     ORGANISATION_REGISTERED,
+    OUTCOME_RECORDED,
     PAYMENT_DUE,
     PAYMENT_REVERSED,
     REFERRAL_ACCEPTED,
@@ -67,10 +68,13 @@ async def apply(rt: ServiceRuntime, session: AsyncSession, records: list[tuple[s
             learnt.named(payload.organisation_id, payload.name)
         elif topic == SERVICE_UPDATED.topic:
             learnt.seen(payload.organisation_id, "service.updated")
-        else:
-            if topic == REFERRAL_ACCEPTED.topic:
-                learnt.seen(payload.organisation_id, "referral.accepted")
+        elif topic == REFERRAL_ACCEPTED.topic:
+            learnt.seen(payload.organisation_id, "referral.accepted")
             decided.append(payload)
+        elif topic == OUTCOME_RECORDED.topic:
+            decided.append(payload)
+        else:
+            raise ValueError(f"no batch rule for {topic!r}: add one, or the ledger's handler of it is never called")
     conn = await ledger_batch.raw_connection(session)
     await learnt.write(conn)
     if decided:
@@ -286,35 +290,24 @@ class _Batch:
             domain.OutcomeFact(e.outcome_id, e.status, e.recorded_at, e.corrected_at)
             for e in self.facts[referral_id].values()
         ]
-        cause_key = domain.outcome_recorded_key(referral_id, agreement.id)
         fees = [f for f in self.fees[referral_id] if f.row["agreement_id"] == agreement.id]
-        live = [f for f in fees if not f.reversed]
-        candidates = []
-        for fact in facts:
-            terms = self.terms_on(agreement, domain.business_date_of(fact.recorded_at))
-            if domain.qualifying_outcome(terms, [fact]) is not None:
-                candidates.append((fact, terms))
-        qualifying, terms = min(
-            candidates, key=lambda c: (c[0].recorded_at, c[0].outcome_id), default=(None, agreement)
-        )
-        if qualifying is not None and not live:
+        live = {f.row["payment_id"]: f for f in fees if not f.reversed}
+        judged = [(fact, self.terms_on(agreement, domain.business_date_of(fact.recorded_at))) for fact in facts]
+        decision = domain.outcome_fee(referral_id, agreement, judged, len(fees), list(live))
+        if decision.qualifying is not None:
+            assert decision.cause_key is not None and decision.terms is not None
             await self.accrue(
-                cause_key if not fees else f"{cause_key}:{len(fees) + 1}",
-                terms,
+                decision.cause_key,
+                decision.terms,
                 "outcome_recorded",
-                terms.per_outcome_pence,
-                domain.business_date_of(qualifying.recorded_at),
+                decision.terms.per_outcome_pence,
+                domain.business_date_of(decision.qualifying.recorded_at),
                 referral_id,
-                qualifying.recorded_at,
+                decision.qualifying.recorded_at,
             )
-        elif qualifying is None and live and facts:
-            newest = max(facts, key=lambda f: f.corrected_at or f.recorded_at)
-            for fee in live:
-                self.reverse(
-                    fee,
-                    domain.correction_date(facts),
-                    f"outcome {newest.outcome_id} is now {newest.status}, which this agreement does not pay for",
-                )
+        for payment_id in decision.take_back:
+            assert decision.taken_back_on is not None
+            self.reverse(live[payment_id], decision.taken_back_on, decision.reason)
 
     async def accrue(
         self,
