@@ -79,6 +79,9 @@ async def test_an_event_meeting_lock_and_statement_timeouts_is_retried_applied_o
         attempts: list[str] = []
 
         async def under_load(session, envelope, payload):
+            if payload.service_id != service_id:  # the running consumer's own records (other tests' events) pass
+                await real_handler(session, envelope, payload)
+                return
             attempts.append("try")
             # More faults in a row than a handler bug is allowed before its record is dead-lettered.
             if len(attempts) <= 3:  # a row another transaction holds: lock_timeout (55P03)
