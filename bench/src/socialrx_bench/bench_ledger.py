@@ -313,6 +313,7 @@ async def statement_figures(pg: PostgresServer, bootstrap: str, secret: str, cou
                     "best_ms": _ms(min(timings)),
                     "median_ms": _ms(sorted(timings)[2]),
                     "csv_ms": _ms(csv_s),
+                    "paged": await _pages_timed(client, f"/statements/{org}?from={from_}&to={to}", charity, body),
                 }
         figures["explain_analyze"] = {
             "opening_balance": await _plan(
@@ -334,6 +335,24 @@ async def statement_figures(pg: PostgresServer, bootstrap: str, secret: str, cou
         return figures
     finally:
         await conn.close()
+
+
+async def _pages_timed(client: Any, url: str, headers: dict, whole: dict, per_page: int = 200) -> dict:
+    """The first and the last page of `per_page` lines (the web app's page), five times each; the
+    last page's lines must be the whole statement's last lines, balances included."""
+    last = max(1, -(-len(whole["lines"]) // per_page))
+    figures: dict[str, Any] = {"per_page": per_page}
+    for name, page in (("first_page", 1), ("last_page", last)):
+        timings = []
+        for _ in range(5):
+            started = time.perf_counter()
+            answer = await client.get(f"{url}&per_page={per_page}&page={page}", headers=headers, timeout=600)
+            timings.append(time.perf_counter() - started)
+            answer.raise_for_status()
+        lines = answer.json()["lines"]
+        assert lines == whole["lines"][(page - 1) * per_page : page * per_page], f"page {page} differs"
+        figures[name] = {"page": page, "best_ms": _ms(min(timings)), "median_ms": _ms(sorted(timings)[2])}
+    return figures
 
 
 async def _plan(conn: asyncpg.Connection, sql: str, *args: Any) -> list[str]:

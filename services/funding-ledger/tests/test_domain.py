@@ -74,6 +74,42 @@ def _agreement(**changes) -> domain.Agreement:
     return domain.Agreement(**(base | changes))
 
 
+def test_the_agreement_in_force_is_the_pairs_covering_one() -> None:
+    closed = _agreement(id="old", starts_on=date(2025, 4, 1), ends_on=date(2026, 5, 14))
+    successor = _agreement(id="new", starts_on=date(2026, 5, 15))
+    elsewhere = _agreement(id="other", pcn_id="U2", starts_on=date(2020, 1, 1))
+    agreements = [successor, elsewhere, closed]
+    assert domain.agreement_in_force(agreements, "U1", "o1", date(2026, 5, 14)) == closed  # its last day
+    assert domain.agreement_in_force(agreements, "U1", "o1", date(2026, 5, 15)) == successor
+    assert domain.agreement_in_force(agreements, "U1", "o1", date(2025, 3, 31)) is None  # before any began
+    assert domain.agreement_in_force(agreements, "U2", "o1", date(2026, 6, 1)) == elsewhere
+    assert domain.agreement_in_force(agreements, "U1", "o2", date(2026, 6, 1)) is None
+
+
+def test_the_terms_on_a_day_are_the_newest_change_that_applies_to_it() -> None:
+    agreement = _agreement()
+
+    def change(version: int, effective_from: date, per_referral_pence: int) -> dict:
+        return {
+            "version": version,
+            "effective_from": effective_from,
+            "per_referral_pence": per_referral_pence,
+            "per_outcome_pence": 12000,
+            "outcome_statuses": ["completed", "engaged"],
+            "block_grant_pence_per_period": 0,
+            "cap_pence_per_year": 90000,
+        }
+
+    # Version 3 was made later but back-dated before version 2's start: from 1 July, 3 wins.
+    changes = [change(2, date(2026, 9, 1), 7000), change(3, date(2026, 7, 1), 6000)]
+    assert domain.terms_on(agreement, changes, date(2026, 6, 30)) == agreement  # no change applies yet
+    on_july = domain.terms_on(agreement, changes, date(2026, 7, 1))
+    assert (on_july.per_referral_pence, on_july.cap_pence_per_year) == (6000, 90000)
+    assert on_july.outcome_statuses == ("completed", "engaged")
+    assert domain.terms_on(agreement, changes, date(2026, 10, 1)).per_referral_pence == 6000  # 3 outranks 2
+    assert domain.terms_on(agreement, changes[:1], date(2026, 10, 1)).per_referral_pence == 7000
+
+
 def test_fees_per_basis_and_outcome_status() -> None:
     agreement = _agreement()
     assert domain.fee(agreement, "referral_accepted") == 5000

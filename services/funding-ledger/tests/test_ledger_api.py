@@ -217,6 +217,22 @@ async def test_settlements_arrears_and_statement(ledger) -> None:
     bad_range = await ledger.client.get(f"/statements/{org}?from=2026-11-01&to=2026-10-31", headers=finance)
     assert bad_range.status_code == 422
 
+    # Paged: the same lines two at a time, each with the whole statement's running balance.
+    whole = f"/statements/{org}?from=2026-06-01&to=2026-10-31"
+    pages = [(await ledger.client.get(f"{whole}&per_page=2&page={n}", headers=charity)).json() for n in (1, 2, 3)]
+    assert [(p["page"], p["total"], len(p["lines"])) for p in pages] == [(1, 4, 2), (2, 4, 2), (3, 4, 0)]
+    assert pages[0]["lines"] + pages[1]["lines"] == statement["lines"]
+    assert {p["closing_balance_pence"] for p in pages} == {-500}
+    for query, says in (
+        ("&page=2", "page needs per_page"),
+        ("&per_page=2&format=csv", "the CSV is always the whole statement"),
+        ("&per_page=0", "greater than or equal to 1"),
+        ("&per_page=5001", "less than or equal to 5000"),
+        ("&per_page=2&page=0", "greater than or equal to 1"),
+    ):
+        refused = await ledger.client.get(whole + query, headers=finance)
+        assert refused.status_code == 422 and says in refused.text, (query, refused.text)
+
 
 @pytest.mark.parametrize(
     ("change", "status", "says"),

@@ -289,9 +289,28 @@ async def _compare(session: AsyncSession, as_of: list[date], from_: date, to: da
                 session, day, pcn_id=pcn, organisation_id=org
             )
     for org, pcn in ((ORG_A, None), (ORG_A, P1), (ORG_B, P1)):
-        assert await reports.statement(session, org, pcn, from_, to) == await _statement_by_scan(
-            session, org, pcn, from_, to
-        )
+        whole = await reports.statement(session, org, pcn, from_, to)
+        assert whole == await _statement_by_scan(session, org, pcn, from_, to)
+        await _pages_make_the_whole(session, whole, org, pcn, from_, to)
+
+
+async def _pages_make_the_whole(session: AsyncSession, whole: dict, org: str, pcn: str | None, from_, to) -> None:
+    """Pages of any size, read in turn, are the whole statement: the same lines, the same running
+    balances, the same totals on every page; one page past the end is empty and still counts."""
+    for per_page in (1, 2, 7):
+        lines, page = [], 1
+        while True:
+            one = await reports.statement(session, org, pcn, from_, to, page=page, per_page=per_page)
+            assert {k: v for k, v in one.items() if k not in ("lines", "page", "per_page", "total")} == {
+                k: v for k, v in whole.items() if k != "lines"
+            }
+            assert (one["page"], one["per_page"], one["total"]) == (page, per_page, len(whole["lines"]))
+            assert len(one["lines"]) <= per_page
+            if not one["lines"]:
+                break
+            lines += one["lines"]
+            page += 1
+        assert lines == whole["lines"]
 
 
 # --- the oracle: the reports as they were before the projections, scanning every row ----------

@@ -240,6 +240,11 @@ async def accrue_block_grants(
     return {"on": body.on.isoformat(), "items": items}
 
 
+# A year's statement can hold tens of thousands of lines: JSON clients (and the web app) may page it;
+# without per_page every line comes back, as before paging existed.
+StatementPerPage = per_page_up_to(5000)
+
+
 @router.get("/statements/{organisation_id}", tags=["payments"], summary="An organisation's statement (json or csv)")
 async def statement(
     organisation_id: str,
@@ -248,13 +253,28 @@ async def statement(
     from_: Annotated[LedgerDate | None, Query(alias="from")] = None,
     to: LedgerDate | None = None,
     format: Literal["json", "csv"] = "json",
+    page: Page = 1,
+    per_page: StatementPerPage | None = None,
 ):
     to = to or domain.today_in_uk()
     from_ = from_ or domain.financial_year_start(to)
     if from_ > to:
         raise HTTPException(422, detail=f"from ({from_}) is after to ({to})")
+    if per_page is None and page != 1:
+        raise HTTPException(422, detail="page needs per_page (lines per page); without both, every line is returned")
+    if format == "csv" and per_page is not None:
+        raise HTTPException(422, detail="the CSV is always the whole statement; leave out page and per_page")
     scope = _scope_of(principal, organisation_id)
-    body = await reports.read(runtime_of(request), reports.statement, organisation_id, scope["pcn_id"], from_, to)
+    body = await reports.read(
+        runtime_of(request),
+        reports.statement,
+        organisation_id,
+        scope["pcn_id"],
+        from_,
+        to,
+        page=page,
+        per_page=per_page,
+    )
     if format == "csv":
         return Response(
             reports.statement_csv(body),

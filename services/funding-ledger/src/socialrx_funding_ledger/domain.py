@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import calendar
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
@@ -111,6 +112,36 @@ class Agreement:
 
     def covers(self, on: date) -> bool:
         return self.starts_on <= on and (self.ends_on is None or on <= self.ends_on)
+
+
+def agreement_in_force(
+    agreements: Iterable[Agreement], pcn_id: str, organisation_id: str, on: date
+) -> Agreement | None:
+    """The pair's agreement covering `on`; of two, the one that started later (agreements of a pair
+    never overlap once made, so this only decides between a closed one and its successor's start)."""
+    covering = [a for a in agreements if (a.pcn_id, a.organisation_id) == (pcn_id, organisation_id) and a.covers(on)]
+    return max(covering, key=lambda a: a.starts_on, default=None)
+
+
+def terms_on(agreement: Agreement, versions: Iterable[Mapping[str, Any]], on: date) -> Agreement:
+    """The agreement with the fees, statuses, grant and cap in force on `on`: of the changes that
+    apply to that day, the newest (a later change may be back-dated further than an earlier one)."""
+    applying = [v for v in versions if v["effective_from"] <= on]
+    if not applying:
+        return agreement
+    return with_version(agreement, max(applying, key=lambda v: v["version"]))
+
+
+def with_version(agreement: Agreement, version: Mapping[str, Any]) -> Agreement:
+    """The agreement with the fees, statuses, grant and cap of one of its versions."""
+    return replace(
+        agreement,
+        per_referral_pence=version["per_referral_pence"],
+        per_outcome_pence=version["per_outcome_pence"],
+        outcome_statuses=tuple(version["outcome_statuses"]),
+        block_grant_pence_per_period=version["block_grant_pence_per_period"],
+        cap_pence_per_year=version["cap_pence_per_year"],
+    )
 
 
 def financial_year_start(on: date) -> date:

@@ -202,23 +202,10 @@ class _Batch:
             self.versions[row["agreement_id"]].append(_decoded(row))
 
     def in_force(self, pcn_id: str, organisation_id: str, on: date) -> domain.Agreement | None:
-        """`ledger.agreement_in_force`, from what was read."""
-        candidates = [
-            a
-            for a in self.agreements.values()
-            if a.pcn_id == pcn_id
-            and a.organisation_id == organisation_id
-            and a.starts_on <= on
-            and (a.ends_on is None or a.ends_on >= on)
-        ]
-        return max(candidates, key=lambda a: a.starts_on, default=None)
+        return domain.agreement_in_force(self.agreements.values(), pcn_id, organisation_id, on)
 
     def terms_on(self, agreement: domain.Agreement, on: date) -> domain.Agreement:
-        """`ledger.terms_on`, from what was read."""
-        applying = [v for v in self.versions[agreement.id] if v["effective_from"] <= on]
-        if not applying:
-            return agreement
-        return ledger.with_version(agreement, max(applying, key=lambda v: v["version"]))
+        return domain.terms_on(agreement, self.versions[agreement.id], on)
 
     async def accrued_in_year(self, agreement_id: str, on: date) -> int:
         """`ledger.accrued_in_financial_year` (locking the agreement first, as `ledger.accrue` does),

@@ -14,7 +14,6 @@ ledger's own topics needs (see rebuild.py).
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 from collections.abc import Mapping
 from datetime import date, datetime
@@ -124,56 +123,37 @@ def agreement_from_row(row: dict) -> domain.Agreement:
 async def agreement_in_force(
     session: AsyncSession, pcn_id: str, organisation_id: str, on: date
 ) -> domain.Agreement | None:
-    row = (
+    """The pair's agreements, read; the one in force chosen by `domain.agreement_in_force`."""
+    rows = (
         (
             await session.execute(
-                select(agreements)
-                .where(
+                select(agreements).where(
                     agreements.c.pcn_id == pcn_id,
                     agreements.c.organisation_id == organisation_id,
                     agreements.c.starts_on <= on,
-                    (agreements.c.ends_on.is_(None)) | (agreements.c.ends_on >= on),
                 )
-                .order_by(agreements.c.starts_on.desc())
-                .limit(1)
             )
         )
         .mappings()
-        .first()
+        .all()
     )
-    return agreement_from_row(dict(row)) if row else None
+    return domain.agreement_in_force((agreement_from_row(dict(r)) for r in rows), pcn_id, organisation_id, on)
 
 
 async def terms_on(session: AsyncSession, agreement: domain.Agreement, on: date) -> domain.Agreement:
-    """The agreement with the fees, statuses, grant and cap of the version in force on `on`."""
-    version = (
+    """The agreement's changes that apply by `on`, read; the terms chosen by `domain.terms_on`."""
+    versions = (
         (
             await session.execute(
-                select(agreement_versions)
-                .where(agreement_versions.c.agreement_id == agreement.id, agreement_versions.c.effective_from <= on)
-                # The newest change that applies to that day (a later change may be back-dated further).
-                .order_by(agreement_versions.c.version.desc())
-                .limit(1)
+                select(agreement_versions).where(
+                    agreement_versions.c.agreement_id == agreement.id, agreement_versions.c.effective_from <= on
+                )
             )
         )
         .mappings()
-        .first()
+        .all()
     )
-    if version is None:
-        return agreement
-    return with_version(agreement, version)
-
-
-def with_version(agreement: domain.Agreement, version: Mapping[str, Any]) -> domain.Agreement:
-    """The agreement with the fees, statuses, grant and cap of one of its versions."""
-    return dataclasses.replace(
-        agreement,
-        per_referral_pence=version["per_referral_pence"],
-        per_outcome_pence=version["per_outcome_pence"],
-        outcome_statuses=tuple(version["outcome_statuses"]),
-        block_grant_pence_per_period=version["block_grant_pence_per_period"],
-        cap_pence_per_year=version["cap_pence_per_year"],
-    )
+    return domain.terms_on(agreement, versions, on)
 
 
 async def accrued_in_financial_year(session: AsyncSession, agreement_id: str, on: date) -> int:

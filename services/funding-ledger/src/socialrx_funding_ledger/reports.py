@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from datetime import date
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from socialrx_shared.errors import NotFound
@@ -242,88 +242,124 @@ def _summary(items: list[domain.OpenItem], as_of: date, credit_pence: int) -> di
     }
 
 
-async def statement(session: AsyncSession, organisation_id: str, pcn_id: str | None, from_: date, to: date) -> dict:
+# Every line of a statement in one ordered read: accruals (dated by the work), fees taken back and
+# payments made, each with the running sum of what it moved. The window sums over every line of the
+# range, so a page's balances are the whole statement's, and LIMIT/OFFSET only cut what is returned.
+# Ids sort byte-wise (COLLATE "C"): the order is the same on any database locale.
+STATEMENT_LINES = text(
+    """
+    WITH lines AS (
+        SELECT 'accrual' AS type, p.payment_id AS line_id, p.business_date, NULL::date AS paid_on,
+               p.pcn_id, p.basis, p.referral_id, p.period, p.due_date, p.payment_id,
+               NULL::text AS settlement_id, NULL::text AS reference, p.amount_pence,
+               0::bigint AS reversed_pence, p.refused_over_cap_pence, p.open_pence,
+               NULL::bigint AS overpaid_pence, NULL::text AS reason, p.amount_pence AS moved_pence
+          FROM payments p
+         WHERE p.organisation_id = :organisation_id AND (CAST(:pcn_id AS text) IS NULL OR p.pcn_id = :pcn_id)
+           AND p.business_date BETWEEN :from_ AND :to
+        UNION ALL
+        SELECT 'reversal', r.payment_id, r.business_date, NULL, r.pcn_id, p.basis, p.referral_id, p.period,
+               NULL, r.payment_id, NULL, NULL, 0, r.reversed_pence, 0, NULL, r.overpaid_pence, r.reason,
+               -r.reversed_pence
+          FROM payment_reversals r JOIN payments p ON p.payment_id = r.payment_id
+         WHERE r.organisation_id = :organisation_id AND (CAST(:pcn_id AS text) IS NULL OR r.pcn_id = :pcn_id)
+           AND r.business_date BETWEEN :from_ AND :to
+        UNION ALL
+        SELECT 'payment', s.settlement_id, s.paid_on, s.paid_on, s.pcn_id, NULL, NULL, NULL, NULL, NULL,
+               s.settlement_id, s.reference, s.amount_pence, 0, 0, NULL, NULL, NULL, -s.amount_pence
+          FROM settlements s
+         WHERE s.organisation_id = :organisation_id AND (CAST(:pcn_id AS text) IS NULL OR s.pcn_id = :pcn_id)
+           AND s.paid_on BETWEEN :from_ AND :to
+    )
+    SELECT *,
+           (sum(moved_pence) OVER running)::bigint AS running_pence,
+           count(*) OVER () AS lines_in_range
+      FROM lines
+    WINDOW running AS (ORDER BY business_date, type COLLATE "C", line_id COLLATE "C" ROWS UNBOUNDED PRECEDING)
+     ORDER BY business_date, type COLLATE "C", line_id COLLATE "C"
+     LIMIT :limit OFFSET :offset
+    """
+)
+
+
+async def statement(
+    session: AsyncSession,
+    organisation_id: str,
+    pcn_id: str | None,
+    from_: date,
+    to: date,
+    *,
+    page: int = 1,
+    per_page: int | None = None,
+) -> dict:
     """Work accrued (dated by the work) and payments made (dated paid_on), with a running balance:
-    what the PCN(s) owe the organisation net of any credit held."""
-    # The opening balance from the daily sums (statement_days); only the lines in the range are read,
-    # through indexes on (organisation_id, date).
-    opening = int(
-        await session.scalar(
-            _scoped(
-                select(
-                    func.coalesce(
-                        func.sum(
-                            statement_days.c.charged_pence
-                            - statement_days.c.reversed_pence
-                            - statement_days.c.paid_pence
-                        ),
-                        0,
-                    )
-                ).where(statement_days.c.on_date < from_),
-                statement_days,
-                pcn_id,
-                organisation_id,
-            )
-        )
-    )
-    accrued = (
+    what the PCN(s) owe the organisation net of any credit held. Every line of the range, or with
+    `per_page` one page of them (each line's balance still the statement's running balance)."""
+    assert page >= 1 and (per_page is None or per_page >= 1), (page, per_page)
+    # The opening balance and the range's totals from the daily sums (statement_days), whatever the page.
+    before, in_range = _day_sums(from_, to)
+    opening = int(await session.scalar(_scoped(before, statement_days, pcn_id, organisation_id)))
+    charged, paid = (await session.execute(_scoped(in_range, statement_days, pcn_id, organisation_id))).one()
+    offset = (page - 1) * (per_page or 0)
+    rows = (
         (
             await session.execute(
-                _scoped(select(payments), payments, pcn_id, organisation_id).where(
-                    payments.c.business_date >= from_, payments.c.business_date <= to
-                )
+                STATEMENT_LINES,
+                {
+                    "organisation_id": organisation_id,
+                    "pcn_id": pcn_id,
+                    "from_": from_,
+                    "to": to,
+                    "limit": per_page,
+                    "offset": offset,
+                },
             )
         )
         .mappings()
         .all()
     )
-    paid = (
-        (
-            await session.execute(
-                _scoped(select(settlements), settlements, pcn_id, organisation_id).where(
-                    settlements.c.paid_on >= from_, settlements.c.paid_on <= to
-                )
-            )
-        )
-        .mappings()
-        .all()
-    )
-    taken_back = (
-        (
-            await session.execute(
-                _scoped(
-                    select(payment_reversals, payments.c.basis, payments.c.referral_id, payments.c.period).join(
-                        payments, payments.c.payment_id == payment_reversals.c.payment_id
-                    ),
-                    payment_reversals,
-                    pcn_id,
-                    organisation_id,
-                ).where(payment_reversals.c.business_date >= from_, payment_reversals.c.business_date <= to)
-            )
-        )
-        .mappings()
-        .all()
-    )
-    lines = [_accrual_line(p) for p in accrued]
-    lines += [_reversal_line(r) for r in taken_back]
-    lines += [_payment_line(s) for s in paid]
-    lines.sort(key=lambda line: (line["date"], line["type"], line["payment_id"] or line["settlement_id"]))
-    balance = opening
-    for line in lines:
-        balance += line["charged_pence"] - line["paid_pence"]
-        line["balance_pence"] = balance
-    return {
+    lines = [LINE_OF[row["type"]](row) | {"balance_pence": opening + row["running_pence"]} for row in rows]
+    body = {
         "organisation_id": organisation_id,
         "pcn_id": pcn_id,
         "from": from_.isoformat(),
         "to": to.isoformat(),
         "currency": "GBP",
         "opening_balance_pence": opening,
-        "closing_balance_pence": balance,
-        "charged_pence": sum(line["charged_pence"] for line in lines),
-        "paid_pence": sum(line["paid_pence"] for line in lines),
+        "closing_balance_pence": opening + int(charged) - int(paid),
+        "charged_pence": int(charged),
+        "paid_pence": int(paid),
         "lines": lines,
     }
+    if per_page is None:
+        return body
+    total = rows[0]["lines_in_range"] if rows else await _lines_in_range(session, organisation_id, pcn_id, from_, to)
+    return body | {"page": page, "per_page": per_page, "total": total}
+
+
+def _day_sums(from_: date, to: date):
+    moved = statement_days.c.charged_pence - statement_days.c.reversed_pence - statement_days.c.paid_pence
+    before = select(func.coalesce(func.sum(moved), 0)).where(statement_days.c.on_date < from_)
+    in_range = select(
+        func.coalesce(func.sum(statement_days.c.charged_pence - statement_days.c.reversed_pence), 0),
+        func.coalesce(func.sum(statement_days.c.paid_pence), 0),
+    ).where(statement_days.c.on_date >= from_, statement_days.c.on_date <= to)
+    return before, in_range
+
+
+async def _lines_in_range(
+    session: AsyncSession, organisation_id: str, pcn_id: str | None, from_: date, to: date
+) -> int:
+    """How many lines the range holds, for a page past its end (which returns none to count)."""
+    counted = 0
+    for table, on in (
+        (payments, payments.c.business_date),
+        (payment_reversals, payment_reversals.c.business_date),
+        (settlements, settlements.c.paid_on),
+    ):
+        query = _scoped(select(func.count()).select_from(table), table, pcn_id, organisation_id)
+        counted += int(await session.scalar(query.where(on >= from_, on <= to)))
+    return counted
 
 
 def _accrual_line(p) -> dict:
@@ -384,6 +420,9 @@ def _payment_line(s) -> dict:
         "refused_over_cap_pence": 0,
         "open_pence": None,
     }
+
+
+LINE_OF = {"accrual": _accrual_line, "reversal": _reversal_line, "payment": _payment_line}
 
 
 CSV_COLUMNS = (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import date, datetime, timezone
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -178,11 +179,25 @@ async def arrears(request: Request, as_of: str = "") -> Response:
     return render(request, "arrears.html", report=report, rows=rows, svg=svg, as_of=chosen.isoformat(), buckets=BUCKETS)
 
 
+# A year's statement can run to thousands of lines: the page shows them 200 at a time, each with the
+# statement's running balance; the CSV download is always the whole statement.
+STATEMENT_LINES_PER_PAGE = 200
+
+
 @router.get("/statements/{organisation_id}")
-async def statement(request: Request, organisation_id: str, start: str = "", end: str = "") -> Response:
+async def statement(
+    request: Request, organisation_id: str, start: str = "", end: str = "", page: str = "1"
+) -> Response:
     user = need_role(request, "finance", "admin")
+    if not page.isdigit() or not 1 <= int(page) <= 1_000_000:
+        raise PageError(400, "There is a problem", "The page number must be a whole number from 1.")
     body = await request.app.state.apis.get(
-        user, "funding-ledger", f"/statements/{organisation_id}", **{"from": start or None, "to": end or None}
+        user,
+        "funding-ledger",
+        f"/statements/{organisation_id}",
+        **{"from": start or None, "to": end or None},
+        page=int(page),
+        per_page=STATEMENT_LINES_PER_PAGE,
     )
     orgs = await organisations(request)
     return render(
@@ -193,7 +208,22 @@ async def statement(request: Request, organisation_id: str, start: str = "", end
         name=orgs.get(organisation_id, organisation_id),
         start=start,
         end=end,
+        pages=_line_pages(body, f"/statements/{organisation_id}?" + urlencode({"start": start, "end": end})),
     )
+
+
+def _line_pages(body: dict, base_url: str) -> dict:
+    """The previous and next links of a paged statement, labelled by the lines they show."""
+    page, per_page, total = body["page"], body["per_page"], body["total"]
+
+    def link(n: int) -> dict:
+        first, last = (n - 1) * per_page + 1, min(n * per_page, total)
+        return {"href": f"{base_url}&page={n}", "labelText": f"Lines {first} to {last} of {total}"}
+
+    return {
+        "previous": link(page - 1) if page > 1 and total else {},
+        "next": link(page + 1) if page * per_page < total else {},
+    }
 
 
 @router.get("/statements/{organisation_id}/csv")
