@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import types
 
 import pytest
 from fastapi import APIRouter, Request
 from fastapi.testclient import TestClient
 
+from socialrx_shared import heap
 from socialrx_shared.db import new_metadata, reliability_tables
 from socialrx_shared.runtime import ServiceRuntime
 from socialrx_shared.service import runtime_of, service_app
@@ -56,3 +59,25 @@ def test_a_store_without_outbox_and_inbox_is_refused_by_name() -> None:
             routers=[],
             description="",
         )
+
+
+def test_a_service_process_settles_its_heap_before_serving() -> None:
+    # In a process of its own: freezing the heap of the test run would keep its garbage for good.
+    script = """
+import gc
+from socialrx_shared import service
+from socialrx_shared.settings import ServiceSettings
+seen = {}
+def serve(app, settings):
+    seen.update(threshold=gc.get_threshold(), frozen=gc.get_freeze_count(), app=app)
+service.serve = serve
+service.run(lambda settings: "the app", lambda: ServiceSettings(SOCIALRX_DEV_MODE=True))
+print(seen["threshold"][0], seen["frozen"] > 1000, seen["app"])
+"""
+    before = subprocess.run(
+        [sys.executable, "-c", "import gc; print(gc.get_threshold()[0])"], capture_output=True, text=True
+    )
+    answer = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert answer.returncode == 0, answer.stderr
+    assert before.stdout.split() == ["700"]  # CPython's default, which the service changes
+    assert answer.stdout.split() == [str(heap.YOUNG_COLLECTION_EVERY), "True", "the", "app"]

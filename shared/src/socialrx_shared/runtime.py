@@ -36,6 +36,9 @@ def bootstrap_list(servers: str) -> list[str]:
     return [server.strip() for server in servers.split(",") if server.strip()]
 
 
+RELAY_BATCH_BYTES = 256 * 1024  # under the broker's message.max.bytes (1 MB by default)
+
+
 def safe_producer(bootstrap_servers: str, client_id: str) -> AIOKafkaProducer:
     """acks=all + idempotence: an acknowledged event is on every in-sync replica, never doubled by retries."""
     return AIOKafkaProducer(
@@ -44,6 +47,9 @@ def safe_producer(bootstrap_servers: str, client_id: str) -> AIOKafkaProducer:
         acks="all",
         enable_idempotence=True,
         linger_ms=5,
+        # A relay sends up to 500 events at once; aiokafka's default 16 KB batch held about 16 of them,
+        # so every publish became dozens of record batches for the broker to take apart and store.
+        max_batch_size=RELAY_BATCH_BYTES,
         request_timeout_ms=30_000,
     )
 

@@ -14,6 +14,7 @@ from typing import TypeVar
 from fastapi import APIRouter, FastAPI, Request
 from sqlalchemy import MetaData, Table
 
+from . import heap
 from .http import create_app, serve
 from .runtime import ServiceRuntime
 from .settings import ServiceSettings
@@ -66,4 +67,6 @@ def service_app(
 def run(build: Callable[[SettingsT], FastAPI], settings_class: type[SettingsT]) -> None:
     """`main` of a service: settings from the environment, then serve until SIGINT/SIGTERM."""
     settings = settings_class()
-    serve(build(settings), settings)
+    app = build(settings)
+    heap.settle()  # in the service's own process only (tests build many apps in one)
+    serve(app, settings)

@@ -227,6 +227,9 @@ async def one_referral_at_a_time(session: AsyncSession, referral_id: str) -> Non
     )
 
 
+# Records per consumed batch: a set-based batch costs about the same number of statements at any size.
+LEDGER_BATCH_RECORDS = 1000
+
 # Taken by each consumed batch and by the commands that decide fees (agreements covering past work).
 BATCH_LOCK = "ledger-consumer-batch"
 
@@ -239,6 +242,7 @@ def register(rt: ServiceRuntime) -> None:
     # A batch's accepted referrals and outcomes decided in memory and written set-based; the handlers
     # below stay for the records of a failed batch, applied one by one.
     consumer.batch_handler = functools.partial(handlers_batch.apply, rt)
+    consumer.max_batch = LEDGER_BATCH_RECORDS
 
     @consumer.on(REFERRAL_ACCEPTED.topic)
     async def accepted(session: AsyncSession, envelope: Envelope, event: ReferralAccepted) -> None:

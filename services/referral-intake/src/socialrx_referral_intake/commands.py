@@ -13,7 +13,7 @@ import json
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from typing import Annotated, Any
 
@@ -390,6 +390,113 @@ class LineResult:
     error: str | None = None
 
 
+# Lines are committed a chunk at a time: the directory and outcomes start on the first referrals while
+# the rest are written (on two cores an upload of 20,000 took 11.8 s to be seen downstream in one
+# transaction). A failure part-way leaves the chunks before it; sending the file again creates only the
+# rest, as every line is idempotent by its content.
+BULK_LINES_PER_TRANSACTION = 1000
+
+
+@dataclass
+class _MadeInThisFile:
+    """What earlier lines of this upload made, across its chunks: a line's key to its referral."""
+
+    first_of: dict[str, str] = field(default_factory=dict)
+    known_needs: set[str] | None = None
+
+
+async def _create_chunk(
+    session: AsyncSession,
+    stage_many: StageMany,
+    ref_key: bytes,
+    principal: Principal,
+    link_worker_id: str,
+    valid: list[tuple[int, NewReferral, str]],
+    made: _MadeInThisFile,
+    now: datetime,
+) -> dict[int, LineResult]:
+    results: dict[int, LineResult] = {}
+    service_ids = sorted({body.service_id for _, body, _ in valid})
+    services = {
+        row["service_id"]: dict(row)
+        for row in (
+            await session.execute(select(services_view).where(services_view.c.service_id.in_(service_ids)))
+        ).mappings()
+    }
+    keys = [f"bulk:{hashed}" for _, _, hashed in valid]
+    already = {
+        row.idempotency_key: str(row.id)
+        for row in (
+            await session.execute(
+                select(referrals.c.id, referrals.c.idempotency_key).where(
+                    referrals.c.link_worker_id.in_([link_worker_id, principal.sub]),
+                    referrals.c.idempotency_key.in_(keys),
+                )
+            )
+        ).all()
+    }
+    to_create: list[tuple[int, _Rows]] = []
+    refused_events: list[ReferralRefused] = []
+    for number, body, hashed in valid:
+        key = f"bulk:{hashed}"
+        if key in already or key in made.first_of:
+            # Sent before (or twice in this file): the referral that line made, not a second one.
+            results[number] = LineResult(number, "already_created", referral_id=already.get(key) or made.first_of[key])
+            continue
+        service = services.get(body.service_id)
+        refusal = domain.service_refusal(service)
+        if service is None:
+            results[number] = LineResult(number, "refused", error=refusal)
+            continue
+        if refusal:
+            event = _refusal_event(principal, body, service, now, key)
+            if event.needs:
+                refused_events.append(event)
+            results[number] = LineResult(number, "refused", error=refusal)
+            continue
+        if set(body.needs) - set(service["needs"]):
+            if made.known_needs is None:
+                made.known_needs = set(
+                    await session.scalars(select(func.jsonb_array_elements_text(services_view.c.needs)).distinct())
+                )
+            needs_problem = domain.needs_problem(body.needs, service["needs"], made.known_needs)
+            if needs_problem:
+                results[number] = LineResult(number, "refused", error=needs_problem)
+                continue
+        referral_id = str(uuid.uuid5(BULK_REFERRALS, f"{link_worker_id}:{hashed}"))
+        practice_id = body.practice_id or principal.practice_id
+        assert practice_id is not None
+        to_create.append(
+            (
+                number,
+                _rows(ref_key, principal, link_worker_id, body, service, referral_id, practice_id, key, hashed, now),
+            )
+        )
+        made.first_of[key] = referral_id
+    created: set[str] = set()
+    if to_create:
+        # ON CONFLICT: a concurrent upload of the same lines made them first; theirs stand.
+        created = set(
+            await session.scalars(
+                pg_insert(referrals).on_conflict_do_nothing().returning(referrals.c.id),
+                [rows.referral for _, rows in to_create],
+            )
+        )
+        fresh = [rows for _, rows in to_create if rows.referral["id"] in created]
+        if fresh:
+            await session.execute(insert(person_details), [rows.person for rows in fresh])
+            await session.execute(insert(timeline), [rows.timeline for rows in fresh])
+            await stage_many(session, REFERRAL_CREATED, [rows.event for rows in fresh])
+    if refused_events:
+        await stage_many(session, REFERRAL_REFUSED, refused_events)
+    for number, rows in to_create:
+        referral_id = rows.referral["id"]
+        results[number] = LineResult(
+            number, "created" if referral_id in created else "already_created", referral_id=referral_id
+        )
+    return results
+
+
 async def bulk_create_referrals(
     transaction: Transaction,
     stage_many: StageMany,
@@ -397,8 +504,8 @@ async def bulk_create_referrals(
     principal: Principal,
     lines: Sequence[tuple[int, dict[str, Any] | None, str | None]],
 ) -> list[LineResult]:
-    """Create the referrals of an upload in one transaction: each line validated and refused by the
-    same rules as `POST /referrals`; a refused line is reported with its number and changes nothing,
+    """Create the referrals of an upload, a chunk of lines per transaction: each line validated and
+    refused by the same rules as `POST /referrals`; a refused line is reported with its number and changes nothing,
     the others go on.
 
     Idempotent per line by its content: a line's key is the hash of the referral it asks for, so the
@@ -423,95 +530,9 @@ async def bulk_create_referrals(
             continue
         valid.append((number, body, request_hash(body)))
 
-    async with transaction() as session:
-        service_ids = sorted({body.service_id for _, body, _ in valid})
-        services = (
-            {
-                row["service_id"]: dict(row)
-                for row in (
-                    await session.execute(select(services_view).where(services_view.c.service_id.in_(service_ids)))
-                ).mappings()
-            }
-            if valid
-            else {}
-        )
-        known_needs: set[str] | None = None
-        keys = [f"bulk:{hashed}" for _, _, hashed in valid]
-        already = (
-            {
-                row.idempotency_key: str(row.id)
-                for row in (
-                    await session.execute(
-                        select(referrals.c.id, referrals.c.idempotency_key).where(
-                            referrals.c.link_worker_id.in_([link_worker_id, principal.sub]),
-                            referrals.c.idempotency_key.in_(keys),
-                        )
-                    )
-                ).all()
-            }
-            if keys
-            else {}
-        )
-        to_create: list[tuple[int, _Rows]] = []
-        refused_events: list[ReferralRefused] = []
-        first_of: dict[str, str] = {}
-        for number, body, hashed in valid:
-            key = f"bulk:{hashed}"
-            if key in already or key in first_of:
-                # Sent before (or twice in this file): the referral that line made, not a second one.
-                results[number] = LineResult(number, "already_created", referral_id=already.get(key) or first_of[key])
-                continue
-            service = services.get(body.service_id)
-            refusal = domain.service_refusal(service)
-            if service is None:
-                results[number] = LineResult(number, "refused", error=refusal)
-                continue
-            if refusal:
-                event = _refusal_event(principal, body, service, now, key)
-                if event.needs:
-                    refused_events.append(event)
-                results[number] = LineResult(number, "refused", error=refusal)
-                continue
-            if set(body.needs) - set(service["needs"]):
-                if known_needs is None:
-                    known_needs = set(
-                        await session.scalars(select(func.jsonb_array_elements_text(services_view.c.needs)).distinct())
-                    )
-                needs_problem = domain.needs_problem(body.needs, service["needs"], known_needs)
-                if needs_problem:
-                    results[number] = LineResult(number, "refused", error=needs_problem)
-                    continue
-            referral_id = str(uuid.uuid5(BULK_REFERRALS, f"{link_worker_id}:{hashed}"))
-            practice_id = body.practice_id or principal.practice_id
-            assert practice_id is not None
-            to_create.append(
-                (
-                    number,
-                    _rows(
-                        ref_key, principal, link_worker_id, body, service, referral_id, practice_id, key, hashed, now
-                    ),
-                )
-            )
-            first_of[key] = referral_id
-        created: set[str] = set()
-        if to_create:
-            # ON CONFLICT: a concurrent upload of the same lines made them first; theirs stand.
-            created = set(
-                await session.scalars(
-                    pg_insert(referrals).on_conflict_do_nothing().returning(referrals.c.id),
-                    [rows.referral for _, rows in to_create],
-                )
-            )
-            fresh = [rows for _, rows in to_create if rows.referral["id"] in created]
-            if fresh:
-                await session.execute(insert(person_details), [rows.person for rows in fresh])
-                await session.execute(insert(timeline), [rows.timeline for rows in fresh])
-                await stage_many(session, REFERRAL_CREATED, [rows.event for rows in fresh])
-        if refused_events:
-            await stage_many(session, REFERRAL_REFUSED, refused_events)
-    for number, rows in to_create:
-        referral_id = rows.referral["id"]
-        results[number] = LineResult(
-            number, "created" if referral_id in created else "already_created", referral_id=referral_id
-        )
+    made = _MadeInThisFile()
+    for first in range(0, len(valid), BULK_LINES_PER_TRANSACTION):
+        chunk = valid[first : first + BULK_LINES_PER_TRANSACTION]
+        async with transaction() as session:
+            results |= await _create_chunk(session, stage_many, ref_key, principal, link_worker_id, chunk, made, now)
     return [results[number] for number in sorted(results)]
