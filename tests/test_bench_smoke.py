@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 
-from socialrx_bench import bench
+from socialrx_bench import bench, bench_bulk
 from socialrx_harness.postgres import SERVICES
 
 
 def test_bench_tiny_run_is_correct(kafka, postgres, jwt_secret, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka.bootstrap_servers)
     monkeypatch.setenv("SOCIALRX_JWT_SECRET", jwt_secret)
+    monkeypatch.setattr(bench_bulk, "PHASE_LINES", 40)  # the bulk phase, at a smoke test's size
     for service in SERVICES:
         monkeypatch.setenv(
             service.upper().replace("-", "_") + "_DATABASE_URL", postgres.new_database("bench_" + service)
@@ -56,5 +57,8 @@ def test_bench_tiny_run_is_correct(kafka, postgres, jwt_secret, tmp_path, monkey
     assert result["ledger_rebuild"]["equal_to_live"] is True
     assert result["arrears"]["owed_pence_correct"] is True
     assert {"machine", "versions", "commit", "raw_kafka", "per_service_flat_out", "timeline"} <= set(result)
+    bulk = result["extra_phases"]["bench_bulk"]
+    assert "error" not in bulk, bulk
+    assert bulk["lines_per_upload"] == 40 and bulk["outcomes_ledgered_per_s"] > 0
     assert (tmp_path / "smoke.png").read_bytes().startswith(b"\x89PNG")
     assert code == 0

@@ -989,7 +989,9 @@ async def copy_limit(database_url: str, rows: int = 200_000) -> dict:
 
 # --- optional phases written by other modules: bench_ledger, bench_bulk ---------------------------
 
-EXTRA_PHASES = ("bench_ledger", "bench_bulk")
+# bench_ledger is not among them: this bench measures arrears and the rebuild itself, and its
+# statement and million-payment figures run on databases of their own (`python -m socialrx_bench.bench_ledger`).
+EXTRA_PHASES = ("bench_bulk",)
 
 
 @dataclass(frozen=True)

@@ -356,6 +356,27 @@ async def measure(
     return {"referrals": referrals, "acceptances": accepted, "outcomes": outcomes, "referrals_resent": resent}
 
 
+# As a phase of `make bench` (bench.py's EXTRA_PHASES): the same steps on the bench's running platform.
+PHASE_LINES = 20_000
+
+
+async def run(stack: Any) -> dict[str, float]:
+    """`make bench`'s bulk phase: figures by name, on the platform the bench started (a BenchStack)."""
+    result = await measure(
+        stack.service_urls, stack.database_urls, stack.bootstrap_servers, stack.jwt_secret, PHASE_LINES, 600.0
+    )
+    referrals, outcomes = result["referrals"], result["outcomes"]
+    return {
+        "lines_per_upload": PHASE_LINES,
+        "referrals_upload_answered_s": referrals["seconds_to_answer"],
+        "referrals_seen_downstream_per_s": referrals["lines_per_s_seen_downstream"],
+        "referral_fees_ledgered_s": result["acceptances"]["seconds_to_referral_fees"],
+        "outcomes_upload_answered_s": outcomes["seconds_to_answer"],
+        "outcomes_ledgered_per_s": outcomes["lines_per_s_ledgered"],
+        "target_per_s": 2000,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m socialrx_bench.bench_bulk", description=__doc__.split("\n")[0])
     parser.add_argument(
