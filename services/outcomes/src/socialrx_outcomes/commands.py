@@ -10,7 +10,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Annotated, Any
 
@@ -433,7 +433,7 @@ async def bulk_record_outcomes(
     principal: Principal,
     lines: Sequence[tuple[int, dict[str, Any] | None, str | None]],
 ) -> list[LineResult]:
-    """Record a charity's outcomes in one transaction: each line checked like
+    """Record a charity's outcomes, a chunk of lines per transaction: each line checked like
     `POST /referrals/{id}/outcomes` (the charity's own accepted referrals, measures scored, one baseline
     per instrument); a refused line is reported with its number and changes nothing, the others go on.
 
@@ -469,121 +469,151 @@ async def bulk_record_outcomes(
         hashed = _line_hash(organisation_id, referral_id, data)
         valid.append((number, referral_id, data, scored, str(uuid.uuid5(BULK_OUTCOMES, hashed))))
 
+    in_file = _RecordedInThisFile()
+    for first in range(0, len(valid), BULK_LINES_PER_TRANSACTION):
+        chunk = valid[first : first + BULK_LINES_PER_TRANSACTION]
+        async with _baseline_guard(), transaction() as session:
+            results |= await _record_chunk(session, stage_many, principal, chunk, in_file, now)
+    return [results[number] for number in sorted(results)]
+
+
+# Rows are committed a chunk at a time, so the ledger starts on the first outcomes while the rest are
+# written. A failure part-way leaves the chunks before it; sending the file again records only the rest,
+# as every line is idempotent by its content.
+BULK_LINES_PER_TRANSACTION = 1000
+
+
+@dataclass
+class _RecordedInThisFile:
+    """What earlier lines of this upload recorded, across its chunks (their outcomes are committed, so
+    a repeated line finds its outcome in the database)."""
+
+    baseline_line: dict[tuple[str, str], int] = field(default_factory=dict)  # (referral, instrument) -> line
+
+
+async def _record_chunk(
+    session: AsyncSession,
+    stage_many: StageMany,
+    principal: Principal,
+    valid: list[tuple[int, str, OutcomeInput, Scored, str]],
+    in_file: _RecordedInThisFile,
+    now: datetime,
+) -> dict[int, LineResult]:
+    results: dict[int, LineResult] = {}
     outcome_rows: list[dict[str, Any]] = []
     measure_rows: list[dict[str, Any]] = []
     events: list[OutcomeRecorded] = []
     recorded: list[tuple[int, str, str]] = []
-    async with _baseline_guard(), transaction() as session:
-        referral_ids = sorted({referral_id for _, referral_id, _, _, _ in valid})
-        # Row locks in one order: concurrent recordings for these referrals wait, so the baseline check holds.
-        found = (
-            {
-                row["referral_id"]: dict(row)
-                for row in (
-                    await session.execute(
-                        select(referral_view)
-                        .where(referral_view.c.referral_id.in_(referral_ids))
-                        .order_by(referral_view.c.referral_id)
-                        .with_for_update()
+    referral_ids = sorted({referral_id for _, referral_id, _, _, _ in valid})
+    # Row locks in one order: concurrent recordings for these referrals wait, so the baseline check holds.
+    found = (
+        {
+            row["referral_id"]: dict(row)
+            for row in (
+                await session.execute(
+                    select(referral_view)
+                    .where(referral_view.c.referral_id.in_(referral_ids))
+                    .order_by(referral_view.c.referral_id)
+                    .with_for_update()
+                )
+            ).mappings()
+        }
+        if referral_ids
+        else {}
+    )
+    outcome_ids = [outcome_id for *_, outcome_id in valid]
+    already = (
+        set(await session.scalars(select(outcomes.c.outcome_id).where(outcomes.c.outcome_id.in_(outcome_ids))))
+        if outcome_ids
+        else set()
+    )
+    baselines = (
+        {
+            (row.referral_id, row.instrument): row.outcome_id
+            for row in (
+                await session.execute(
+                    select(measures.c.referral_id, measures.c.instrument, measures.c.outcome_id).where(
+                        measures.c.referral_id.in_(referral_ids), measures.c.phase == "baseline"
                     )
-                ).mappings()
-            }
-            if referral_ids
-            else {}
+                )
+            ).all()
+        }
+        if referral_ids
+        else {}
+    )
+    baseline_line = in_file.baseline_line  # a line of an earlier chunk is still "row N of this file"
+    for number, referral_id, data, scored, outcome_id in valid:
+        if outcome_id in already:
+            results[number] = LineResult(number, "already_recorded", referral_id, outcome_id)
+            continue
+        referral = found.get(referral_id)
+        problem = _bulk_refusal(principal, referral)
+        if problem:
+            results[number] = LineResult(number, "refused", referral_id, error=problem)
+            continue
+        assert referral is not None
+        second = next(
+            (
+                m.instrument
+                for m, _ in scored
+                if m.phase == "baseline"
+                and ((referral_id, m.instrument) in baselines or (referral_id, m.instrument) in baseline_line)
+            ),
+            None,
         )
-        outcome_ids = [outcome_id for *_, outcome_id in valid]
-        already = (
-            set(await session.scalars(select(outcomes.c.outcome_id).where(outcomes.c.outcome_id.in_(outcome_ids))))
-            if outcome_ids
-            else set()
-        )
-        baselines = (
-            {
-                (row.referral_id, row.instrument): row.outcome_id
-                for row in (
-                    await session.execute(
-                        select(measures.c.referral_id, measures.c.instrument, measures.c.outcome_id).where(
-                            measures.c.referral_id.in_(referral_ids), measures.c.phase == "baseline"
-                        )
-                    )
-                ).all()
-            }
-            if referral_ids
-            else {}
-        )
-        baseline_line: dict[tuple[str, str], int] = {}
-        for number, referral_id, data, scored, outcome_id in valid:
-            if outcome_id in already:
-                results[number] = LineResult(number, "already_recorded", referral_id, outcome_id)
-                continue
-            referral = found.get(referral_id)
-            problem = _bulk_refusal(principal, referral)
-            if problem:
-                results[number] = LineResult(number, "refused", referral_id, error=problem)
-                continue
-            assert referral is not None
-            second = next(
-                (
-                    m.instrument
-                    for m, _ in scored
-                    if m.phase == "baseline"
-                    and ((referral_id, m.instrument) in baselines or (referral_id, m.instrument) in baseline_line)
+        if second is not None:
+            earlier = (
+                f"row {baseline_line[(referral_id, second)]} of this file"
+                if (referral_id, second) in baseline_line
+                else f"outcome {baselines[(referral_id, second)]}"
+            )
+            results[number] = LineResult(
+                number,
+                "refused",
+                referral_id,
+                error=(
+                    f"a {second} baseline is already recorded for this referral ({earlier}); record a follow_up, "
+                    "or correct that outcome"
                 ),
-                None,
             )
-            if second is not None:
-                earlier = (
-                    f"row {baseline_line[(referral_id, second)]} of this file"
-                    if (referral_id, second) in baseline_line
-                    else f"outcome {baselines[(referral_id, second)]}"
-                )
-                results[number] = LineResult(
-                    number,
-                    "refused",
-                    referral_id,
-                    error=(
-                        f"a {second} baseline is already recorded for this referral ({earlier}); record a follow_up, "
-                        "or correct that outcome"
-                    ),
-                )
-                continue
-            for measure, _ in scored:
-                if measure.phase == "baseline":
-                    baseline_line[(referral_id, measure.instrument)] = number
-            already.add(outcome_id)  # the same line twice in this file: recorded once
-            outcome_rows.append(
-                dict(
-                    outcome_id=outcome_id,
-                    referral_id=referral_id,
-                    status=data.status,
-                    sessions_attended=data.sessions_attended,
-                    recorded_at=now,
-                    recorded_by=principal.sub,
-                )
+            continue
+        for measure, _ in scored:
+            if measure.phase == "baseline":
+                baseline_line[(referral_id, measure.instrument)] = number
+        already.add(outcome_id)  # the same line twice in this file: recorded once
+        outcome_rows.append(
+            dict(
+                outcome_id=outcome_id,
+                referral_id=referral_id,
+                status=data.status,
+                sessions_attended=data.sessions_attended,
+                recorded_at=now,
+                recorded_by=principal.sub,
             )
-            measure_rows.extend(
-                dict(
-                    outcome_id=outcome_id,
-                    referral_id=referral_id,
-                    instrument=m.instrument,
-                    phase=m.phase,
-                    answers=s.item_scores,
-                    score=s.score,
-                    item_scores=s.item_scores,
-                    recorded_at=now,
-                )
-                for m, s in scored
+        )
+        measure_rows.extend(
+            dict(
+                outcome_id=outcome_id,
+                referral_id=referral_id,
+                instrument=m.instrument,
+                phase=m.phase,
+                answers=s.item_scores,
+                score=s.score,
+                item_scores=s.item_scores,
+                recorded_at=now,
             )
-            events.append(_event(referral, outcome_id, data, scored, now))
-            recorded.append((number, referral_id, outcome_id))
-        if outcome_rows:
-            await session.execute(insert(outcomes), outcome_rows)
-            if measure_rows:
-                await session.execute(insert(measures), measure_rows)
-            await stage_many(session, OUTCOME_RECORDED, events)
+            for m, s in scored
+        )
+        events.append(_event(referral, outcome_id, data, scored, now))
+        recorded.append((number, referral_id, outcome_id))
+    if outcome_rows:
+        await session.execute(insert(outcomes), outcome_rows)
+        if measure_rows:
+            await session.execute(insert(measures), measure_rows)
+        await stage_many(session, OUTCOME_RECORDED, events)
     for number, referral_id, outcome_id in recorded:
         results[number] = LineResult(number, "recorded", referral_id, outcome_id)
-    return [results[number] for number in sorted(results)]
+    return results
 
 
 def _bulk_refusal(principal: Principal, referral: dict | None) -> str | None:
