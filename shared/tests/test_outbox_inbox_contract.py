@@ -19,7 +19,7 @@ import abc
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from typing import Any
 
 import pytest
@@ -28,8 +28,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from socialrx_shared.consumer import EventConsumer
 from socialrx_shared.db import new_metadata, reliability_tables
-from socialrx_shared.events import ORGANISATION_REGISTERED, Envelope, OrganisationRegistered
-from socialrx_shared.outbox import OutboxRelay, stage
+from socialrx_shared.events import (
+    ORGANISATION_REGISTERED,
+    SERVICE_UPDATED,
+    Envelope,
+    OrganisationRegistered,
+    ServiceUpdated,
+)
+from socialrx_shared.outbox import OutboxRelay, stage, stage_each
 
 TOPIC = ORGANISATION_REGISTERED.topic
 
@@ -89,6 +95,21 @@ def _tables() -> tuple[MetaData, Table, Table, Table]:
 def _event(organisation_id: str) -> OrganisationRegistered:
     return OrganisationRegistered(
         organisation_id=organisation_id, name=f"Org {organisation_id}", registered_at=datetime.now(timezone.utc)
+    )
+
+
+def _service(organisation_id: str) -> ServiceUpdated:
+    return ServiceUpdated(
+        service_id=f"svc-{organisation_id}",
+        organisation_id=organisation_id,
+        name="Walks",
+        status="active",
+        needs=["loneliness"],
+        capacity_available=3,
+        safeguarding_policy_valid_until=date(2030, 1, 1),
+        accepting_referrals=True,
+        version=1,
+        updated_at=datetime.now(timezone.utc),
     )
 
 
@@ -161,6 +182,39 @@ class OutboxInboxContract(abc.ABC):
             assert in_kafka == [e.id for e in staged if e.subject == key.decode()]
         assert {s.topic for s in producer.sent} == {TOPIC}
         assert await self._unsent(store) == 0
+
+    async def test_events_staged_together_are_published_in_the_order_given_with_their_headers(
+        self, store: Store
+    ) -> None:
+        async with store.sessionmaker() as session, session.begin():
+            first = await stage(session, store.outbox, ORGANISATION_REGISTERED, _event("org-before"), source="t")
+            many = await stage_each(
+                session,
+                store.outbox,
+                [
+                    (ORGANISATION_REGISTERED, _event("org-x"), {"rebuild": "yes"}),
+                    (SERVICE_UPDATED, _service("org-x"), None),
+                    (ORGANISATION_REGISTERED, _event("org-y"), None),
+                ],
+                source="t",
+            )
+        producer = RecordingProducer()
+        relay = OutboxRelay("contract", store.sessionmaker, store.outbox)
+        relay._producer = producer  # type: ignore[assignment]
+
+        assert await relay.publish_batch() == 4
+        assert [Envelope.model_validate_json(s.value).id for s in producer.sent] == [first.id] + [e.id for e in many]
+        assert [s.value for s in producer.sent[1:]] == [e.to_bytes() for e in many]
+        assert [s.topic for s in producer.sent] == [TOPIC, TOPIC, SERVICE_UPDATED.topic, TOPIC]
+        assert [s.key for s in producer.sent] == [b"org-before", b"org-x", b"svc-org-x", b"org-y"]
+        headers = [dict(s.headers) for s in producer.sent]
+        assert headers[1]["rebuild"] == b"yes" and "rebuild" not in headers[2]
+        assert [h["ce_type"] for h in headers[1:]] == [
+            ORGANISATION_REGISTERED.ce_type.encode(),
+            SERVICE_UPDATED.ce_type.encode(),
+            ORGANISATION_REGISTERED.ce_type.encode(),
+        ]
+        assert len({h["traceparent"] for h in headers}) == 4  # a span of its own each
 
     async def test_a_crash_between_publish_and_mark_resends_and_the_inbox_applies_once(self, store: Store) -> None:
         staged = await self._stage(store, "org-a", "org-b")

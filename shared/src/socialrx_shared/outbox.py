@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy import LargeBinary, Table, Text, TextClause, Uuid, bindparam, func, insert, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from .events import Envelope, EventSpec, Strict, new_event
@@ -83,20 +85,39 @@ async def stage_each(
         return []
     envelopes = [new_event(spec, data, source=source) for spec, data, _ in items]
     parent = current_traceparent.get()
+    pairs = list(zip(envelopes, items, strict=True))
+    # One INSERT of arrays, executed once, rather than the statement once per row (executemany): for a
+    # bulk upload's 1,000 events, most of the staging's time went to the per-row executions.
     await session.execute(
-        insert(outbox),
-        [
-            {
-                "event_id": envelope.id,
-                "topic": spec.topic,
-                "key": envelope.subject,
-                "value": envelope.to_bytes(),
-                "headers": {**(headers or {}), "traceparent": child_traceparent(parent), "ce_type": spec.ce_type},
-            }
-            for envelope, (spec, _, headers) in zip(envelopes, items, strict=True)
-        ],
+        _insert_arrays(outbox),
+        {
+            "event_ids": [envelope.id for envelope, _ in pairs],
+            "topics": [spec.topic for _, (spec, _, _) in pairs],
+            "keys": [envelope.subject for envelope, _ in pairs],
+            "values_": [envelope.to_bytes() for envelope, _ in pairs],
+            "headers": [
+                json.dumps({**(headers or {}), "traceparent": child_traceparent(parent), "ce_type": spec.ce_type})
+                for _, (spec, _, headers) in pairs
+            ],
+        },
     )
     return envelopes
+
+
+def _insert_arrays(outbox: Table) -> TextClause:
+    """`INSERT … SELECT FROM unnest(arrays)` into a service's outbox, rows in the arrays' order (the ids
+    the relay publishes by follow it)."""
+    return text(
+        f"INSERT INTO {outbox.name} (event_id, topic, key, value, headers) "
+        "SELECT e, t, k, v, h::jsonb FROM unnest(:event_ids, :topics, :keys, :values_, :headers) "
+        "WITH ORDINALITY AS u(e, t, k, v, h, n) ORDER BY n"
+    ).bindparams(
+        bindparam("event_ids", type_=ARRAY(Uuid)),
+        bindparam("topics", type_=ARRAY(Text)),
+        bindparam("keys", type_=ARRAY(Text)),
+        bindparam("values_", type_=ARRAY(LargeBinary)),
+        bindparam("headers", type_=ARRAY(Text)),
+    )
 
 
 class OutboxRelay:
