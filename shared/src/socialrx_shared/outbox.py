@@ -16,7 +16,20 @@ from datetime import datetime, timezone
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from sqlalchemy import LargeBinary, Table, Text, TextClause, Uuid, bindparam, func, insert, select, text, update
+from sqlalchemy import (
+    BigInteger,
+    LargeBinary,
+    Table,
+    Text,
+    TextClause,
+    Uuid,
+    bindparam,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -216,9 +229,14 @@ class OutboxRelay:
                 for row in rows
             ]
             await asyncio.gather(*pending)
+            # `= ANY(array)`: one statement whatever the batch's size (an IN list is a new statement to
+            # parse and plan for every count of rows).
             await session.execute(
                 update(self._outbox)
-                .where(self._outbox.c.id.in_([row.id for row in rows]))
+                .where(
+                    self._outbox.c.id
+                    == func.any(bindparam("sent_ids", [row.id for row in rows], type_=ARRAY(BigInteger)))
+                )
                 .values(sent_at=datetime.now(timezone.utc))
             )
         for row in rows:
