@@ -505,8 +505,8 @@ async def bulk_create_referrals(
     lines: Sequence[tuple[int, dict[str, Any] | None, str | None]],
 ) -> list[LineResult]:
     """Create the referrals of an upload, a chunk of lines per transaction: each line validated and
-    refused by the same rules as `POST /referrals`; a refused line is reported with its number and changes nothing,
-    the others go on.
+    refused by the same rules as `POST /referrals`; a refused line is reported with its number and
+    changes nothing, the others go on.
 
     Idempotent per line by its content: a line's key is the hash of the referral it asks for, so the
     same line sent again (the whole file re-sent after fixing a bad line) answers with the referral it

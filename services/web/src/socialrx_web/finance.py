@@ -189,7 +189,7 @@ async def statement(
     request: Request, organisation_id: str, start: str = "", end: str = "", page: str = "1"
 ) -> Response:
     user = need_role(request, "finance", "admin")
-    if not page.isdigit() or not 1 <= int(page) <= 1_000_000:
+    if not page.isdigit() or not 1 <= int(page) <= 100_000:
         raise PageError(400, "There is a problem", "The page number must be a whole number from 1.")
     body = await request.app.state.apis.get(
         user,
