@@ -16,7 +16,7 @@ from datetime import date, datetime, timezone
 import pytest
 from sqlalchemy import func, select
 
-from socialrx_harness.testing import ConsumedRecord, auth, running_service
+from socialrx_harness.testing import ConsumedRecord, auth, failing_on_call, running_service
 from socialrx_referral_intake import commands
 from socialrx_referral_intake.app import Settings, build
 from socialrx_referral_intake.store import referrals
@@ -142,19 +142,8 @@ async def test_a_failure_part_way_keeps_the_chunks_before_it_and_resending_makes
         await _service(rt, service_id)
         headers = {**auth(jwt_secret, "link_worker", pcn_id="U12345", practice_id="B82005"), "content-type": "text/csv"}
         body = _csv([(service_id, nhs, "yes") for nhs in NHS])  # chunks: 2 + 2 + 1
-        real_stage_many, calls = rt.stage_many, []
-
-        async def failing_on_the_second_chunk(session, spec, items):
-            calls.append(spec.topic)
-            if len(calls) == 2:
-                raise ConnectionResetError("the database went away")
-            return await real_stage_many(session, spec, items)
-
-        rt.stage_many = failing_on_the_second_chunk
-        try:
+        with failing_on_call(rt, "stage_many", 2, ConnectionResetError("the database went away")):
             failed = await client.post("/referrals/bulk", content=body, headers=headers)
-        finally:
-            rt.stage_many = real_stage_many
         assert failed.status_code >= 500
         assert await _made(rt) == 2  # the first chunk stayed; the second was rolled back
 

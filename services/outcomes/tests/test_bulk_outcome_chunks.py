@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 import pytest
 from sqlalchemy import func, select
 
-from socialrx_harness.testing import wait_for
+from socialrx_harness.testing import failing_on_call, wait_for
 from socialrx_outcomes import commands
 from socialrx_outcomes.store import outcomes as outcomes_table
 from socialrx_outcomes.store import referral_view
@@ -94,19 +94,8 @@ async def test_a_failure_part_way_keeps_the_chunks_before_it_and_resending_recor
     org, ids = await _accepted_referrals(outcomes, 5)
     rows = [f"{r},completed,{n + 1}," for n, r in enumerate(ids)]  # chunks: 2 + 2 + 1
     rt = outcomes.app.state.runtime
-    real_stage_many, calls = rt.stage_many, []
-
-    async def failing_on_the_second_chunk(session, spec, items):
-        calls.append(spec.topic)
-        if len(calls) == 2:
-            raise ConnectionResetError("the database went away")
-        return await real_stage_many(session, spec, items)
-
-    rt.stage_many = failing_on_the_second_chunk
-    try:
+    with failing_on_call(rt, "stage_many", 2, ConnectionResetError("the database went away")):
         failed = await _upload(outcomes, org, rows)
-    finally:
-        rt.stage_many = real_stage_many
     assert failed["status"] >= 500
     assert await _recorded(outcomes, ids) == 2  # the first chunk stayed; the second was rolled back
 

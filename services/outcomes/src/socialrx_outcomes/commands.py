@@ -10,7 +10,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Annotated, Any
 
@@ -469,11 +469,13 @@ async def bulk_record_outcomes(
         hashed = _line_hash(organisation_id, referral_id, data)
         valid.append((number, referral_id, data, scored, str(uuid.uuid5(BULK_OUTCOMES, hashed))))
 
-    in_file = _RecordedInThisFile()
+    # (referral, instrument) -> the row of this file that recorded its baseline, across the chunks. An
+    # earlier chunk's outcomes are committed, so a repeated row finds its outcome in the database.
+    baseline_line: dict[tuple[str, str], int] = {}
     for first in range(0, len(valid), BULK_LINES_PER_TRANSACTION):
         chunk = valid[first : first + BULK_LINES_PER_TRANSACTION]
         async with _baseline_guard(), transaction() as session:
-            results |= await _record_chunk(session, stage_many, principal, chunk, in_file, now)
+            results |= await _record_chunk(session, stage_many, principal, chunk, baseline_line, now)
     return [results[number] for number in sorted(results)]
 
 
@@ -483,20 +485,12 @@ async def bulk_record_outcomes(
 BULK_LINES_PER_TRANSACTION = 1000
 
 
-@dataclass
-class _RecordedInThisFile:
-    """What earlier lines of this upload recorded, across its chunks (their outcomes are committed, so
-    a repeated line finds its outcome in the database)."""
-
-    baseline_line: dict[tuple[str, str], int] = field(default_factory=dict)  # (referral, instrument) -> line
-
-
 async def _record_chunk(
     session: AsyncSession,
     stage_many: StageMany,
     principal: Principal,
     valid: list[tuple[int, str, OutcomeInput, Scored, str]],
-    in_file: _RecordedInThisFile,
+    baseline_line: dict[tuple[str, str], int],
     now: datetime,
 ) -> dict[int, LineResult]:
     results: dict[int, LineResult] = {}
@@ -541,7 +535,6 @@ async def _record_chunk(
         if referral_ids
         else {}
     )
-    baseline_line = in_file.baseline_line  # a line of an earlier chunk is still "row N of this file"
     for number, referral_id, data, scored, outcome_id in valid:
         if outcome_id in already:
             results[number] = LineResult(number, "already_recorded", referral_id, outcome_id)

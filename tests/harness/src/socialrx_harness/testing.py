@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -121,6 +121,26 @@ class ConsumedRecord:
     @classmethod
     def of(cls, spec: EventSpec, data: Strict, offset: int = 0) -> ConsumedRecord:
         return cls(spec.topic, new_event(spec, data, source="test").to_bytes(), offset)
+
+
+@contextmanager
+def failing_on_call(obj: Any, name: str, call: int, error: Exception) -> Iterator[None]:
+    """Inside the block, the async method `obj.name` raises `error` on its `call`-th call and runs as
+    itself otherwise: a fault part-way through a run (the database lost between two chunks)."""
+    real, calls = getattr(obj, name), 0
+
+    async def wrapped(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == call:
+            raise error
+        return await real(*args, **kwargs)
+
+    setattr(obj, name, wrapped)
+    try:
+        yield
+    finally:
+        setattr(obj, name, real)
 
 
 def auth(secret: str, role: str, **claims: str) -> dict[str, str]:
